@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a Debian machine, only what is missing.
+# Idempotent; with CI=true a tool that is still missing afterwards is a failure.
+set -euo pipefail
+
+APT_PACKAGES=(
+  postgresql-15:/usr/lib/postgresql/15/bin/initdb
+  postgresql-client-15:/usr/lib/postgresql/15/bin/pg_dump
+  haproxy:/usr/sbin/haproxy
+  prometheus:/usr/bin/prometheus
+  chromium:/usr/bin/chromium
+  chromium-driver:/usr/bin/chromedriver
+  openssh-client:/usr/bin/ssh
+)
+
+missing=()
+for entry in "${APT_PACKAGES[@]}"; do
+  package=${entry%%:*}
+  binary=${entry#*:}
+  [ -x "$binary" ] || missing+=("$package")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-tools: missing ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "install-tools: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Debian's postinst scripts try to start services; there is no init system here, which is fine.
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "install-tools: installing uv"
+  python3 -m pip install --quiet uv
+fi
+
+uv sync --frozen --quiet
+
+# The Prometheus service that Debian's package may have started is not ours: the platform runs its own.
+pkill -x prometheus-node-exporter 2>/dev/null || true
+
+still_missing=()
+for entry in "${APT_PACKAGES[@]}"; do
+  binary=${entry#*:}
+  [ -x "$binary" ] || still_missing+=("$binary")
+done
+if [ ${#still_missing[@]} -gt 0 ]; then
+  echo "install-tools: still missing after install: ${still_missing[*]}" >&2
+  [ "${CI:-}" = "true" ] && exit 1
+fi
+echo "install-tools: ok"

@@ -1,0 +1,25 @@
+"""Where the project's files and its local state live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def environments_dir() -> Path:
+    override = os.environ.get("SOCIALNET_ENVIRONMENTS_DIR")
+    return Path(override) if override else repo_root() / "deployments" / "environments"
+
+
+def state_root() -> Path:
+    """`.local/` by default; tests point SOCIALNET_STATE_DIR at a temporary folder."""
+    override = os.environ.get("SOCIALNET_STATE_DIR")
+    return Path(override) if override else repo_root() / ".local"
+
+
+def environment_state_dir(environment: str) -> Path:
+    return state_root() / environment

@@ -1,0 +1,1 @@
+"""Platforms: one interface (`base.Platform`), a local and a Kubernetes implementation."""

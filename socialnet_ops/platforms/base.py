@@ -1,0 +1,96 @@
+"""The platform interface the flows use; local and Kubernetes implement it. No Prefect here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+Track = Literal["stable", "canary"]
+
+# Progress callbacks let flows stream what the platform does into their run log.
+Progress = Callable[[str], None]
+
+
+class PlatformError(Exception):
+    """A platform operation that failed; the message names the program, port or file involved."""
+
+
+class ReplicaNotReadyError(PlatformError):
+    pass
+
+
+@dataclass(frozen=True)
+class Build:
+    """A release of the app: code at a git ref, stored once and reused by reruns and rollbacks."""
+
+    version: str
+    git_sha: str
+    ref: str
+    # Local platform: the folder holding the release's code; Kubernetes: None.
+    path: Path | None = None
+    # Kubernetes: the image references; local: empty.
+    images: dict[str, str] = field(default_factory=dict)
+    # Extra, non-secret runtime settings baked into the build (e.g. fault injection for drills).
+    runtime_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    edge_url: str  # what users reach: front at /, API at /api
+    prometheus_url: str
+    database_host: str
+    database_port: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProgramStatus:
+    name: str
+    state: str  # RUNNING, STARTING, BACKOFF, EXITED, FATAL, STOPPED ...
+    detail: str = ""
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class PlatformStatus:
+    environment: str
+    running: bool
+    stable_version: str | None
+    canary_version: str | None
+    canary_weight: int
+    programs: list[ProgramStatus]
+    endpoints: Endpoints | None
+
+
+class Platform(Protocol):
+    """What a flow can ask of an environment's platform. Every operation is idempotent."""
+
+    environment: str
+
+    def endpoints(self) -> Endpoints: ...
+
+    def status(self) -> PlatformStatus: ...
+
+    def deploy(self, build: Build, progress: Progress | None = None) -> None:
+        """Replace the stable track with `build`, one replica at a time, without a failed request.
+
+        A replica that never becomes ready raises ReplicaNotReadyError; the old replicas keep
+        serving and the new ones are removed.
+        """
+
+    def start_canary(self, build: Build, progress: Progress | None = None) -> None:
+        """Start the canary track on `build` with weight 0."""
+
+    def set_canary_weight(self, weight: int) -> None:
+        """Send `weight` percent of API traffic to the canary track."""
+
+    def promote_canary(self, progress: Progress | None = None) -> None:
+        """Make the canary build stable (rolling, no failed request), then empty the canary track."""
+
+    def abort_canary(self, progress: Progress | None = None) -> None:
+        """Weight 0, canary replicas stopped; the stable track untouched."""
+
+    def rollback(self, build: Build, progress: Progress | None = None) -> None:
+        """Return the stable track to an earlier `build` with the same mechanics as deploy."""
