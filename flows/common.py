@@ -1,0 +1,65 @@
+"""Pieces every release flow shares: the environment's slot and input checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+
+from socialnet_ops.environments import Environment, environment_names, load_environment
+
+# A release waits at most this long for another release of the same environment to finish.
+SLOT_WAIT_SECONDS = 1800
+
+
+def release_limit(environment: str) -> str:
+    return f"release-{environment}"
+
+
+def ensure_release_limits(environments: list[str] | None = None) -> list[str]:
+    """Create the `release-<env>` limits (one slot each); deploys take them with strict=True."""
+    names = [release_limit(name) for name in (environments or environment_names())]
+    with get_client(sync_client=True) as client:
+        for name in names:
+            client.upsert_global_concurrency_limit_by_name(name=name, limit=1)
+    return names
+
+
+@contextmanager
+def release_slot(environment: str) -> Iterator[float]:
+    """One release per environment at a time; yields the moment the slot was taken."""
+    logger = get_run_logger()
+    logger.info("waiting for the %s slot", release_limit(environment))
+    with concurrency(
+        release_limit(environment), occupy=1, strict=True, timeout_seconds=SLOT_WAIT_SECONDS
+    ):
+        acquired = time.time()
+        logger.info("holding the %s slot", release_limit(environment))
+        yield acquired
+
+
+def checked_environment(name: str) -> Environment:
+    """Load and validate the environment before anything changes; errors name file and key."""
+    return load_environment(name)
+
+
+class StepClock:
+    """Wall time per named step, for the run's report."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[step] = round(time.monotonic() - started, 2)
+
+    def rows(self) -> list[str]:
+        return [f"{step}: {seconds} s" for step, seconds in self.seconds.items()]

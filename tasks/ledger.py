@@ -1,0 +1,47 @@
+"""The release ledger in Prefect Variables: one JSON document per environment, seen by every worker.
+
+Writers hold the environment's release slot, so read-modify-write does not race.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.variables import Variable
+
+from socialnet_ops.ledger import CanaryRecord, Ledger, ReleaseRecord
+
+
+def ledger_variable(environment: str) -> str:
+    return f"ledger-{environment}"
+
+
+def load_ledger(environment: str) -> Ledger:
+    value = Variable.get(ledger_variable(environment), default=None)
+    if value is None:
+        return Ledger(environment=environment)
+    return Ledger.model_validate(value)
+
+
+def _save(ledger: Ledger) -> Ledger:
+    Variable.set(
+        ledger_variable(ledger.environment),
+        ledger.model_dump(mode="json"),
+        tags=["socialnet", "ledger"],
+        overwrite=True,
+    )
+    return ledger
+
+
+@task(name="read-ledger")
+def read_ledger(environment: str) -> Ledger:
+    return load_ledger(environment)
+
+
+@task(name="record-release", retries=3, retry_delay_seconds=2)
+def record_release(environment: str, record: ReleaseRecord) -> Ledger:
+    return _save(load_ledger(environment).with_stable(record))
+
+
+@task(name="record-canary", retries=3, retry_delay_seconds=2)
+def record_canary(environment: str, canary: CanaryRecord | None) -> Ledger:
+    return _save(load_ledger(environment).with_canary(canary))

@@ -1,0 +1,48 @@
+"""Events and artifacts: what a run leaves behind for the Prefect UI and automations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
+
+EVENT_PREFIX = "socialnet"
+
+
+def environment_resource(environment: str) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"socialnet.environment.{environment}",
+        "prefect.resource.name": environment,
+        "socialnet.environment": environment,
+    }
+
+
+def emit(event: str, environment: str, **payload: Any) -> None:
+    """Emit `socialnet.<event>` about an environment; automations match on these."""
+    emit_event(
+        event=f"{EVENT_PREFIX}.{event}",
+        resource=environment_resource(environment),
+        payload={"environment": environment, **payload},
+    )
+    get_run_logger().info("event %s.%s %s", EVENT_PREFIX, event, payload)
+
+
+def artifact_key(*parts: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    raw = "-".join(parts).lower()
+    return "".join(char if char.isalnum() else "-" for char in raw).strip("-")
+
+
+def markdown_report(key: str, title: str, sections: dict[str, Any]) -> None:
+    lines = [f"# {title}", ""]
+    for heading, body in sections.items():
+        lines.append(f"**{heading}**: {body}" if not isinstance(body, list) else f"**{heading}**")
+        if isinstance(body, list):
+            lines.extend(f"- {item}" for item in body)
+    create_markdown_artifact(key=key, markdown="\n".join(lines), description=title)
+
+
+def table_report(key: str, rows: list[dict[str, Any]], description: str) -> None:
+    create_table_artifact(key=key, table=rows, description=description)
