@@ -93,5 +93,6 @@ def deploy(
         "version": version,
         "previous": previous.version if previous else None,
         "slot_taken_at": slot_taken_at,
+        "flow_run_id": flow_run.get_id(),
         "seconds": clock.seconds,
     }

@@ -73,4 +73,9 @@ def rollback(
         },
     )
     emit("release.rolled_back", env, version=target.version, previous=serving, reason=reason)
-    return {"environment": env, "version": target.version, "from": serving}
+    return {
+        "environment": env,
+        "version": target.version,
+        "from": serving,
+        "flow_run_id": flow_run.get_id(),
+    }

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from socialnet_ops.environments import EnvironmentError, load_catalog
+from socialnet_ops.platforms.base import PlatformError
+from socialnet_ops.process import ToolError
 
 app = typer.Typer(
     name="socialnet-ops",
@@ -88,6 +90,121 @@ def status(
         console.print(
             f"Prefect UI: {control_plane.get('ui_url', '-')}  ({control_plane.get('state')})"
         )
+
+
+def _local_platforms(env: str | None) -> list[Any]:
+    from socialnet_ops.platforms import platform_for
+
+    catalog = load_catalog()
+    names = (
+        [env] if env else [name for name, environment in catalog.items() if environment.is_local]
+    )
+    for name in names:
+        if name not in catalog:
+            raise _fail(f"unknown environment {name!r}; known: {', '.join(catalog)}")
+    return [platform_for(catalog[name]) for name in names if catalog[name].is_local]
+
+
+@app.command()
+def up(
+    env: Annotated[
+        str | None, typer.Option("--env", "-e", help="Only this local environment.")
+    ] = None,
+) -> None:
+    """Start the control plane (Prefect server + UI, worker) and the local platform; keep them running."""
+    from socialnet_ops import control_plane
+
+    try:
+        settings = control_plane.up(progress=lambda line: console.print(f"[dim]{line}[/dim]"))
+        for platform in _local_platforms(env):
+            endpoints = platform.start(progress=lambda line: console.print(f"[dim]{line}[/dim]"))
+            console.print(
+                f"[green]{platform.environment}[/green]: app {endpoints.edge_url}  "
+                f"prometheus {endpoints.prometheus_url}"
+            )
+    except (PlatformError, control_plane.ControlPlaneError, ToolError) as error:
+        raise _fail(str(error)) from None
+    console.print(f"[green]Prefect UI[/green]: {settings['PREFECT_UI_URL']}")
+
+
+@app.command()
+def down() -> None:
+    """Stop the local platforms and the control plane."""
+    from socialnet_ops import control_plane
+    from socialnet_ops.paths import environment_state_dir
+
+    for platform in _local_platforms(None):
+        if environment_state_dir(platform.environment).exists():
+            platform.stop()
+            console.print(f"stopped {platform.environment}")
+    control_plane.down()
+    console.print("stopped the control plane")
+
+
+def _run_flow(flow_name: str, **parameters: Any) -> Any:
+    """Run a flow here, reported to the control plane so it shows in the UI."""
+    from socialnet_ops import control_plane
+
+    if control_plane.control_plane_status()["state"] != "running":
+        raise _fail(
+            "the control plane is not running: start it with `socialnet-ops up` (or `make up`)"
+        )
+    control_plane.use_control_plane()
+    module = __import__(f"flows.{flow_name}", fromlist=[flow_name])
+    try:
+        return getattr(module, flow_name)(**parameters)
+    except Exception as error:
+        raise _fail(f"{flow_name} failed: {error}") from None
+
+
+@app.command()
+def deploy(
+    env: EnvOption,
+    version: Annotated[str, typer.Option(help="The release's version, e.g. v2 or 1.4.0.")],
+    ref: Annotated[
+        str | None, typer.Option(help="Git ref to build; default: the working tree.")
+    ] = None,
+    fault_error_rate: Annotated[
+        float, typer.Option(help="Fault injection (drills): share of 500s.")
+    ] = 0.0,
+    fault_latency_ms: Annotated[
+        int, typer.Option(help="Fault injection (drills): added latency.")
+    ] = 0,
+    allow_contracting_migrations: bool = False,
+) -> None:
+    """Roll a release onto an environment (rolling strategy)."""
+    result = _run_flow(
+        "deploy",
+        env=env,
+        version=version,
+        ref=ref,
+        fault_error_rate=fault_error_rate,
+        fault_latency_ms=fault_latency_ms,
+        allow_contracting_migrations=allow_contracting_migrations,
+    )
+    console.print(
+        f"[green]deployed[/green] {result['version']} to {env} (was {result['previous'] or 'nothing'})"
+    )
+
+
+@app.command()
+def rollback(
+    env: EnvOption,
+    version: Annotated[
+        str | None, typer.Option(help="Roll back to this version; default: the previous.")
+    ] = None,
+) -> None:
+    """Return an environment to the previous (or a named) release."""
+    result = _run_flow("rollback", env=env, version=version, reason="requested from the CLI")
+    console.print(f"[green]rolled back[/green] {env} from {result['from']} to {result['version']}")
+
+
+@app.command()
+def demo() -> None:
+    """The lifecycle on `local`, end to end; the last line is one JSON object."""
+    from socialnet_ops.demo import run_demo
+
+    raise typer.Exit(code=run_demo(console))
 
 
 def main() -> None:

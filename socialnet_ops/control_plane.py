@@ -1,0 +1,300 @@
+"""The local control plane: a Prefect server (+ UI), a process worker and the webhook receiver,
+run as programs of their own supervisord under `.local/control-plane/`.
+
+`up` also registers the deployments of prefect.yaml, the `release-<env>` concurrency limits and
+the automations; everything is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+
+from socialnet_ops.environments import environment_names, load_catalog
+from socialnet_ops.paths import repo_root, state_root
+from socialnet_ops.platforms.base import PlatformError
+from socialnet_ops.platforms.local.supervisor import Supervisor
+from socialnet_ops.platforms.local.tools import (
+    find_binary,
+    free_port,
+    port_is_free,
+    render,
+    supervisor_quote,
+    write_atomic,
+)
+from socialnet_ops.process import stream
+
+WORK_POOL = "socialnet"
+DEFAULT_API_PORT = 4200
+SERVER_READY_TIMEOUT = 90.0
+
+
+class ControlPlaneError(Exception):
+    pass
+
+
+def control_plane_dir() -> Path:
+    return state_root() / "control-plane"
+
+
+def _state_file() -> Path:
+    return control_plane_dir() / "control-plane.json"
+
+
+def _read_state() -> dict[str, Any]:
+    path = _state_file()
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _api_port() -> int:
+    """The recorded port, or 4200 when free, or any free port; recorded for the next start."""
+    state = _read_state()
+    port = state.get("api_port")
+    if port is None:
+        port = DEFAULT_API_PORT if port_is_free(DEFAULT_API_PORT) else free_port(set())
+        write_atomic(_state_file(), json.dumps({**state, "api_port": port}, indent=2))
+    return int(port)
+
+
+def prefect_settings(port: int | None = None) -> dict[str, str]:
+    """The Prefect settings every process of the control plane (and the CLI) uses."""
+    port = port or _api_port()
+    home = control_plane_dir() / "prefect"
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "SOCIALNET_REPO": str(repo_root()),
+        "SOCIALNET_STATE_DIR": str(state_root()),
+    }
+
+
+def use_control_plane() -> dict[str, str]:
+    """Point this process's Prefect client at the local control plane."""
+    settings = prefect_settings()
+    os.environ.update(settings)
+    return settings
+
+
+def _programs(port: int) -> dict[str, list[str]]:
+    prefect = find_binary("prefect")
+    return {
+        "prefect-server": [
+            prefect,
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--analytics-off",
+        ],
+        "prefect-worker": [
+            prefect,
+            "worker",
+            "start",
+            "--pool",
+            WORK_POOL,
+            "--type",
+            "process",
+            "--limit",
+            "4",
+        ],
+    }
+
+
+def _write_config(port: int) -> Path:
+    folder = control_plane_dir()
+    (folder / "programs").mkdir(parents=True, exist_ok=True)
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    config = folder / "supervisord.conf"
+    write_atomic(config, render("supervisord.conf", environment="control-plane", state_dir=folder))
+    environment = ",".join(
+        f"{key}={supervisor_quote(value)}" for key, value in prefect_settings(port).items()
+    )
+    for priority, (name, command) in enumerate(_programs(port).items(), start=10):
+        write_atomic(
+            folder / "programs" / f"{name}.conf",
+            render(
+                "program.conf",
+                environment="control-plane",
+                name=name,
+                command=" ".join(command),
+                directory=repo_root(),
+                user="root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
+                environment_vars=environment,
+                priority=priority,
+                stopsignal="TERM",
+                stopwaitsecs=15,
+                state_dir=folder,
+            ),
+        )
+    return config
+
+
+def _supervisor() -> Supervisor:
+    return Supervisor(control_plane_dir() / "supervisor.sock")
+
+
+def _wait_for_server(api_url: str, timeout: float = SERVER_READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    log = control_plane_dir() / "logs" / "prefect-server.log"
+    raise ControlPlaneError(
+        f"the Prefect server did not answer at {api_url} within {timeout:.0f} s; see {log}"
+    )
+
+
+def _register_deployments(settings: dict[str, str]) -> bool:
+    """`prefect deploy --all`, skipped when prefect.yaml and the flows are as last registered."""
+    sources = [repo_root() / "prefect.yaml", *sorted((repo_root() / "flows").glob("*.py"))]
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
+    state = _read_state()
+    if state.get("deployments_digest") == digest:
+        return False
+    # Quiet unless it fails: ToolError then carries prefect's last lines.
+    stream(
+        [find_binary("prefect"), "--no-prompt", "deploy", "--all"],
+        lambda _line: None,
+        cwd=repo_root(),
+        env=settings,
+    )
+    write_atomic(_state_file(), json.dumps({**state, "deployments_digest": digest}, indent=2))
+    return True
+
+
+def _register_automations(settings: dict[str, str]) -> list[str]:
+    """A failed deploy of an environment whose policy asks for it runs its rollback deployment."""
+    os.environ.update(settings)
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    created = []
+    with get_client(sync_client=True) as client:
+        for environment in load_catalog().values():
+            if not environment.release.rollback_on_failure:
+                continue
+            try:
+                deployment = client.read_deployment_by_name(f"rollback/rollback-{environment.name}")
+            except Exception:  # noqa: S112 - an environment without a rollback deployment has no automation
+                continue
+            name = f"rollback-{environment.name}-when-deploy-fails"
+            with contextlib.suppress(ValueError):
+                cast(Automation, Automation.read(name=name)).delete()
+            Automation(
+                name=name,
+                description=f"Restore the recorded stable release of {environment.name} when a deploy fails.",
+                trigger=EventTrigger(
+                    expect={"socialnet.release.failed"},
+                    match={"prefect.resource.id": f"socialnet.environment.{environment.name}"},
+                    posture=Posture.Reactive,
+                    threshold=1,
+                ),
+                actions=[
+                    RunDeployment(
+                        source="selected",
+                        deployment_id=deployment.id,
+                        parameters={
+                            "env": environment.name,
+                            "to_recorded_stable": True,
+                            "reason": "automation: a deploy failed",
+                        },
+                    )
+                ],
+            ).create()
+            created.append(name)
+    return created
+
+
+def _ensure_pool_and_limits(settings: dict[str, str]) -> None:
+    os.environ.update(settings)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from flows.common import ensure_release_limits
+
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+    ensure_release_limits(environment_names())
+
+
+def up(progress: Any = print) -> dict[str, str]:
+    """Start (or keep) the control plane and register everything it serves."""
+    port = _api_port()
+    settings = prefect_settings(port)
+    supervisor = _supervisor()
+    config = _write_config(port)
+    if supervisor.is_running():
+        supervisor.update()
+    else:
+        if not port_is_free(port):
+            raise ControlPlaneError(
+                f"port {port} (Prefect server) is in use by another program; free it or delete "
+                f"{_state_file()} to pick another"
+            )
+        progress(f"starting supervisord for the control plane ({config})")
+        subprocess.run([find_binary("supervisord"), "-c", str(config)], check=True)
+    progress(f"waiting for the Prefect server on {settings['PREFECT_UI_URL']}")
+    _wait_for_server(settings["PREFECT_API_URL"])
+    _ensure_pool_and_limits(settings)
+    progress("registering the deployments of prefect.yaml")
+    started = time.monotonic()
+    if _register_deployments(settings):
+        progress(f"deployments registered in {time.monotonic() - started:.1f} s")
+    else:
+        progress("deployments unchanged since the last registration")
+    automations = _register_automations(settings)
+    progress(f"automations: {', '.join(automations) or 'none'}")
+    return settings
+
+
+def down() -> None:
+    supervisor = _supervisor()
+    if not supervisor.is_running():
+        return
+    pid_file = control_plane_dir() / "supervisord.pid"
+    supervisor.shutdown()
+    deadline = time.monotonic() + 30
+    while supervisor.is_running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+
+
+def control_plane_status() -> dict[str, Any]:
+    if not _state_file().exists():
+        return {"state": "not started"}
+    settings = prefect_settings()
+    supervisor = _supervisor()
+    if not supervisor.is_running():
+        return {"state": "stopped", "ui_url": settings["PREFECT_UI_URL"]}
+    try:
+        programs = {name: info["statename"] for name, info in supervisor.processes().items()}
+    except PlatformError as error:
+        return {"state": f"unreachable: {error}"}
+    state = "running" if all(value == "RUNNING" for value in programs.values()) else "degraded"
+    return {"state": state, "ui_url": settings["PREFECT_UI_URL"], "programs": programs}
