@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
@@ -29,17 +31,43 @@ def ensure_release_limits(environments: list[str] | None = None) -> list[str]:
     return names
 
 
+@dataclass
+class SlotHold:
+    taken_at: float
+    released_at: float | None = None
+
+
 @contextmanager
-def release_slot(environment: str) -> Iterator[float]:
-    """One release per environment at a time; yields the moment the slot was taken."""
+def release_slot(environment: str) -> Iterator[SlotHold]:
+    """One release per environment at a time; says when the slot was held."""
     logger = get_run_logger()
     logger.info("waiting for the %s slot", release_limit(environment))
     with concurrency(
         release_limit(environment), occupy=1, strict=True, timeout_seconds=SLOT_WAIT_SECONDS
     ):
-        acquired = time.time()
+        hold = SlotHold(taken_at=time.time())
         logger.info("holding the %s slot", release_limit(environment))
-        yield acquired
+        try:
+            yield hold
+        finally:
+            hold.released_at = time.time()
+
+
+# Per-release runtime settings travel as flow parameters, so they must never be secret.
+_SECRET_LOOKING = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+
+
+def checked_release_settings(settings: dict[str, str] | None) -> dict[str, str]:
+    """Non-secret `SOCIALNET_*` settings a build carries (fault drills, feature switches)."""
+    checked = {}
+    for key, value in (settings or {}).items():
+        if not key.startswith("SOCIALNET_") or any(word in key for word in _SECRET_LOOKING):
+            raise ValueError(
+                f"settings.{key}: only non-secret SOCIALNET_* settings may be given to a release; "
+                "secrets come from Vault"
+            )
+        checked[key] = str(value)
+    return checked
 
 
 def checked_environment(name: str) -> Environment:
@@ -63,3 +91,23 @@ class StepClock:
 
     def rows(self) -> list[str]:
         return [f"{step}: {seconds} s" for step, seconds in self.seconds.items()]
+
+
+def announce_release_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_failure hook: `socialnet.release.failed`, which the rollback automation listens for."""
+    from tasks.reporting import emit
+
+    parameters = flow_run.parameters
+    environment = parameters.get("env", "unknown")
+    try:
+        rollback = load_environment(environment).release.rollback_on_failure
+    except Exception:
+        rollback = False
+    emit(
+        "release.failed",
+        environment,
+        flow=flow.name,
+        version=parameters.get("version"),
+        reason=str(state.message or "")[:300],
+        rollback=rollback,
+    )

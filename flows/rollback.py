@@ -49,19 +49,14 @@ def rollback(
     with release_slot(env):
         ledger = read_ledger(env)
         target = choose_target(ledger, version, to_recorded_stable)
-        load_build(env, target.version)  # the stored build must still be there
+        build = load_build(env, target.version)  # the stored build must still be there
         serving = serving_version(env)
         with clock("replicas"):
             restore_replicas(env, target.version)
         with clock("smoke test"):
             smoke_test(env, target.version)
         if not to_recorded_stable:
-            record_release(
-                env,
-                target.model_copy(
-                    update={"strategy": "rollback", "flow_run_id": flow_run.get_id()}
-                ),
-            )
+            record_release(env, build, "rollback")
     markdown_report(
         artifact_key("rollback", env),
         f"Rolled {env} back to {target.version}",

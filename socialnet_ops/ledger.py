@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 # Prefect Variables hold at most 5,000 characters; this many previous releases fit comfortably.
 HISTORY_LIMIT = 12
 
+Strategy = Literal["rolling", "canary", "rollback"]
+
 
 class ReleaseRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -20,7 +22,7 @@ class ReleaseRecord(BaseModel):
     version: str
     git_sha: str
     ref: str
-    strategy: Literal["rolling", "canary", "rollback"]
+    strategy: Strategy
     deployed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     flow_run_id: str | None = None
     backup_id: str | None = None

@@ -6,9 +6,11 @@ Writers hold the environment's release slot, so read-modify-write does not race.
 from __future__ import annotations
 
 from prefect import task
+from prefect.runtime import flow_run
 from prefect.variables import Variable
 
-from socialnet_ops.ledger import CanaryRecord, Ledger, ReleaseRecord
+from socialnet_ops.ledger import CanaryRecord, Ledger, ReleaseRecord, Strategy
+from socialnet_ops.platforms.base import Build
 
 
 def ledger_variable(environment: str) -> str:
@@ -38,7 +40,15 @@ def read_ledger(environment: str) -> Ledger:
 
 
 @task(name="record-release", retries=3, retry_delay_seconds=2)
-def record_release(environment: str, record: ReleaseRecord) -> Ledger:
+def record_release(environment: str, build: Build, strategy: Strategy) -> Ledger:
+    """`build` serves `environment` now; the run that put it there is recorded with it."""
+    record = ReleaseRecord(
+        version=build.version,
+        git_sha=build.git_sha,
+        ref=build.ref,
+        strategy=strategy,
+        flow_run_id=flow_run.get_id(),
+    )
     return _save(load_ledger(environment).with_stable(record))
 
 

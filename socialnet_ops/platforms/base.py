@@ -69,9 +69,21 @@ class Platform(Protocol):
 
     environment: str
 
+    # Bringing the platform up and down. Local: the environment's supervisord and every program;
+    # Kubernetes: check the cluster answers (nothing to start), stop is a no-op.
+    def start(self, progress: Progress | None = None) -> Endpoints: ...
+
+    def stop(self, progress: Progress | None = None) -> None: ...
+
+    def is_running(self) -> bool: ...
+
     def endpoints(self) -> Endpoints: ...
 
     def status(self) -> PlatformStatus: ...
+
+    def database_env(self) -> dict[str, str]:
+        """`SOCIALNET_DB_*` settings a migration uses to reach the database (password as a file)."""
+        ...
 
     def deploy(self, build: Build, progress: Progress | None = None) -> None:
         """Replace the stable track with `build`, one replica at a time, without a failed request.
