@@ -1,0 +1,127 @@
+"""HAProxy's runtime API (admin socket) and the weight arithmetic of the canary split."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from socialnet_ops.platforms.base import PlatformError
+
+BACKEND = "api"
+MAX_WEIGHT = 256
+# Pre-declared server slots: enough for a full surge of the largest allowed track (2 x replicas).
+STABLE_SLOTS = 33
+CANARY_SLOTS = 17
+
+
+def slot_names(track: str) -> list[str]:
+    count = STABLE_SLOTS if track == "stable" else CANARY_SLOTS
+    return [f"{track}{index}" for index in range(1, count + 1)]
+
+
+def server_lines() -> str:
+    """The `server` lines of backend api: every slot starts disabled (maintenance), weight 0."""
+    names = [*slot_names("stable"), *slot_names("canary")]
+    # Port 1 is a placeholder: `set server ... addr` points a slot at a replica when it is used.
+    return "\n".join(f"    server {name} 127.0.0.1:1" for name in names)
+
+
+def track_weights(canary_percent: int, stable_servers: int, canary_servers: int) -> tuple[int, int]:
+    """Per-server weights that send `canary_percent` % of requests to the canary group.
+
+    HAProxy's roundrobin shares requests in proportion to server weights (0..256), so each group
+    gets its share split evenly among its servers.
+    """
+    if not 0 <= canary_percent <= 100:
+        raise ValueError(f"canary weight {canary_percent} is not a percentage (0..100)")
+    if canary_servers == 0:
+        return MAX_WEIGHT // 2, 0
+    if stable_servers == 0:
+        return 0, MAX_WEIGHT // 2
+
+    if canary_percent in {0, 100}:
+        return (0, MAX_WEIGHT // 2) if canary_percent == 100 else (MAX_WEIGHT // 2, 0)
+    # Integer weights: try every stable weight and keep the split closest to the target.
+    target = canary_percent / 100
+    best = (2.0, 0, 0)
+    for stable_weight in range(1, MAX_WEIGHT + 1):
+        ideal = target * stable_servers * stable_weight / ((1 - target) * canary_servers)
+        canary_weight = min(MAX_WEIGHT, max(1, round(ideal)))
+        canary_total = canary_servers * canary_weight
+        error = abs(canary_total / (stable_servers * stable_weight + canary_total) - target)
+        if error < best[0] - 1e-12:
+            best = (error, stable_weight, canary_weight)
+    return best[1], best[2]
+
+
+@dataclass(frozen=True)
+class ServerStat:
+    name: str
+    status: str  # UP, DOWN, MAINT, DRAIN, no check ...
+    weight: int
+    current_sessions: int
+    address: str
+
+
+class HAProxyRuntime:
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+
+    def command(self, line: str) -> str:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(5)
+                sock.connect(str(self.socket_path))
+                sock.sendall(line.encode() + b"\n")
+                chunks = []
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+        except OSError as error:
+            raise PlatformError(f"HAProxy runtime API {self.socket_path}: {error}") from None
+        answer = b"".join(chunks).decode()
+        lowered = answer.lower()
+        if any(word in lowered for word in ("unknown command", "no such", "require", "invalid")):
+            raise PlatformError(f"HAProxy runtime API refused {line!r}: {answer.strip()}")
+        return answer
+
+    def answers(self) -> bool:
+        try:
+            self.command("show info")
+        except PlatformError:
+            return False
+        return True
+
+    def point(self, slot: str, port: int) -> None:
+        self.command(f"set server {BACKEND}/{slot} addr 127.0.0.1 port {port}")
+
+    def set_state(self, slot: str, state: str) -> None:
+        self.command(f"set server {BACKEND}/{slot} state {state}")
+
+    def set_weight(self, slot: str, weight: int) -> None:
+        self.command(f"set weight {BACKEND}/{slot} {weight}")
+
+    def stats(self) -> dict[str, ServerStat]:
+        """The servers of backend api, from `show stat` (CSV)."""
+        text = self.command("show stat").lstrip("# ")
+        servers: dict[str, ServerStat] = {}
+        for row in csv.DictReader(io.StringIO(text)):
+            if row.get("pxname") != BACKEND or row.get("svname") in {"FRONTEND", "BACKEND"}:
+                continue
+            servers[row["svname"]] = ServerStat(
+                name=row["svname"],
+                status=row.get("status", ""),
+                weight=int(row.get("weight") or 0),
+                current_sessions=int(row.get("scur") or 0),
+                address=row.get("addr", ""),
+            )
+        return servers
+
+    def save_server_state(self, path: Path) -> None:
+        """Dump the runtime server state so a restarted HAProxy resumes where it was."""
+        text = self.command("show servers state")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)

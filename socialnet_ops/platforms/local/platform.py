@@ -1,0 +1,936 @@
+"""The local platform: one supervisord per environment runs the whole stack on 127.0.0.1.
+
+Programs: PostgreSQL, the API replicas (stable and canary tracks), the front, HAProxy (the edge,
+weights changed through its runtime API), Prometheus, the AWS emulator and an OpenBao dev server.
+State, configuration and logs live under `.local/<env>/` (see `socialnet_ops.paths`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from socialnet_ops.environments import Environment
+from socialnet_ops.environments import LocalPlatform as LocalSettings
+from socialnet_ops.paths import environment_state_dir, repo_root
+from socialnet_ops.platforms.base import (
+    Build,
+    Endpoints,
+    PlatformError,
+    PlatformStatus,
+    ProgramStatus,
+    Progress,
+    ReplicaNotReadyError,
+    Track,
+)
+from socialnet_ops.platforms.local.haproxy import (
+    HAProxyRuntime,
+    server_lines,
+    slot_names,
+    track_weights,
+)
+from socialnet_ops.platforms.local.state import (
+    BASE_PORTS,
+    BuildRecord,
+    PlatformState,
+    Replica,
+    StateStore,
+    TrackState,
+)
+from socialnet_ops.platforms.local.supervisor import Supervisor, unexpected_exits
+from socialnet_ops.platforms.local.tools import (
+    ensure_secret,
+    find_binary,
+    free_port,
+    port_answers,
+    port_is_free,
+    python_executable,
+    read_secret,
+    render,
+    supervisor_quote,
+    tail,
+    write_atomic,
+)
+
+DB_NAME = "socialnet"
+DB_USER = "socialnet"
+PG_SUPERUSER = "postgres"
+# The unprivileged system user of Debian's postgresql package; PostgreSQL refuses to run as root.
+PG_SYSTEM_USER = "postgres"
+START_TIMEOUT = 60.0
+# New replicas starting at the same time during a rollout.
+SURGE = 2
+# Which long-lived program listens on which recorded port (for "port in use" errors).
+PORT_PROGRAMS = {
+    "edge": "haproxy (edge frontend)",
+    "exporter": "haproxy (Prometheus exporter)",
+    "front": "front",
+    "postgres": "postgres",
+    "prometheus": "prometheus",
+    "moto": "moto (AWS emulator)",
+    "openbao": "openbao",
+}
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def program_name(track: Track, version: str, index: int) -> str:
+    """`api-stable-1_2_3-1`: supervisord names allow no ':' and files no '/'; keep it plain."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", version)
+    return f"api-{track}-{safe}-{index}"
+
+
+class LocalPlatform:
+    """The Platform protocol on this machine, plus start/stop of the whole environment."""
+
+    def __init__(self, environment: Environment) -> None:
+        if not isinstance(environment.platform, LocalSettings):
+            raise PlatformError(
+                f"environment {environment.name!r} runs on {environment.platform.kind}, "
+                "not on the local platform"
+            )
+        self.environment = environment.name
+        self.settings: LocalSettings = environment.platform
+        self.state_dir = environment_state_dir(environment.name)
+        self.store = StateStore(self.state_dir, environment.name)
+        self.supervisor = Supervisor(self.state_dir / "supervisor.sock")
+        self.haproxy = HAProxyRuntime(self.state_dir / "haproxy" / "haproxy.sock")
+
+    # --- paths ---------------------------------------------------------------------------------
+
+    @property
+    def _conf(self) -> Path:
+        return self.state_dir / "supervisord.conf"
+
+    @property
+    def _programs_dir(self) -> Path:
+        return self.state_dir / "programs"
+
+    @property
+    def _logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def _secrets(self) -> Path:
+        return self.state_dir / "secrets"
+
+    @property
+    def db_password_file(self) -> Path:
+        return self._secrets / "db-password"
+
+    @property
+    def token_secret_file(self) -> Path:
+        return self._secrets / "token-secret"
+
+    @property
+    def vault_token_file(self) -> Path:
+        return self._secrets / "openbao-root-token"
+
+    @property
+    def _pgdata(self) -> Path:
+        return self.state_dir / "pgdata"
+
+    @property
+    def _pgsocket(self) -> Path:
+        return self.state_dir / "pgsocket"
+
+    @property
+    def _targets_file(self) -> Path:
+        return self.state_dir / "prometheus" / "targets" / "api.json"
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        return self.supervisor.is_running()
+
+    def start(self, progress: Progress | None = None) -> Endpoints:
+        """Start every program (idempotent: a running platform is left as it is)."""
+        say = progress or _quiet
+        with self.store.locked():
+            binaries = self._binaries()
+            for folder in ("logs", "programs", "haproxy", "prometheus/targets", "prometheus/data"):
+                (self.state_dir / folder).mkdir(parents=True, exist_ok=True)
+            self._logs.chmod(0o700)
+            self._programs_dir.chmod(0o700)
+            for secret in (self.db_password_file, self.token_secret_file, self.vault_token_file):
+                ensure_secret(secret)
+            state = self.store.load()
+            for key in BASE_PORTS:
+                if key not in state.ports:
+                    state.ports[key] = free_port(state.taken_ports())
+            self.store.save(state)
+
+            running = self.supervisor.is_running()
+            if not running:
+                self._check_ports_free(state)
+            self._init_database_cluster(binaries, say)
+            changed = self._render_configs(state, binaries)
+            if not running:
+                say(f"starting supervisord for environment {self.environment}")
+                self._start_supervisord(binaries["supervisord"])
+            else:
+                self.supervisor.update()
+                if "haproxy.cfg" in changed:
+                    say("haproxy.cfg changed: restarting haproxy")
+                    self.supervisor.restart("haproxy")
+                if "prometheus.yml" in changed:
+                    self.supervisor.restart("prometheus")
+            self._wait_base_programs(state, say)
+            self._bootstrap_database(state, say)
+            self._apply_edge(state)
+            self._write_targets(state)
+            say(f"local platform {self.environment} running at {self.endpoints().edge_url}")
+            return self.endpoints()
+
+    def stop(self, progress: Progress | None = None) -> None:
+        """Stop every program and supervisord (idempotent); state and data stay for the next start."""
+        say = progress or _quiet
+        with self.store.locked():
+            if not self.supervisor.is_running():
+                return
+            pid = self._supervisord_pid()
+            say(f"stopping local platform {self.environment}")
+            self.supervisor.shutdown()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if pid is None or not _pid_alive(pid):
+                    break
+                time.sleep(0.2)
+            else:
+                raise PlatformError(f"supervisord (pid {pid}) did not stop within 60 s")
+            with contextlib.suppress(FileNotFoundError):
+                (self.state_dir / "supervisor.sock").unlink()
+
+    def _binaries(self) -> dict[str, str]:
+        names = ("supervisord", "haproxy", "prometheus", "postgres", "initdb", "runuser")
+        binaries = {name: find_binary(name) for name in names}
+        binaries["moto_server"] = find_binary("moto_server")
+        binaries["bao"] = find_binary("bao")
+        return binaries
+
+    def _check_ports_free(self, state: PlatformState) -> None:
+        busy = [
+            (port, PORT_PROGRAMS[key])
+            for key, port in state.ports.items()
+            if not port_is_free(port)
+        ]
+        busy += [(r.port, r.program) for r in state.replicas() if not port_is_free(r.port)]
+        if busy:
+            names = ", ".join(f"port {port} (for {program})" for port, program in busy)
+            raise PlatformError(
+                f"{names} on 127.0.0.1 already in use by another process (`ss -ltnp` shows which; "
+                "maybe a leftover of a supervisord that was killed); stop that process or remove "
+                f"the port from {self.store.path} to pick a new one"
+            )
+
+    def _supervisord_pid(self) -> int | None:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return int((self.state_dir / "supervisord.pid").read_text().strip())
+        return None
+
+    def _start_supervisord(self, supervisord: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / "supervisor.sock").unlink()
+        # The programs must not inherit the caller's settings (tests, flows): they get their own.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SOCIALNET_")}
+        result = subprocess.run(
+            [supervisord, "-c", str(self._conf)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if result.returncode != 0:
+            raise PlatformError(
+                f"supervisord -c {self._conf} failed ({result.returncode}): "
+                f"{(result.stderr or result.stdout).strip()}"
+            )
+        deadline = time.monotonic() + 15
+        while not self.supervisor.is_running():
+            if time.monotonic() > deadline:
+                log = tail(self._logs / "supervisord.log")
+                raise PlatformError(f"supervisord did not answer on its socket within 15 s:\n{log}")
+            time.sleep(0.1)
+
+    # --- configuration -------------------------------------------------------------------------
+
+    def _program(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        directory: Path,
+        env: dict[str, str] | None = None,
+        user: str = "root",
+        priority: int = 50,
+        stopsignal: str = "TERM",
+        stopwaitsecs: int = 15,
+    ) -> str:
+        variables = {"SOCIALNET_ENVIRONMENT": self.environment, **(env or {})}
+        environment_vars = ",".join(
+            f"{key}={supervisor_quote(value)}" for key, value in sorted(variables.items())
+        )
+        return render(
+            "program.conf",
+            environment=self.environment,
+            name=name,
+            command=" ".join(shlex.quote(part) for part in command).replace("%", "%%"),
+            directory=directory,
+            user=user,
+            environment_vars=environment_vars,
+            priority=priority,
+            stopsignal=stopsignal,
+            stopwaitsecs=stopwaitsecs,
+            state_dir=self.state_dir,
+        )
+
+    def _render_configs(self, state: PlatformState, binaries: dict[str, str]) -> set[str]:
+        """Write supervisord, HAProxy and Prometheus configs; return the names that changed."""
+        ports = state.ports
+        sd = self.state_dir
+        changed: set[str] = set()
+        files = {
+            self._conf: render("supervisord.conf", environment=self.environment, state_dir=sd),
+            sd / "haproxy" / "haproxy.cfg": render(
+                "haproxy.cfg",
+                environment=self.environment,
+                state_dir=sd,
+                edge_port=ports["edge"],
+                exporter_port=ports["exporter"],
+                front_port=ports["front"],
+                api_servers=server_lines(),
+            ),
+            sd / "prometheus" / "prometheus.yml": render(
+                "prometheus.yml",
+                environment=self.environment,
+                state_dir=sd,
+                exporter_port=ports["exporter"],
+            ),
+        }
+        for path, text in files.items():
+            if write_atomic(path, text):
+                changed.add(path.name)
+        haproxy_cfg = sd / "haproxy" / "haproxy.cfg"
+        if "haproxy.cfg" in changed:
+            check = subprocess.run(
+                [binaries["haproxy"], "-c", "-q", "-f", str(haproxy_cfg)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if check.returncode != 0:
+                raise PlatformError(f"{haproxy_cfg} is invalid: {check.stderr.strip()}")
+        root = repo_root()
+        python = python_executable()
+        bao_env = {"BAO_DEV_ROOT_TOKEN_ID": read_secret(self.vault_token_file)}
+        programs = {
+            "postgres": self._program(
+                "postgres",
+                [
+                    binaries["postgres"],
+                    "-D", str(self._pgdata),
+                    "-p", str(ports["postgres"]),
+                    "-k", str(self._pgsocket),
+                    "-c", "listen_addresses=127.0.0.1",
+                ],
+                directory=self._pgdata,
+                user=PG_SYSTEM_USER,
+                priority=10,
+                stopsignal="INT",  # fast shutdown: roll back open transactions, exit cleanly
+                stopwaitsecs=30,
+            ),
+            "moto": self._program(
+                "moto",
+                [binaries["moto_server"], "-H", "127.0.0.1", "-p", str(ports["moto"])],
+                directory=sd,
+                priority=20,
+            ),
+            "openbao": self._program(
+                "openbao",
+                [binaries["bao"], "server", "-dev", f"-dev-listen-address=127.0.0.1:{ports['openbao']}"],
+                directory=sd,
+                env=bao_env,
+                priority=20,
+            ),
+            "front": self._program(
+                "front",
+                [python, "-m", "app.front.server", "--host", "127.0.0.1", "--port", str(ports["front"])],
+                directory=root,
+                env={"PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"},
+                priority=30,
+            ),
+            "haproxy": self._program(
+                "haproxy",
+                [binaries["haproxy"], "-db", "-f", str(haproxy_cfg)],
+                directory=sd / "haproxy",
+                priority=60,
+            ),
+            "prometheus": self._program(
+                "prometheus",
+                [
+                    binaries["prometheus"],
+                    f"--config.file={sd / 'prometheus' / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={sd / 'prometheus' / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+                    "--storage.tsdb.retention.time=2d",
+                    "--web.enable-lifecycle",
+                ],
+                directory=sd / "prometheus",
+                priority=70,
+            ),
+        }  # fmt: skip
+        log_size = self._log_size()
+        for name, text in programs.items():
+            if write_atomic(self._programs_dir / f"{name}.conf", text, mode=0o600):
+                changed.add(name)
+            state.log_offsets.setdefault(name, log_size)
+        self.store.save(state)
+        return changed
+
+    def _log_size(self) -> int:
+        try:
+            return (self._logs / "supervisord.log").stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    # --- PostgreSQL ----------------------------------------------------------------------------
+
+    def _init_database_cluster(self, binaries: dict[str, str], say: Progress) -> None:
+        for folder in (self._pgdata, self._pgsocket):
+            folder.mkdir(exist_ok=True)
+            shutil.chown(folder, PG_SYSTEM_USER, PG_SYSTEM_USER)
+            folder.chmod(0o700)
+        if (self._pgdata / "PG_VERSION").exists():
+            return
+        reach = subprocess.run(
+            [binaries["runuser"], "-u", PG_SYSTEM_USER, "--", "test", "-w", str(self._pgdata)],
+            capture_output=True,
+            check=False,
+        )
+        if reach.returncode != 0:
+            raise PlatformError(
+                f"the {PG_SYSTEM_USER} user cannot reach {self._pgdata}: make its parent folders "
+                "traversable (chmod o+x) or set SOCIALNET_STATE_DIR to a folder under /tmp"
+            )
+        say("initializing the PostgreSQL cluster")
+        result = subprocess.run(
+            [
+                binaries["runuser"], "-u", PG_SYSTEM_USER, "--",
+                binaries["initdb"], "-D", str(self._pgdata), "-U", PG_SUPERUSER,
+                "--auth-local=trust", "--auth-host=scram-sha-256",
+                "--encoding=UTF8", "--no-locale", "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            shutil.rmtree(self._pgdata, ignore_errors=True)
+            raise PlatformError(f"initdb -D {self._pgdata} failed: {result.stderr.strip()}")
+
+    def _bootstrap_database(self, state: PlatformState, say: Progress) -> None:
+        """Create the app role and database (idempotent); the password comes from its 0600 file."""
+        import psycopg
+        from psycopg import sql
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                connection = psycopg.connect(
+                    host=str(self._pgsocket),
+                    port=state.ports["postgres"],
+                    user=PG_SUPERUSER,
+                    dbname="postgres",
+                    autocommit=True,
+                    connect_timeout=3,
+                )
+                break
+            except psycopg.OperationalError as error:
+                if time.monotonic() > deadline:
+                    raise PlatformError(
+                        f"postgres on port {state.ports['postgres']} not ready within "
+                        f"{START_TIMEOUT:.0f} s: {error}\n{tail(self._logs / 'postgres.log')}"
+                    ) from None
+                time.sleep(0.3)
+        password = read_secret(self.db_password_file)
+        with connection:
+            role = connection.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,)
+            ).fetchone()
+            verb = "ALTER" if role else "CREATE"
+            if not role:
+                say(f"creating role {DB_USER} and database {DB_NAME}")
+            connection.execute(
+                sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(DB_USER), sql.Literal(password)
+                )
+            )
+            exists = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)
+            ).fetchone()
+            if not exists:
+                connection.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(DB_NAME), sql.Identifier(DB_USER)
+                    )
+                )
+
+    def database_env(self) -> dict[str, str]:
+        """SOCIALNET_DB_* for migrations and tools (the password stays in its file)."""
+        state = self.store.load()
+        if "postgres" not in state.ports:
+            raise PlatformError(f"local platform {self.environment} was never started")
+        return {
+            "SOCIALNET_DB_HOST": "127.0.0.1",
+            "SOCIALNET_DB_PORT": str(state.ports["postgres"]),
+            "SOCIALNET_DB_NAME": DB_NAME,
+            "SOCIALNET_DB_USER": DB_USER,
+            "SOCIALNET_DB_PASSWORD_FILE": str(self.db_password_file),
+        }
+
+    # --- waiting -------------------------------------------------------------------------------
+
+    def _wait_base_programs(self, state: PlatformState, say: Progress) -> None:
+        ports = {
+            "postgres": "postgres",
+            "haproxy": "edge",
+            "prometheus": "prometheus",
+            "moto": "moto",
+            "openbao": "openbao",
+            "front": "front",
+        }
+        pending = dict(ports)
+        deadline = time.monotonic() + START_TIMEOUT
+        while pending:
+            infos = self.supervisor.processes()
+            for name, key in list(pending.items()):
+                info = infos.get(name)
+                if info and info["statename"] in {"FATAL", "EXITED"}:
+                    raise PlatformError(
+                        f"program {name} failed to start ({info['statename']}: "
+                        f"{info.get('spawnerr') or info.get('description')}); its log "
+                        f"{self._logs / (name + '.log')}:\n{tail(self._logs / (name + '.log'))}"
+                    )
+                if info and info["statename"] == "RUNNING" and port_answers(state.ports[key]):
+                    del pending[name]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{n} (port {state.ports[k]})" for n, k in pending.items())
+                raise PlatformError(f"not listening within {START_TIMEOUT:.0f} s: {names}")
+            time.sleep(0.2)
+        say("postgres, haproxy, prometheus, moto, openbao and front are up")
+
+    def _wait_replica_ready(self, replica: Replica) -> None:
+        url = f"http://127.0.0.1:{replica.port}/readyz"
+        deadline = time.monotonic() + self.settings.ready_timeout
+        last = "no answer"
+        log = self._logs / f"{replica.program}.log"
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                info = self.supervisor.process(replica.program)
+                if info and info["statename"] == "FATAL":
+                    last = f"the process keeps exiting ({info.get('spawnerr') or 'see its log'})"
+                    break
+                try:
+                    response = client.get(url)
+                    if response.status_code == 200:
+                        return
+                    last = f"{response.status_code} {response.text[:200]}"
+                except httpx.HTTPError as error:
+                    last = type(error).__name__
+                time.sleep(0.25)
+        raise ReplicaNotReadyError(
+            f"replica {replica.program} ({replica.version}, port {replica.port}) not ready within "
+            f"{self.settings.ready_timeout:.0f} s: /readyz: {last}; log {log}:\n{tail(log)}"
+        )
+
+    # --- the edge ------------------------------------------------------------------------------
+
+    def _apply_weights(self, state: PlatformState) -> None:
+        stable = [r for r in state.stable.replicas if r.enabled]
+        canary = [r for r in state.canary.replicas if r.enabled]
+        stable_weight, canary_weight = track_weights(state.canary_weight, len(stable), len(canary))
+        for replica in stable:
+            self.haproxy.set_weight(replica.slot, stable_weight)
+        for replica in canary:
+            self.haproxy.set_weight(replica.slot, canary_weight)
+
+    def _save_edge_state(self) -> None:
+        self.haproxy.save_server_state(self.state_dir / "haproxy" / "servers.state")
+
+    def _apply_edge(self, state: PlatformState) -> None:
+        """Make HAProxy's runtime state match state.json (after a start or an HAProxy restart)."""
+        deadline = time.monotonic() + 15
+        while not self.haproxy.answers():
+            if time.monotonic() > deadline:
+                raise PlatformError(
+                    f"HAProxy runtime socket {self.haproxy.socket_path} not answering"
+                )
+            time.sleep(0.1)
+        used = {replica.slot: replica for replica in state.replicas()}
+        for slot in [*slot_names("stable"), *slot_names("canary")]:
+            replica = used.get(slot)
+            if replica is None or not replica.enabled:
+                self.haproxy.set_state(slot, "maint")
+            else:
+                self.haproxy.point(slot, replica.port)
+        self._apply_weights(state)
+        for replica in state.replicas():
+            if replica.enabled:
+                self.haproxy.set_state(replica.slot, "ready")
+        self._save_edge_state()
+
+    def _wait_edge_up(self, replica: Replica) -> None:
+        deadline = time.monotonic() + self.settings.ready_timeout
+        status = "unknown"
+        while time.monotonic() < deadline:
+            status = self.haproxy.stats()[replica.slot].status
+            # DRAIN is how HAProxy shows a healthy server at weight 0 (a canary at 0 %).
+            if status in {"UP", "DRAIN"}:
+                return
+            time.sleep(0.1)
+        raise ReplicaNotReadyError(
+            f"replica {replica.program} (port {replica.port}) is {status} in HAProxy slot "
+            f"api/{replica.slot} after {self.settings.ready_timeout:.0f} s"
+        )
+
+    def _write_targets(self, state: PlatformState) -> None:
+        targets = [
+            {
+                "targets": [f"127.0.0.1:{replica.port}"],
+                "labels": {
+                    "track": replica.track,
+                    "version": replica.version,
+                    "program": replica.program,
+                },
+            }
+            for replica in state.replicas()
+        ]
+        write_atomic(self._targets_file, json.dumps(targets, indent=2) + "\n")
+
+    # --- replicas ------------------------------------------------------------------------------
+
+    def _replica_env(self, build: Build, track: Track, state: PlatformState) -> dict[str, str]:
+        assert build.path is not None
+        return {
+            "SOCIALNET_DB_HOST": "127.0.0.1",
+            "SOCIALNET_DB_PORT": str(state.ports["postgres"]),
+            "SOCIALNET_DB_NAME": DB_NAME,
+            "SOCIALNET_DB_USER": DB_USER,
+            "SOCIALNET_DB_PASSWORD_FILE": str(self.db_password_file),
+            "SOCIALNET_TOKEN_SECRET_FILE": str(self.token_secret_file),
+            "SOCIALNET_VERSION": build.version,
+            "SOCIALNET_GIT_SHA": build.git_sha,
+            "SOCIALNET_TRACK": track,
+            "PYTHONPATH": str(build.path),
+            "PYTHONUNBUFFERED": "1",
+            # The build's own settings last: a drill may point it at a broken database on purpose.
+            **build.runtime_env,
+        }
+
+    def _start_replica(self, state: PlatformState, track: Track, build: Build) -> Replica:
+        used_names = {replica.program for replica in state.replicas()}
+        index = 1
+        while program_name(track, build.version, index) in used_names:
+            index += 1
+        used_slots = {replica.slot for replica in state.replicas()}
+        free_slots = [slot for slot in slot_names(track) if slot not in used_slots]
+        if not free_slots:
+            raise PlatformError(f"no free HAProxy slot left for the {track} track")
+        replica = Replica(
+            program=program_name(track, build.version, index),
+            port=free_port(state.taken_ports()),
+            slot=free_slots[0],
+            track=track,
+            version=build.version,
+        )
+        assert build.path is not None
+        conf = self._program(
+            replica.program,
+            [
+                python_executable(), "-m", "uvicorn", "app.api.main:app",
+                "--host", "127.0.0.1", "--port", str(replica.port),
+                "--no-access-log",
+                # Longer than HAProxy's idle server connections: HAProxy closes them first.
+                "--timeout-keep-alive", "75",
+                "--timeout-graceful-shutdown", str(int(self.settings.drain_timeout) + 5),
+            ],
+            directory=build.path,
+            env=self._replica_env(build, track, state),
+            priority=50,
+            stopwaitsecs=int(self.settings.drain_timeout) + 10,
+        )  # fmt: skip
+        state.track(track).replicas.append(replica)
+        state.log_offsets[replica.program] = self._log_size()
+        self.store.save(state)
+        write_atomic(self._programs_dir / f"{replica.program}.conf", conf, mode=0o600)
+        self.supervisor.update()
+        self._write_targets(state)
+        return replica
+
+    def _enable_replica(self, state: PlatformState, replica: Replica) -> None:
+        self.haproxy.point(replica.slot, replica.port)
+        replica.enabled = True
+        self._apply_weights(state)
+        self.haproxy.set_state(replica.slot, "ready")
+        self.store.save(state)
+        self._wait_edge_up(replica)
+        self._save_edge_state()
+
+    def _remove_replica(self, state: PlatformState, replica: Replica, say: Progress) -> None:
+        """Drain the replica out of HAProxy, then stop and forget its program."""
+        if replica.enabled:
+            replica.enabled = False
+            self._apply_weights(state)
+            self.haproxy.set_state(replica.slot, "drain")
+            self._wait_drained(replica)
+        self.haproxy.set_state(replica.slot, "maint")
+        say(f"stopping {replica.program}")
+        self.supervisor.remove(replica.program)
+        with contextlib.suppress(FileNotFoundError):
+            (self._programs_dir / f"{replica.program}.conf").unlink()
+        self.supervisor.update()
+        track = state.track(replica.track)
+        track.replicas = [r for r in track.replicas if r.program != replica.program]
+        state.log_offsets.pop(replica.program, None)
+        self.store.save(state)
+        self._write_targets(state)
+        self._save_edge_state()
+
+    def _wait_drained(self, replica: Replica) -> None:
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while time.monotonic() < deadline:
+            stat = self.haproxy.stats().get(replica.slot)
+            if stat is None or stat.current_sessions == 0:
+                return
+            time.sleep(0.1)
+
+    def _roll(self, track: Track, build: Build, count: int, say: Progress) -> None:
+        """Bring `track` to `count` ready replicas of `build`, then retire every other replica.
+
+        New replicas join the rotation one at a time once ready; the old ones leave (drained, one
+        at a time) only when all new ones serve, so a replica that never gets ready leaves the old
+        set untouched and the new ones are removed.
+        """
+        if build.path is None or not (build.path / "app").is_dir():
+            raise PlatformError(f"build {build.version}: {build.path} holds no app/ folder")
+        state = self.store.load()
+        infos = self.supervisor.processes()
+        keep = [
+            r
+            for r in state.track(track).replicas
+            if r.version == build.version
+            and r.enabled
+            and infos.get(r.program, {}).get("statename") == "RUNNING"
+        ][:count]
+        new: list[Replica] = []
+        pending: list[Replica] = []
+        remaining = count - len(keep)
+        try:
+            # A replica spends seconds importing: keep SURGE of them starting while the previous
+            # ones join the rotation one at a time (more would only fight for the CPU).
+            while remaining or pending:
+                while remaining and len(pending) < SURGE:
+                    replica = self._start_replica(state, track, build)
+                    new.append(replica)
+                    pending.append(replica)
+                    remaining -= 1
+                    say(f"started {replica.program} on port {replica.port}")
+                replica = pending.pop(0)
+                self._wait_replica_ready(replica)
+                self._enable_replica(state, replica)
+                say(f"{replica.program} serves in slot api/{replica.slot}")
+        except BaseException:
+            for replica in new:
+                with contextlib.suppress(PlatformError):
+                    self._remove_replica(state, replica, say)
+            raise
+        staying = {r.program for r in [*keep, *new]}
+        for replica in list(state.track(track).replicas):
+            if replica.program not in staying:
+                say(f"draining {replica.program}")
+                self._remove_replica(state, replica, say)
+        state.track(track).build = BuildRecord.of(build)
+        self.store.save(state)
+
+    def _require_running(self) -> None:
+        if not self.supervisor.is_running():
+            raise PlatformError(
+                f"local platform {self.environment} is not running; start it first "
+                "(`socialnet-ops up` or LocalPlatform.start())"
+            )
+
+    # --- the Platform protocol -----------------------------------------------------------------
+
+    def deploy(self, build: Build, progress: Progress | None = None) -> None:
+        say = progress or _quiet
+        with self.store.locked():
+            self._require_running()
+            say(
+                f"deploying {build.version} to the stable track ({self.settings.api_replicas} replicas)"
+            )
+            self._roll("stable", build, self.settings.api_replicas, say)
+            say(f"stable track runs {build.version}")
+
+    def rollback(self, build: Build, progress: Progress | None = None) -> None:
+        self.deploy(build, progress)
+
+    def start_canary(self, build: Build, progress: Progress | None = None) -> None:
+        say = progress or _quiet
+        with self.store.locked():
+            self._require_running()
+            state = self.store.load()
+            current = state.canary.build
+            if current is not None and current.version != build.version:
+                say(f"replacing canary {current.version} by {build.version}")
+                self._empty_canary(say)
+            elif current is None and state.canary.replicas:
+                self._empty_canary(say)  # leftovers of an interrupted start
+            state = self.store.load()
+            if state.canary.build is None:
+                state.canary_weight = 0
+                self.store.save(state)
+            say(
+                f"starting canary {build.version} ({self.settings.canary_replicas} replicas, weight 0)"
+            )
+            self._roll("canary", build, self.settings.canary_replicas, say)
+
+    def set_canary_weight(self, weight: int) -> None:
+        if not 0 <= weight <= 100:
+            raise PlatformError(f"canary weight {weight} is not a percentage (0..100)")
+        with self.store.locked():
+            self._require_running()
+            state = self.store.load()
+            if weight > 0 and not any(r.enabled for r in state.canary.replicas):
+                raise PlatformError(
+                    "no canary is running: start_canary() before setting its weight"
+                )
+            state.canary_weight = weight
+            self.store.save(state)
+            self._apply_weights(state)
+            self._save_edge_state()
+
+    def promote_canary(self, progress: Progress | None = None) -> None:
+        say = progress or _quiet
+        with self.store.locked():
+            self._require_running()
+            state = self.store.load()
+            if state.canary.build is None:
+                say("no canary to promote")
+                return
+            build = state.canary.build.to_build()
+            say(f"promoting canary {build.version} to stable")
+            self._roll("stable", build, self.settings.api_replicas, say)
+            self._empty_canary(say)
+            say(f"stable track runs {build.version}; canary track empty")
+
+    def abort_canary(self, progress: Progress | None = None) -> None:
+        say = progress or _quiet
+        with self.store.locked():
+            self._require_running()
+            self._empty_canary(say)
+
+    def _empty_canary(self, say: Progress) -> None:
+        state = self.store.load()
+        state.canary_weight = 0
+        self.store.save(state)
+        self._apply_weights(state)
+        for replica in list(state.canary.replicas):
+            self._remove_replica(state, replica, say)
+        state.canary = TrackState()
+        self.store.save(state)
+        self._save_edge_state()
+
+    # --- observation ---------------------------------------------------------------------------
+
+    def endpoints(self) -> Endpoints:
+        ports = self.store.load().ports
+        if "edge" not in ports:
+            raise PlatformError(f"local platform {self.environment} was never started")
+        return Endpoints(
+            edge_url=f"http://127.0.0.1:{ports['edge']}",
+            prometheus_url=f"http://127.0.0.1:{ports['prometheus']}",
+            database_host="127.0.0.1",
+            database_port=ports["postgres"],
+            extra={
+                "front_url": f"http://127.0.0.1:{ports['front']}",
+                "haproxy_exporter_url": f"http://127.0.0.1:{ports['exporter']}/metrics",
+                "haproxy_socket": str(self.haproxy.socket_path),
+                "aws_endpoint_url": f"http://127.0.0.1:{ports['moto']}",
+                "vault_address": f"http://127.0.0.1:{ports['openbao']}",
+                "vault_token_file": str(self.vault_token_file),
+                "db_password_file": str(self.db_password_file),
+                "supervisor_socket": str(self.supervisor.socket_path),
+                "state_dir": str(self.state_dir),
+            },
+        )
+
+    def status(self) -> PlatformStatus:
+        state = self.store.load()
+        running = self.supervisor.is_running()
+        infos: dict[str, dict[str, Any]] = self.supervisor.processes() if running else {}
+        edge: dict[str, Any] = {}
+        if running:
+            with contextlib.suppress(PlatformError):
+                edge = dict(self.haproxy.stats())
+        restarts = unexpected_exits(self._logs / "supervisord.log", state.log_offsets)
+        replicas = {replica.program: replica for replica in state.replicas()}
+        names = list(dict.fromkeys([*infos, *state.log_offsets]))
+        programs = []
+        for name in names:
+            info = infos.get(name, {})
+            details = []
+            if info.get("description"):
+                details.append(str(info["description"]))
+            if info.get("spawnerr"):
+                details.append(f"spawn error: {info['spawnerr']}")
+            replica = replicas.get(name)
+            if replica is not None:
+                stat = edge.get(replica.slot)
+                slot = (
+                    f"api/{replica.slot} {stat.status} weight {stat.weight}"
+                    if stat
+                    else replica.slot
+                )
+                details.append(f"{replica.track} {replica.version} port {replica.port}, {slot}")
+            programs.append(
+                ProgramStatus(
+                    name=name,
+                    state=str(info.get("statename", "STOPPED")),
+                    detail="; ".join(details),
+                    restarts=restarts.get(name, 0),
+                )
+            )
+        return PlatformStatus(
+            environment=self.environment,
+            running=running,
+            stable_version=state.stable.build.version if state.stable.build else None,
+            canary_version=state.canary.build.version if state.canary.build else None,
+            canary_weight=state.canary_weight,
+            programs=programs,
+            endpoints=self.endpoints() if state.ports else None,
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
