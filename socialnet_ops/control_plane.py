@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -183,9 +184,17 @@ def _register_deployments(settings: dict[str, str]) -> bool:
     return True
 
 
-def _register_automations(settings: dict[str, str]) -> list[str]:
+@contextlib.contextmanager
+def _talking_to(settings: dict[str, str]) -> Iterator[None]:
+    """Point this process's Prefect client at the control plane for a moment."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: settings["PREFECT_API_URL"]}):
+        yield
+
+
+def _register_automations() -> list[str]:
     """A failed deploy of an environment whose policy asks for it runs its rollback deployment."""
-    os.environ.update(settings)
     from prefect.automations import Automation
     from prefect.client.orchestration import get_client
     from prefect.events.actions import RunDeployment
@@ -228,8 +237,7 @@ def _register_automations(settings: dict[str, str]) -> list[str]:
     return created
 
 
-def _ensure_pool_and_limits(settings: dict[str, str]) -> None:
-    os.environ.update(settings)
+def _ensure_pool_and_limits() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
@@ -259,14 +267,16 @@ def up(progress: Any = print) -> dict[str, str]:
         subprocess.run([find_binary("supervisord"), "-c", str(config)], check=True)
     progress(f"waiting for the Prefect server on {settings['PREFECT_UI_URL']}")
     _wait_for_server(settings["PREFECT_API_URL"])
-    _ensure_pool_and_limits(settings)
+    with _talking_to(settings):
+        _ensure_pool_and_limits()
     progress("registering the deployments of prefect.yaml")
     started = time.monotonic()
     if _register_deployments(settings):
         progress(f"deployments registered in {time.monotonic() - started:.1f} s")
     else:
         progress("deployments unchanged since the last registration")
-    automations = _register_automations(settings)
+    with _talking_to(settings):
+        automations = _register_automations()
     progress(f"automations: {', '.join(automations) or 'none'}")
     return settings
 

@@ -1,0 +1,116 @@
+"""`socialnet-ops up/status/down` as a user runs them: a real Prefect server, worker, deployments,
+limits and the rollback automation, plus the local platform."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.prefect import state_root
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def cli(
+    *arguments: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    # The CLI must find its control plane by itself: no Prefect settings leak in from pytest.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    result = subprocess.run(
+        ["socialnet-ops", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"socialnet-ops {' '.join(arguments)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def control_plane() -> Iterator[dict[str, Any]]:
+    with state_root("sncp-"):
+        try:
+            cli("up", "--env", "local")
+            status = json.loads(cli("status", "--json").stdout)
+            yield status
+        finally:
+            cli("down", check=False)
+
+
+def api(status: dict[str, Any]) -> httpx.Client:
+    return httpx.Client(base_url=status["control_plane"]["ui_url"] + "/api", timeout=10)
+
+
+def test_up_runs_the_server_the_worker_and_the_local_platform(
+    control_plane: dict[str, Any],
+) -> None:
+    assert control_plane["control_plane"]["state"] == "running"
+    assert control_plane["control_plane"]["programs"] == {
+        "prefect-server": "RUNNING",
+        "prefect-worker": "RUNNING",
+    }
+    local = next(row for row in control_plane["environments"] if row["name"] == "local")
+    assert local["state"] == "running"
+    assert {program["state"] for program in local["programs"]} == {"RUNNING"}
+    assert httpx.get(local["urls"]["app"] + "/", timeout=5).status_code == 200
+    with api(control_plane) as client:
+        assert client.get("/health").status_code == 200
+        limits = {
+            limit["name"]: limit["limit"]
+            for limit in client.post("/v2/concurrency_limits/filter", json={}).json()
+        }
+        assert {"release-local", "release-staging", "release-production"} <= set(limits)
+        assert limits["release-local"] == 1
+        deployments = {d["name"] for d in client.post("/deployments/filter", json={}).json()}
+        assert {"deploy-local", "rollback-local", "deploy-production"} <= deployments
+
+
+def test_up_again_changes_nothing(control_plane: dict[str, Any]) -> None:
+    again = cli("up", "--env", "local")
+    assert "deployments unchanged" in again.stdout
+    status = json.loads(cli("status", "--json").stdout)
+    assert status["control_plane"]["ui_url"] == control_plane["control_plane"]["ui_url"]
+
+
+def test_a_failed_deploy_run_by_the_worker_triggers_the_rollback_deployment(
+    control_plane: dict[str, Any],
+) -> None:
+    with api(control_plane) as client:
+        deployment = client.get("/deployments/name/deploy/deploy-local").json()
+        run = client.post(
+            f"/deployments/{deployment['id']}/create_flow_run",
+            json={"parameters": {"env": "local", "version": "bad/version"}},
+        ).json()
+        deadline = time.monotonic() + 120
+        state = None
+        while time.monotonic() < deadline:
+            state = client.get(f"/flow_runs/{run['id']}").json()["state"]["type"]
+            if state in {"FAILED", "COMPLETED", "CRASHED"}:
+                break
+            time.sleep(1)
+        assert state == "FAILED", (
+            "the worker should run the deploy and it should fail on the bad version"
+        )
+        rollback = client.get("/deployments/name/rollback/rollback-local").json()
+        rollback_runs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not rollback_runs:
+            rollback_runs = client.post(
+                "/flow_runs/filter",
+                json={"flow_runs": {"deployment_id": {"any_": [rollback["id"]]}}},
+            ).json()
+            time.sleep(1)
+    assert rollback_runs, "the automation did not run the rollback deployment"
+    assert rollback_runs[0]["parameters"]["to_recorded_stable"] is True
+    assert rollback_runs[0]["parameters"]["env"] == "local"
