@@ -149,12 +149,22 @@ def _run_flow(flow_name: str, **parameters: Any) -> Any:
         raise _fail(
             "the control plane is not running: start it with `socialnet-ops up` (or `make up`)"
         )
-    control_plane.use_control_plane()
     module = __import__(f"flows.{flow_name}", fromlist=[flow_name])
     try:
-        return getattr(module, flow_name)(**parameters)
+        with control_plane.connected():
+            return getattr(module, flow_name)(**parameters)
     except Exception as error:
         raise _fail(f"{flow_name} failed: {error}") from None
+
+
+def _fault_settings(error_rate: float, latency_ms: int) -> dict[str, str]:
+    """Fault injection baked into a build, for drills; empty for a normal release."""
+    settings = {}
+    if error_rate:
+        settings["SOCIALNET_FAULT_ERROR_RATE"] = str(error_rate)
+    if latency_ms:
+        settings["SOCIALNET_FAULT_LATENCY_MS"] = str(latency_ms)
+    return settings
 
 
 @app.command()
@@ -178,8 +188,7 @@ def deploy(
         env=env,
         version=version,
         ref=ref,
-        fault_error_rate=fault_error_rate,
-        fault_latency_ms=fault_latency_ms,
+        settings=_fault_settings(fault_error_rate, fault_latency_ms),
         allow_contracting_migrations=allow_contracting_migrations,
     )
     console.print(

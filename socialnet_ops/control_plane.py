@@ -86,11 +86,30 @@ def prefect_settings(port: int | None = None) -> dict[str, str]:
     }
 
 
-def use_control_plane() -> dict[str, str]:
-    """Point this process's Prefect client at the local control plane."""
-    settings = prefect_settings()
-    os.environ.update(settings)
-    return settings
+@contextlib.contextmanager
+def connected(settings: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Runs and clients of this process report to the local control plane while inside.
+
+    Prefect reads its environment once, at import, so changing os.environ later does nothing:
+    the settings context is what counts.
+    """
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_RESULTS_PERSIST_BY_DEFAULT,
+        PREFECT_UI_URL,
+        temporary_settings,
+    )
+
+    settings = settings or prefect_settings()
+    updates = {
+        PREFECT_API_URL: settings["PREFECT_API_URL"],
+        PREFECT_UI_URL: settings["PREFECT_UI_URL"],
+        PREFECT_LOCAL_STORAGE_PATH: settings["PREFECT_LOCAL_STORAGE_PATH"],
+        PREFECT_RESULTS_PERSIST_BY_DEFAULT: True,
+    }
+    with temporary_settings(updates=updates):
+        yield settings
 
 
 def _programs(port: int) -> dict[str, list[str]]:
@@ -184,15 +203,6 @@ def _register_deployments(settings: dict[str, str]) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _talking_to(settings: dict[str, str]) -> Iterator[None]:
-    """Point this process's Prefect client at the control plane for a moment."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: settings["PREFECT_API_URL"]}):
-        yield
-
-
 def _register_automations() -> list[str]:
     """A failed deploy of an environment whose policy asks for it runs its rollback deployment."""
     from prefect.automations import Automation
@@ -267,7 +277,7 @@ def up(progress: Any = print) -> dict[str, str]:
         subprocess.run([find_binary("supervisord"), "-c", str(config)], check=True)
     progress(f"waiting for the Prefect server on {settings['PREFECT_UI_URL']}")
     _wait_for_server(settings["PREFECT_API_URL"])
-    with _talking_to(settings):
+    with connected(settings):
         _ensure_pool_and_limits()
     progress("registering the deployments of prefect.yaml")
     started = time.monotonic()
@@ -275,7 +285,7 @@ def up(progress: Any = print) -> dict[str, str]:
         progress(f"deployments registered in {time.monotonic() - started:.1f} s")
     else:
         progress("deployments unchanged since the last registration")
-    with _talking_to(settings):
+    with connected(settings):
         automations = _register_automations()
     progress(f"automations: {', '.join(automations) or 'none'}")
     return settings

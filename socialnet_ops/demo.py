@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -12,6 +13,8 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
+
+from socialnet_ops.builds import source_identity
 
 DEMO_ENV = "local"
 
@@ -64,6 +67,11 @@ def _expect_version(edge_url: str, version: str) -> dict[str, Any]:
     return {"serving": served}
 
 
+def demo_versions(*names: str) -> list[str]:
+    _, git_sha = source_identity(None)
+    return [f"{name}-{git_sha.removeprefix('worktree-')[:7]}" for name in names]
+
+
 def run_demo(console: Console) -> int:
     from flows.deploy import deploy
     from flows.rollback import rollback
@@ -74,6 +82,7 @@ def run_demo(console: Console) -> int:
     say: Callable[[str], None] = lambda line: console.print(f"[dim]{line}[/dim]")  # noqa: E731
     stages: list[Stage] = []
     context: dict[str, Any] = {}
+    connection = contextlib.ExitStack()
 
     def stage(name: str, action: Callable[[], Any]) -> Any:
         current = Stage(name)
@@ -98,20 +107,24 @@ def run_demo(console: Console) -> int:
         endpoints = platform_for(load_environment(DEMO_ENV)).start(progress=say)
         context["edge_url"] = endpoints.edge_url
         context["prometheus_url"] = endpoints.prometheus_url
-        control_plane.use_control_plane()
         return {"ui": settings["PREFECT_UI_URL"], "app": endpoints.edge_url}
 
     failed = False
     try:
         stage("start control plane + local platform", start_everything)
-        stage("deploy v1", lambda: deploy(env=DEMO_ENV, version="v1"))
+        connection.enter_context(control_plane.connected())
+        # Versions carry the source's identity: a rerun on the same code reuses its builds.
+        v1, v2 = demo_versions("v1", "v2")
+        stage(f"deploy {v1}", lambda: deploy(env=DEMO_ENV, version=v1))
         stage("use the social network", lambda: _use_the_app(context["edge_url"]))
-        stage("deploy v2", lambda: deploy(env=DEMO_ENV, version="v2"))
-        stage("verify v2 serves", lambda: _expect_version(context["edge_url"], "v2"))
+        stage(f"deploy {v2}", lambda: deploy(env=DEMO_ENV, version=v2))
+        stage(f"verify {v2} serves", lambda: _expect_version(context["edge_url"], v2))
         stage("roll back", lambda: rollback(env=DEMO_ENV, reason="demo"))
-        stage("verify v1 serves again", lambda: _expect_version(context["edge_url"], "v1"))
+        stage(f"verify {v1} serves again", lambda: _expect_version(context["edge_url"], v1))
     except Exception:
         failed = True
+    finally:
+        connection.close()
 
     table = Table("stage", "result", "time (s)", "run in the Prefect UI / detail")
     for item in stages:
