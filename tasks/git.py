@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -24,9 +25,10 @@ def _build_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
     environment, version = parameters["environment"], parameters["version"]
     _, git_sha = source_identity(parameters.get("ref"))
     manifest = releases_dir(environment) / check_version(version) / MANIFEST
-    stored = json.loads(manifest.read_text())["built_at"] if manifest.exists() else "unbuilt"
+    # Not stored (yet, or any more, e.g. another state folder): never a cache hit.
+    stored = json.loads(manifest.read_text())["built_at"] if manifest.exists() else uuid.uuid4().hex
     settings = json.dumps(parameters.get("runtime_env") or {}, sort_keys=True)
-    digest = hashlib.sha256(f"{git_sha}|{settings}|{stored}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{manifest}|{git_sha}|{settings}|{stored}".encode()).hexdigest()[:16]
     return f"build-{environment}-{version}-{digest}"
 
 

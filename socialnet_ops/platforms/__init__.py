@@ -17,7 +17,8 @@ def platform_for(environment: Environment) -> Platform:
         from socialnet_ops.platforms.local import LocalPlatform
 
         return LocalPlatform(environment)
-    raise PlatformError(
-        f"environment {environment.name!r}: the {kind} platform is not implemented yet "
-        "(only kind: local is available)"
-    )
+    if kind == "kubernetes":
+        from socialnet_ops.platforms.kubernetes import KubernetesPlatform
+
+        return KubernetesPlatform(environment)
+    raise PlatformError(f"environment {environment.name!r}: unknown platform kind {kind!r}")

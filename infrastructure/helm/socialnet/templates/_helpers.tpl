@@ -1,0 +1,175 @@
+{{/* Names and labels shared by every template (app.kubernetes.io/* conventions). */}}
+
+{{- define "socialnet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's base name; components append -api, -front, -db ... */}}
+{{- define "socialnet.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else if contains (include "socialnet.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "socialnet.name" .) | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "socialnet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "socialnet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "socialnet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "socialnet.labels" -}}
+helm.sh/chart: {{ include "socialnet.chart" . }}
+{{ include "socialnet.selectorLabels" . }}
+app.kubernetes.io/part-of: socialnet
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Component names. */}}
+{{- define "socialnet.api.name" -}}{{ include "socialnet.fullname" . }}-api{{- end -}}
+{{- define "socialnet.canary.name" -}}{{ include "socialnet.fullname" . }}-api-canary{{- end -}}
+{{- define "socialnet.front.name" -}}{{ include "socialnet.fullname" . }}-front{{- end -}}
+{{- define "socialnet.db.name" -}}{{ include "socialnet.fullname" . }}-db{{- end -}}
+{{- define "socialnet.config.name" -}}{{ include "socialnet.fullname" . }}-config{{- end -}}
+
+{{- define "socialnet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}{{ include "socialnet.fullname" . }}{{- else -}}default{{- end -}}
+{{- end -}}
+
+{{/* Selector of one API track: {{ include "socialnet.api.selectorLabels" (list . "stable") }} */}}
+{{- define "socialnet.api.selectorLabels" -}}
+{{ include "socialnet.selectorLabels" (index . 0) }}
+app.kubernetes.io/component: api
+socialnet.example/track: {{ index . 1 }}
+{{- end -}}
+
+{{- define "socialnet.image" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s/%s:%s" $root.Values.image.registry (index . 1) (index . 2) -}}
+{{- end -}}
+
+{{- define "socialnet.db.host" -}}
+{{- if .Values.database.external.enabled -}}{{ .Values.database.external.host }}{{- else -}}{{ include "socialnet.db.name" . }}{{- end -}}
+{{- end -}}
+
+{{- define "socialnet.db.port" -}}
+{{- if .Values.database.external.enabled -}}{{ .Values.database.external.port }}{{- else -}}5432{{- end -}}
+{{- end -}}
+
+{{/* Pod and container security: non-root, no privilege escalation, no capabilities. */}}
+{{- define "socialnet.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ . }}
+runAsGroup: {{ . }}
+fsGroup: {{ . }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "socialnet.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{- define "socialnet.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The API pod of one track: {{ include "socialnet.api.podTemplate" (dict "root" . "track" "stable" "tag" .Values.api.tag "gitSha" .Values.api.gitSha "extraEnv" .Values.api.extraEnv) }}
+*/}}
+{{- define "socialnet.api.podTemplate" -}}
+{{- $root := .root -}}
+{{- $api := $root.Values.api -}}
+metadata:
+  labels:
+    {{- include "socialnet.labels" $root | nindent 4 }}
+    {{- include "socialnet.api.selectorLabels" (list $root .track) | nindent 4 }}
+    app.kubernetes.io/version: {{ .tag | quote }}
+  annotations:
+    checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+    prometheus.io/scrape: "true"
+    prometheus.io/port: {{ $api.port | quote }}
+    prometheus.io/path: /metrics
+spec:
+  serviceAccountName: {{ include "socialnet.serviceAccountName" $root }}
+  automountServiceAccountToken: {{ $root.Values.serviceAccount.automount }}
+  terminationGracePeriodSeconds: {{ $api.terminationGracePeriodSeconds }}
+  {{- include "socialnet.imagePullSecrets" $root | nindent 2 }}
+  securityContext:
+    {{- include "socialnet.podSecurityContext" 10001 | nindent 4 }}
+  containers:
+    - name: api
+      image: {{ include "socialnet.image" (list $root $api.repository .tag) }}
+      imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+      ports:
+        - name: http
+          containerPort: {{ $api.port }}
+          protocol: TCP
+      envFrom:
+        - configMapRef:
+            name: {{ include "socialnet.config.name" $root }}
+      env:
+        - name: SOCIALNET_VERSION
+          value: {{ .tag | quote }}
+        - name: SOCIALNET_GIT_SHA
+          value: {{ .gitSha | quote }}
+        - name: SOCIALNET_TRACK
+          value: {{ .track }}
+        - name: SOCIALNET_DB_PASSWORD_FILE
+          value: /run/secrets/socialnet/{{ $root.Values.secrets.dbPasswordKey }}
+        - name: SOCIALNET_TOKEN_SECRET_FILE
+          value: /run/secrets/socialnet/{{ $root.Values.secrets.tokenSecretKey }}
+        {{- range $name, $value := .extraEnv }}
+        - name: {{ $name }}
+          value: {{ $value | quote }}
+        {{- end }}
+      volumeMounts:
+        - name: secrets
+          mountPath: /run/secrets/socialnet
+          readOnly: true
+        - name: tmp
+          mountPath: /tmp
+      startupProbe:
+        httpGet: {path: /healthz, port: http}
+        periodSeconds: {{ $api.probes.startup.periodSeconds }}
+        failureThreshold: {{ $api.probes.startup.failureThreshold }}
+      livenessProbe:
+        httpGet: {path: /healthz, port: http}
+        periodSeconds: {{ $api.probes.liveness.periodSeconds }}
+        timeoutSeconds: {{ $api.probes.liveness.timeoutSeconds }}
+        failureThreshold: {{ $api.probes.liveness.failureThreshold }}
+      readinessProbe:
+        httpGet: {path: /readyz, port: http}
+        periodSeconds: {{ $api.probes.readiness.periodSeconds }}
+        timeoutSeconds: {{ $api.probes.readiness.timeoutSeconds }}
+        failureThreshold: {{ $api.probes.readiness.failureThreshold }}
+      lifecycle:
+        # Lets the ingress controller stop sending requests before uvicorn stops accepting them.
+        preStop:
+          exec: {command: ["sleep", "5"]}
+      resources:
+        {{- toYaml $api.resources | nindent 8 }}
+      securityContext:
+        {{- include "socialnet.containerSecurityContext" $root | nindent 8 }}
+  volumes:
+    - name: secrets
+      secret:
+        secretName: {{ $root.Values.secrets.existingSecret }}
+        defaultMode: 0440
+    - name: tmp
+      emptyDir: {}
+{{- end -}}

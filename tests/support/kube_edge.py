@@ -1,0 +1,212 @@
+"""A stand-in for the cluster's data plane: what the ingress controller and the API pods would
+answer, derived from the objects in the Kubernetes API emulator.
+
+The emulator runs no pods, so flows that probe the edge (smoke tests) or read the cluster's
+Prometheus (canary analysis) talk to this instead. For each request it does what ingress-nginx
+does with the chart's Ingresses: `/api/...` and `/version` go to the canary Service with the
+canary Ingress' weight, else to the stable one; a Service leads to its Deployment by selector,
+and the Deployment's pod template says which version and track answer. `/` is the front.
+It counts answers per (route, status, version, track) and serves them at `/metrics` in the API's
+own metric names, for a real Prometheus to scrape.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.support.kube_emulator import KubeEmulator, label_selector_matches
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class KubeEdge:
+    def __init__(self, kube: KubeEmulator, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.requests: Counter[tuple[str, str, str, str, str]] = Counter()
+        self.latency: dict[tuple[str, str, str, str], list[float]] = {}
+        # Version -> share of /api answers that are 500 (fault drills), added latency in s.
+        self.faults: dict[str, float] = {}
+        self.slow: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # --- routing as ingress-nginx would --------------------------------------------------------
+
+    def _ingresses(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        stable = canary = None
+        for ingress in self.kube.objects("networking.k8s.io/v1", "Ingress", self.namespace):
+            annotations = ingress["metadata"].get("annotations") or {}
+            if annotations.get("nginx.ingress.kubernetes.io/canary") == "true":
+                canary = ingress
+            else:
+                stable = ingress
+        return stable, canary
+
+    @staticmethod
+    def _service_for(ingress: dict[str, Any], path: str) -> str | None:
+        best, length = None, -1
+        for rule in ingress["spec"].get("rules", []):
+            for entry in rule.get("http", {}).get("paths", []):
+                prefix = entry["path"]
+                exact = entry.get("pathType") == "Exact"
+                matches = (
+                    path == prefix
+                    if exact
+                    else path == prefix
+                    or path.startswith(prefix.rstrip("/") + "/")
+                    or prefix == "/"
+                )
+                if matches and len(prefix) > length:
+                    best, length = entry["backend"]["service"]["name"], len(prefix)
+        return best
+
+    def _deployment_for(self, service_name: str) -> dict[str, Any] | None:
+        service = self.kube.get("v1", "Service", self.namespace, service_name)
+        if service is None:
+            return None
+        selector = ",".join(f"{k}={v}" for k, v in service["spec"].get("selector", {}).items())
+        for deployment in self.kube.objects("apps/v1", "Deployment", self.namespace):
+            labels = deployment["spec"]["template"]["metadata"].get("labels") or {}
+            if label_selector_matches(selector, labels):
+                return deployment
+        return None
+
+    def route(self, path: str) -> tuple[str, dict[str, str]] | None:
+        """(component, pod env) that answers `path`, or None (no backend: 503)."""
+        stable, canary = self._ingresses()
+        if stable is None:
+            return None
+        service = self._service_for(stable, path)
+        if canary is not None and self._service_for(canary, path):
+            weight = int(
+                canary["metadata"]["annotations"].get(
+                    "nginx.ingress.kubernetes.io/canary-weight", "0"
+                )
+            )
+            if random.uniform(0, 100) < weight:
+                service = self._service_for(canary, path)
+        deployment = self._deployment_for(service) if service else None
+        if deployment is None:
+            return None
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env = {item["name"]: str(item.get("value", "")) for item in container.get("env", [])}
+        return container["name"], env
+
+    # --- answers -------------------------------------------------------------------------------
+
+    def answer(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        if path == "/metrics":
+            return 200, {}
+        routed = self.route(path)
+        if routed is None:
+            return 503, {"detail": "no backend"}
+        component, env = routed
+        if component == "front":
+            return 200, {"front": True}
+        version = env.get("SOCIALNET_VERSION", "dev")
+        track = env.get("SOCIALNET_TRACK", "stable")
+        started = time.monotonic()
+        time.sleep(self.slow.get(version, 0.0))
+        if path == "/version":
+            status, body = (
+                200,
+                {"version": version, "git_sha": env.get("SOCIALNET_GIT_SHA"), "track": track},
+            )
+            route = "/version"
+        else:
+            route = "/api/users/{username}" if path.startswith("/api/users/") else path
+            failing = random.random() < self.faults.get(version, 0.0)
+            status, body = (
+                (500, {"detail": "injected fault"})
+                if failing
+                else (401, {"detail": "not authenticated"})
+            )
+        with self._lock:
+            self.requests[(route, method, str(status), version, track)] += 1
+            self.latency.setdefault((route, method, version, track), []).append(
+                time.monotonic() - started
+            )
+        return status, body
+
+    def metrics(self) -> str:
+        lines = ["# TYPE http_requests_total counter"]
+        with self._lock:
+            for (route, method, status, version, track), count in sorted(self.requests.items()):
+                lines.append(
+                    f'http_requests_total{{route="{route}",method="{method}",status="{status}",version="{version}",track="{track}"}} {count}'
+                )
+            lines.append("# TYPE http_request_duration_seconds histogram")
+            for (route, method, version, track), samples in sorted(self.latency.items()):
+                labels = f'route="{route}",method="{method}",version="{version}",track="{track}"'
+                for bucket in BUCKETS:
+                    inside = sum(1 for sample in samples if sample <= bucket)
+                    lines.append(
+                        f'http_request_duration_seconds_bucket{{{labels},le="{bucket}"}} {inside}'
+                    )
+                lines.append(
+                    f'http_request_duration_seconds_bucket{{{labels},le="+Inf"}} {len(samples)}'
+                )
+                lines.append(f"http_request_duration_seconds_count{{{labels}}} {len(samples)}")
+                lines.append(f"http_request_duration_seconds_sum{{{labels}}} {sum(samples)}")
+        return "\n".join(lines) + "\n"
+
+    # --- the HTTP server -----------------------------------------------------------------------
+
+    def start(self) -> KubeEdge:
+        edge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    payload = edge.metrics().encode()
+                    content_type = "text/plain; version=0.0.4"
+                    status = 200
+                else:
+                    status, body = edge.answer(self.command, path)
+                    payload = json.dumps(body).encode()
+                    content_type = "application/json"
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = _reply
+            do_POST = _reply
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="kube-edge", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+@contextmanager
+def running_edge(kube: KubeEmulator, namespace: str) -> Iterator[KubeEdge]:
+    edge = KubeEdge(kube, namespace).start()
+    try:
+        yield edge
+    finally:
+        edge.stop()

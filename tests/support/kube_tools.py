@@ -1,0 +1,50 @@
+"""Finding helm, kubectl and promtool for tests, and the environment that keeps them in a sandbox.
+
+With CI=true a missing tool fails the test (a broken runner), never skips it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from socialnet_ops.platforms.base import PlatformError
+from socialnet_ops.platforms.kubernetes.helm import INSTALL_HINT, helm_binary
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_helm() -> str:
+    try:
+        return helm_binary()
+    except PlatformError:
+        _missing(f"helm is not installed: {INSTALL_HINT}")
+        raise AssertionError("unreachable") from None
+
+
+def require_tool(name: str, hint: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        _missing(f"{name} is not installed: {hint}")
+        raise AssertionError("unreachable")
+    return found
+
+
+def sandbox_env(folder: Path, kubeconfig: Path | None = None) -> dict[str, str]:
+    """KUBECONFIG plus the caches and config homes helm and kubectl would write under $HOME."""
+    env = {
+        "KUBECACHEDIR": str(folder / "kube-cache"),
+        "HELM_CACHE_HOME": str(folder / "helm-cache"),
+        "HELM_CONFIG_HOME": str(folder / "helm-config"),
+        "HELM_DATA_HOME": str(folder / "helm-data"),
+    }
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    return env
