@@ -111,3 +111,12 @@ def announce_release_failure(flow: Any, flow_run: Any, state: Any) -> None:
         reason=str(state.message or "")[:300],
         rollback=rollback,
     )
+
+
+def release_hooks() -> dict[str, list[Any]]:
+    """State hooks of every release flow: the failure event, and statuses back to GitLab."""
+    from tasks.gitlab import gitlab_status_hooks
+
+    hooks: dict[str, list[Any]] = {key: list(value) for key, value in gitlab_status_hooks().items()}
+    hooks["on_failure"] = [announce_release_failure, *hooks["on_failure"]]
+    return hooks

@@ -90,6 +90,8 @@ def status(
         console.print(
             f"Prefect UI: {control_plane.get('ui_url', '-')}  ({control_plane.get('state')})"
         )
+        if control_plane.get("webhook_url"):
+            console.print(f"GitLab webhook: {control_plane['webhook_url']}")
 
 
 def _local_platforms(env: str | None) -> list[Any]:
@@ -206,6 +208,56 @@ def rollback(
     """Return an environment to the previous (or a named) release."""
     result = _run_flow("rollback", env=env, version=version, reason="requested from the CLI")
     console.print(f"[green]rolled back[/green] {env} from {result['from']} to {result['version']}")
+
+
+@app.command()
+def secrets(
+    env: EnvOption,
+    replace: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Replace this existing secret with a new value (database, api, webhooks)."
+        ),
+    ] = None,
+) -> None:
+    """Bootstrap the environment's Vault, create missing secrets, install them on the platform."""
+    result = _run_flow("secrets", env=env, replace=replace or [])
+    for row in [*result["layout"], *result["secrets"]]:
+        console.print(f"{row['item']}: {row['action']}")
+    console.print(f"[green]secrets of {env} installed[/green]: {result['installed']['installed']}")
+
+
+@app.command()
+def rotate(
+    env: EnvOption,
+    database: Annotated[bool, typer.Option(help="Rotate the database password.")] = True,
+    token_key: Annotated[bool, typer.Option(help="Rotate the token signing key.")] = True,
+    overlap: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds the previous token key stays accepted (default: until --end-overlap)."
+        ),
+    ] = None,
+    end_overlap: Annotated[
+        bool, typer.Option(help="Only drop the previous token key (ends the overlap).")
+    ] = False,
+) -> None:
+    """Rotate secrets under traffic: database password (dual login) and token signing key."""
+    if end_overlap:
+        database, token_key = False, False
+    result = _run_flow(
+        "rotate",
+        env=env,
+        database=database,
+        token_key=token_key,
+        token_overlap_seconds=overlap,
+        end_overlap=end_overlap,
+    )
+    if "database" in result:
+        console.print(f"database login {result['database']['from']} -> {result['database']['to']}")
+    console.print(
+        f"[green]rotated[/green] secrets of {env} in {sum(result['seconds'].values()):.0f} s"
+    )
 
 
 @app.command()

@@ -25,6 +25,7 @@ from socialnet_ops.paths import repo_root, state_root
 from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.platforms.local.supervisor import Supervisor
 from socialnet_ops.platforms.local.tools import (
+    ensure_secret,
     find_binary,
     free_port,
     port_is_free,
@@ -36,6 +37,7 @@ from socialnet_ops.process import stream
 
 WORK_POOL = "socialnet"
 DEFAULT_API_PORT = 4200
+DEFAULT_WEBHOOK_PORT = 8088
 SERVER_READY_TIMEOUT = 90.0
 
 
@@ -56,14 +58,37 @@ def _read_state() -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _api_port() -> int:
-    """The recorded port, or 4200 when free, or any free port; recorded for the next start."""
+def _recorded_port(key: str, preferred: int) -> int:
+    """The recorded port, or `preferred` when free, or any free port; recorded for next time."""
     state = _read_state()
-    port = state.get("api_port")
+    port = state.get(key)
     if port is None:
-        port = DEFAULT_API_PORT if port_is_free(DEFAULT_API_PORT) else free_port(set())
-        write_atomic(_state_file(), json.dumps({**state, "api_port": port}, indent=2))
+        taken = {value for name, value in state.items() if name.endswith("_port")}
+        port = preferred if port_is_free(preferred) and preferred not in taken else free_port(taken)
+        write_atomic(_state_file(), json.dumps({**state, key: port}, indent=2))
     return int(port)
+
+
+def _api_port() -> int:
+    return _recorded_port("api_port", DEFAULT_API_PORT)
+
+
+def _webhook_port() -> int:
+    return _recorded_port("webhook_port", DEFAULT_WEBHOOK_PORT)
+
+
+def webhook_token_file() -> Path:
+    """The token GitLab sends in X-Gitlab-Token (0600, generated once, never printed)."""
+    return ensure_secret(control_plane_dir() / "secrets" / "webhook-token")
+
+
+def _receiver_settings() -> dict[str, str]:
+    settings = {"SOCIALNET_WEBHOOK_TOKEN_FILE": str(webhook_token_file())}
+    # Feedback to GitLab only when the user configured it.
+    for key in ("SOCIALNET_GITLAB_URL", "SOCIALNET_GITLAB_TOKEN_FILE", "SOCIALNET_GITFLOW_FILE"):
+        if os.environ.get(key):
+            settings[key] = os.environ[key]
+    return settings
 
 
 def prefect_settings(port: int | None = None) -> dict[str, str]:
@@ -114,28 +139,16 @@ def connected(settings: dict[str, str] | None = None) -> Iterator[dict[str, str]
 
 def _programs(port: int) -> dict[str, list[str]]:
     prefect = find_binary("prefect")
+    server = f"{prefect} server start --host 127.0.0.1 --port {port} --analytics-off"
+    worker = f"{prefect} worker start --pool {WORK_POOL} --type process --limit 4"
+    receiver = (
+        f"{find_binary('uvicorn')} webhooks.app:create_app --factory --host 127.0.0.1 "
+        f"--port {_webhook_port()} --no-access-log --timeout-graceful-shutdown 10"
+    )
     return {
-        "prefect-server": [
-            prefect,
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--analytics-off",
-        ],
-        "prefect-worker": [
-            prefect,
-            "worker",
-            "start",
-            "--pool",
-            WORK_POOL,
-            "--type",
-            "process",
-            "--limit",
-            "4",
-        ],
+        "prefect-server": server.split(),
+        "prefect-worker": worker.split(),
+        "webhook-receiver": receiver.split(),
     }
 
 
@@ -145,9 +158,8 @@ def _write_config(port: int) -> Path:
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     config = folder / "supervisord.conf"
     write_atomic(config, render("supervisord.conf", environment="control-plane", state_dir=folder))
-    environment = ",".join(
-        f"{key}={supervisor_quote(value)}" for key, value in prefect_settings(port).items()
-    )
+    settings = {**prefect_settings(port), **_receiver_settings()}
+    environment = ",".join(f"{key}={supervisor_quote(value)}" for key, value in settings.items())
     for priority, (name, command) in enumerate(_programs(port).items(), start=10):
         write_atomic(
             folder / "programs" / f"{name}.conf",
@@ -317,4 +329,9 @@ def control_plane_status() -> dict[str, Any]:
     except PlatformError as error:
         return {"state": f"unreachable: {error}"}
     state = "running" if all(value == "RUNNING" for value in programs.values()) else "degraded"
-    return {"state": state, "ui_url": settings["PREFECT_UI_URL"], "programs": programs}
+    return {
+        "state": state,
+        "ui_url": settings["PREFECT_UI_URL"],
+        "webhook_url": f"http://127.0.0.1:{_webhook_port()}/hooks/gitlab",
+        "programs": programs,
+    }

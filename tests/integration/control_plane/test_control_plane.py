@@ -114,3 +114,14 @@ def test_a_failed_deploy_run_by_the_worker_triggers_the_rollback_deployment(
     assert rollback_runs, "the automation did not run the rollback deployment"
     assert rollback_runs[0]["parameters"]["to_recorded_stable"] is True
     assert rollback_runs[0]["parameters"]["env"] == "local"
+
+
+def test_the_webhook_receiver_answers_and_refuses_a_wrong_token(
+    control_plane: dict[str, Any],
+) -> None:
+    hook = control_plane["control_plane"]["webhook_url"]
+    assert httpx.get(hook.replace("/hooks/gitlab", "/healthz"), timeout=5).status_code == 200
+    refused = httpx.post(
+        hook, headers={"X-Gitlab-Token": "wrong", "X-Gitlab-Event": "Push Hook"}, json={}, timeout=5
+    )
+    assert refused.status_code == 401
