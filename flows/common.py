@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import get_run_logger
+from prefect import Flow, flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 
 from socialnet_ops.environments import Environment, environment_names, load_environment
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # A release waits at most this long for another release of the same environment to finish.
 SLOT_WAIT_SECONDS = 1800
@@ -113,10 +116,17 @@ def announce_release_failure(flow: Any, flow_run: Any, state: Any) -> None:
     )
 
 
-def release_hooks() -> dict[str, list[Any]]:
-    """State hooks of every release flow: the failure event, and statuses back to GitLab."""
+def release_flow(name: str, flow_run_name: str) -> Callable[[Callable[P, R]], Flow[P, R]]:
+    """`@flow` with the hooks every release flow has: the failure event, statuses to GitLab."""
     from tasks.gitlab import gitlab_status_hooks
 
-    hooks: dict[str, list[Any]] = {key: list(value) for key, value in gitlab_status_hooks().items()}
-    hooks["on_failure"] = [announce_release_failure, *hooks["on_failure"]]
-    return hooks
+    gitlab = gitlab_status_hooks()
+    return flow(
+        name=name,
+        flow_run_name=flow_run_name,
+        on_running=list(gitlab["on_running"]),
+        on_completion=list(gitlab["on_completion"]),
+        on_failure=[announce_release_failure, *gitlab["on_failure"]],
+        on_crashed=list(gitlab["on_crashed"]),
+        on_cancellation=list(gitlab["on_cancellation"]),
+    )

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.common import StepClock, checked_environment, release_hooks, release_slot
+from flows.common import StepClock, checked_environment, release_flow, release_slot
 from socialnet_ops.builds import check_version, load_build
 from socialnet_ops.ledger import Ledger, ReleaseRecord
 from tasks.health import smoke_test
@@ -36,7 +35,7 @@ def choose_target(ledger: Ledger, version: str | None, to_recorded: bool) -> Rel
     return target
 
 
-@flow(name="rollback", flow_run_name="rollback-{env}", **release_hooks())
+@release_flow(name="rollback", flow_run_name="rollback-{env}")
 def rollback(
     env: str,
     version: str | None = None,
