@@ -1,0 +1,65 @@
+"""drift (scheduled): plan every environment at once; report what reality no longer matches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.common import checked_environment
+from socialnet_ops.environments import environment_names
+from tasks.reporting import artifact_key, emit, table_report
+from tasks.terraform import DriftReport, check_drift
+
+
+class DriftCheckError(Exception):
+    pass
+
+
+# Plans mostly wait (provider start, API calls): one thread each lets them overlap fully.
+# (TaskRunner's type parameter is invariant in Prefect's stubs, hence the ignore.)
+@flow(
+    name="drift",
+    flow_run_name="drift",
+    task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
+)
+def drift(envs: list[str] | None = None, endpoint: str | None = None) -> dict[str, Any]:
+    """Drift (a plan with changes) leaves a table artifact and `socialnet.infra.drift`; none is quiet."""
+    names = envs or environment_names()
+    for name in names:
+        checked_environment(name)
+    futures = {name: check_drift.submit(name, endpoint) for name in names}
+    for future in futures.values():
+        future.wait()
+    states = {name: future.state for name, future in futures.items()}
+    reports: dict[str, DriftReport] = {}
+    failed: dict[str, str] = {}
+    for name, state in states.items():
+        if state.is_completed():
+            reports[name] = state.result()
+        else:
+            failed[name] = str(state.message or state.name)
+    for report in reports.values():
+        if report.status == "drifted":
+            report_drift(report)
+    if failed:
+        raise DriftCheckError(
+            "drift check failed for " + "; ".join(f"{name}: {why}" for name, why in failed.items())
+        )
+    get_run_logger().info(
+        "drift: %s", ", ".join(f"{name} {report.status}" for name, report in reports.items())
+    )
+    return {
+        name: {"status": report.status, "addresses": report.addresses, "seconds": report.seconds}
+        for name, report in reports.items()
+    }
+
+
+def report_drift(report: DriftReport) -> None:
+    table_report(
+        artifact_key("drift", report.environment),
+        report.changes,
+        f"Drift in {report.environment}: {report.detail}",
+    )
+    emit("infra.drift", report.environment, addresses=report.addresses, summary=report.detail)

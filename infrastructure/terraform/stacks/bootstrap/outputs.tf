@@ -1,0 +1,4 @@
+output "state_bucket" {
+  description = "Bucket holding the environments' state."
+  value       = module.state_bucket.bucket
+}

@@ -1,0 +1,239 @@
+"""provision and drift on the `local` stack: real terraform, real AWS provider, moto server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import resume_flow_run
+
+from flows.drift import drift
+from flows.provision import provision
+from socialnet_ops.environments import UnknownEnvironmentError
+from socialnet_ops.terraform import (
+    MissingCredentialsError,
+    StateLockedError,
+    TerraformConfigError,
+    TerraformError,
+)
+from tasks.terraform import ApplyRejectedError, read_infra_state
+from tests.integration.terraform.conftest import AppliedStack, Emulator, catalog, environ
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_an_interrupted_apply_converges_on_rerun(
+    applied_local: AppliedStack, emulator: Emulator
+) -> None:
+    assert applied_local.interrupted_after == "vpc created"
+    assert isinstance(applied_local.interrupted, TerraformError)
+    assert applied_local.result["status"] == "changes"
+    # Everything exists exactly once: the rerun neither duplicated nor forgot anything.
+    assert len(emulator.vpcs("local")) == 1
+    assert len(emulator.instances("local")) == 2
+    buckets = [b["Name"] for b in emulator.client("s3").list_buckets()["Buckets"]]
+    assert sorted(buckets) == ["socialnet-backups-local", "socialnet-tfstate"]
+
+
+def test_apply_shares_outputs_and_announces_it(applied_local: AppliedStack) -> None:
+    shared = read_infra_state("local")
+    assert shared is not None
+    assert [node["role"] for node in shared["nodes"]] == ["control_plane", "workers"]
+    assert all(node["private_ip"] for node in shared["nodes"])
+    assert shared["backup_bucket"] == "socialnet-backups-local"
+    assert shared["dns_zone"] == "socialnet.test" and shared["dns_zone_id"]
+    assert shared["fqdn"] == "local.socialnet.test"
+    [(event, environment, payload)] = applied_local.events
+    assert (event, environment) == ("infra.applied", "local")
+    assert payload["nodes"] == 2 and payload["changes"]["create"] > 0
+
+
+def test_second_plan_shows_no_changes_and_no_drift_is_quiet(
+    applied_local: AppliedStack,
+) -> None:
+    with mock.patch("flows.drift.emit") as emitted:
+        again = drift(envs=["local"])
+    assert again["local"]["status"] == "clean" and again["local"]["addresses"] == []
+    emitted.assert_not_called()
+    assert artifacts("drift-local") == []
+
+
+def test_a_changed_variable_plans_exactly_that_change(
+    applied_local: AppliedStack, tmp_path: Path
+) -> None:
+    def bigger_nodes(document: dict[str, Any]) -> None:
+        document["terraform"]["variables"] = {"node_size": "t3.large"}
+
+    with catalog(tmp_path, "local", bigger_nodes):
+        planned = provision(env="local", apply_changes=False)
+    assert planned["status"] == "changes"
+    # The resized nodes get new public addresses, which the environment's DNS record follows.
+    assert planned["plan"] == [
+        {
+            "address": "module.dns.aws_route53_record.environment",
+            "action": "update",
+            "attributes": "records",
+        },
+        *(
+            {
+                "address": f"module.nodes.aws_instance.node[{index}]",
+                "action": "update",
+                "attributes": "instance_type",
+            }
+            for index in (0, 1)
+        ),
+    ]
+
+
+def test_drift_made_by_hand_is_reported(applied_local: AppliedStack, emulator: Emulator) -> None:
+    ec2 = emulator.client("ec2")
+    [vpc] = emulator.vpcs("local")
+    ec2.create_tags(Resources=[vpc["VpcId"]], Tags=[{"Key": "Owner", "Value": "by-hand"}])
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    try:
+        with mock.patch(
+            "flows.drift.emit", side_effect=lambda e, env, **p: events.append((e, env, p))
+        ):
+            found = drift(envs=["local"])
+    finally:
+        ec2.delete_tags(Resources=[vpc["VpcId"]], Tags=[{"Key": "Owner"}])
+    assert found["local"]["status"] == "drifted"
+    assert found["local"]["addresses"] == ["module.network.aws_vpc.this"]
+    [(event, environment, payload)] = events
+    assert (event, environment) == ("infra.drift", "local")
+    assert payload["addresses"] == ["module.network.aws_vpc.this"]
+    [artifact] = artifacts("drift-local")
+    rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert [row["address"] for row in rows] == ["module.network.aws_vpc.this"]
+
+
+def artifacts(key: str) -> list[Any]:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return list(
+            client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        )
+
+
+def wait_for_paused_run(flow_name: str, timeout: float = 120) -> Any:
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    name={"any_": [flow_name]},
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+                )
+            )
+            if runs:
+                return runs[0]
+            time.sleep(0.5)
+    raise AssertionError(f"{flow_name} never paused")
+
+
+def test_production_gate_pauses_on_destroy_and_a_rejection_changes_nothing(
+    applied_local: AppliedStack, emulator: Emulator, tmp_path: Path
+) -> None:
+    # "production" pointed at the local stack's state: renaming everything destroys everything.
+    def production_over_local_state(document: dict[str, Any]) -> None:
+        document["terraform"]["backend"]["key"] = "local/terraform.tfstate"
+
+    outcome: list[BaseException | dict[str, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append(provision(env="production", approval_timeout_seconds=300))
+        except BaseException as error:
+            outcome.append(error)
+
+    with catalog(tmp_path, "production", production_over_local_state, based_on="local"):
+        thread = threading.Thread(target=run)
+        thread.start()
+        try:
+            paused = wait_for_paused_run("provision-production")
+            resume_flow_run(paused.id, run_input={"approve": False, "comment": "not today"})
+        finally:
+            thread.join(timeout=300)
+    [result] = outcome
+    assert isinstance(result, ApplyRejectedError), result
+    assert "not today" in str(result)
+    assert len(emulator.instances("local")) == 2 and not emulator.instances("production")
+
+
+def test_a_held_state_lock_fails_naming_its_holder(
+    applied_local: AppliedStack, emulator: Emulator
+) -> None:
+    s3 = emulator.client("s3")
+    lock = (
+        '{"ID":"6f1c2a7e-0000-4000-8000-000000000001","Operation":"OperationTypeApply",'
+        '"Info":"","Who":"alice@laptop","Version":"1.11.4",'
+        '"Created":"2026-01-01T10:00:00Z","Path":"socialnet-tfstate/local/terraform.tfstate"}'
+    )
+    s3.put_object(Bucket="socialnet-tfstate", Key="local/terraform.tfstate.tflock", Body=lock)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StateLockedError) as raised:
+            provision(env="local", lock_timeout="3s")
+        assert time.monotonic() - started < 120
+    finally:
+        s3.delete_object(Bucket="socialnet-tfstate", Key="local/terraform.tfstate.tflock")
+    message = str(raised.value)
+    assert "alice@laptop" in message and "6f1c2a7e-0000-4000-8000-000000000001" in message
+    assert "waited 3s" in message
+
+
+def test_bad_input_fails_before_any_change(
+    applied_local: AppliedStack, emulator: Emulator, tmp_path: Path
+) -> None:
+    with pytest.raises(UnknownEnvironmentError, match="unknown environment 'nowhere'"):
+        provision(env="nowhere")
+
+    def misspelt(document: dict[str, Any]) -> None:
+        document["terraform"]["variables"] = {"node_cont": 3}
+
+    with (
+        catalog(tmp_path / "a", "local", misspelt),
+        pytest.raises(
+            TerraformConfigError, match=r"local.yaml: terraform.variables.node_cont: not a variable"
+        ),
+    ):
+        provision(env="local")
+
+    def out_of_range(document: dict[str, Any]) -> None:
+        document["terraform"]["variables"] = {"node_count": 0}
+
+    with catalog(tmp_path / "b", "local", out_of_range), pytest.raises(TerraformError) as raised:
+        provision(env="local")
+    # Terraform's own report, whole, in the error.
+    assert "node_count must be a whole number between 1 and 50" in str(raised.value)
+
+    def on_aws(document: dict[str, Any]) -> None:
+        document["cloud"].pop("endpoint")
+
+    with (
+        catalog(tmp_path / "c", "staging", on_aws, based_on="local"),
+        environ(
+            AWS_ACCESS_KEY_ID=None,
+            AWS_SECRET_ACCESS_KEY=None,
+            AWS_PROFILE=None,
+            AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+            AWS_CONFIG_FILE=str(tmp_path / "none"),
+        ),
+        pytest.raises(MissingCredentialsError, match="no AWS credentials"),
+    ):
+        provision(env="staging")
+    assert len(emulator.instances("local")) == 2

@@ -1,0 +1,51 @@
+"""The Terraform tasks' own logic: where AWS is, and what of Terraform's output an error keeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from socialnet_ops.environments import load_environment
+from tasks.terraform import EMULATOR_CREDENTIALS, _error_block, aws_environ, endpoint_for
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_endpoint_override_wins_then_the_environment_then_the_catalog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    staging = load_environment("staging")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    assert endpoint_for(staging) is None  # AWS itself
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
+    assert endpoint_for(staging) == "http://127.0.0.1:5000"
+    assert endpoint_for(staging, "http://127.0.0.1:6000") == "http://127.0.0.1:6000"
+
+
+def test_only_the_local_emulator_gets_its_throwaway_keys() -> None:
+    local = aws_environ(load_environment("local"), "http://127.0.0.1:5000")
+    assert local["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
+    assert local["AWS_ACCESS_KEY_ID"] == EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"]
+    production = aws_environ(load_environment("production"), None)
+    assert production == {"AWS_REGION": "eu-west-3"}
+
+
+def test_an_error_keeps_each_of_terraforms_reports_once_and_whole() -> None:
+    lines = [
+        "module.network.aws_vpc.this: Creating...",
+        "Error: execution halted",
+        "",
+        "Error: execution halted",
+        "",
+        "Error: creating EC2 VPC: context canceled",
+        "",
+        "  with module.network.aws_vpc.this,",
+        '  on ../../modules/network/main.tf line 9, in resource "aws_vpc" "this":',
+    ]
+    assert _error_block(lines) == "\n\n".join(
+        [
+            "Error: execution halted",
+            "Error: creating EC2 VPC: context canceled\n\n  with module.network.aws_vpc.this,\n"
+            '  on ../../modules/network/main.tf line 9, in resource "aws_vpc" "this":',
+        ]
+    )
+    assert _error_block(["just", "lines"]) == "just\nlines"
