@@ -116,8 +116,10 @@ def announce_release_failure(flow: Any, flow_run: Any, state: Any) -> None:
     )
 
 
-def release_flow(name: str, flow_run_name: str) -> Callable[[Callable[P, R]], Flow[P, R]]:
-    """`@flow` with the hooks every release flow has: the failure event, statuses to GitLab."""
+def release_flow(
+    name: str, flow_run_name: str, announce_failure: Callable[..., None] | None = None
+) -> Callable[[Callable[P, R]], Flow[P, R]]:
+    """`@flow` with the hooks every release flow has: its failure event, statuses to GitLab."""
     from tasks.gitlab import gitlab_status_hooks
 
     gitlab = gitlab_status_hooks()
@@ -126,7 +128,7 @@ def release_flow(name: str, flow_run_name: str) -> Callable[[Callable[P, R]], Fl
         flow_run_name=flow_run_name,
         on_running=list(gitlab["on_running"]),
         on_completion=list(gitlab["on_completion"]),
-        on_failure=[announce_release_failure, *gitlab["on_failure"]],
+        on_failure=[announce_failure or announce_release_failure, *gitlab["on_failure"]],
         on_crashed=list(gitlab["on_crashed"]),
         on_cancellation=list(gitlab["on_cancellation"]),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from socialnet_ops.builds import load_build
 from socialnet_ops.environments import load_environment
@@ -37,3 +38,33 @@ def serving_version(environment: str) -> str | None:
 @task(name="platform-endpoints")
 def platform_endpoints(environment: str) -> Endpoints:
     return environment_platform(environment).endpoints()
+
+
+# --- canary track ---------------------------------------------------------------------------------
+# Never cached: each call acts on the platform as it is now (a rerun starts, weighs, aborts again).
+
+
+@task(name="start-canary", cache_policy=NO_CACHE)
+def start_canary(environment: str, version: str) -> None:
+    """Start the canary replicas of `version` at weight 0 (a rerun keeps ready ones)."""
+    environment_platform(environment).start_canary(
+        load_build(environment, version), progress=get_run_logger().info
+    )
+
+
+@task(name="set-canary-weight", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def set_canary_weight(environment: str, weight: int) -> None:
+    environment_platform(environment).set_canary_weight(weight)
+    get_run_logger().info("canary weight %d%%", weight)
+
+
+@task(name="promote-canary", cache_policy=NO_CACHE)
+def promote_canary(environment: str) -> None:
+    """The canary build replaces the stable replicas one by one; the canary track empties."""
+    environment_platform(environment).promote_canary(progress=get_run_logger().info)
+
+
+@task(name="abort-canary", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def abort_canary(environment: str) -> None:
+    """Weight 0 and the canary replicas stopped; the stable track is not touched."""
+    environment_platform(environment).abort_canary(progress=get_run_logger().info)

@@ -1,0 +1,347 @@
+"""Canary judgement and the canary's step state machine. Pure: no Prefect, no I/O.
+
+Two seams, as in Argo Rollouts:
+
+- `judge` turns one measurement of both tracks into a `Verdict` (pass / fail / inconclusive) with
+  the reasons a person reads in the step table. It compares the canary with the stable baseline
+  (Kayenta-style): a one-sided two-proportion z-test on the 5xx ratios and a bound on the ratio of
+  the latency quantiles, besides the policy's fixed error ratio ceiling.
+- `AnalysisTally` is the state machine of the analysis steps: it counts failures and inconclusive
+  verdicts against the policy's limits and says after each verdict whether to measure again,
+  move to the next step, or abort. `plan` lists the policy's steps for the flow that walks them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+from socialnet_ops.environments import (
+    Analysis,
+    AnalysisStep,
+    CanaryStep,
+    PauseStep,
+    SetWeightStep,
+)
+
+Outcome = Literal["pass", "fail", "inconclusive"]
+
+# The stable quantile is raised to this floor before the ratio is taken. 2 ms against 4 ms is a
+# doubling no user notices; `histogram_quantile` interpolates inside the app's coarse low buckets
+# (5, 10, 25, 50, 75, 100 ms), so a few requests moving between buckets swing an estimate; and a
+# canary's smaller sample has a noisier tail (its p95 is the 3rd slowest of 60 requests). A
+# canary fails on latency only above max_latency_ratio x 100 ms at least (150 ms at 1.5x).
+LATENCY_FLOOR_SECONDS = 0.1
+
+# A statistically significant difference in error ratios smaller than this (0.1 percentage point)
+# is not a failure by itself: at high traffic the z-test finds meaningless differences.
+ERROR_RATIO_TOLERANCE = 0.001
+
+
+# --- measurements --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackSample:
+    """One track over one analysis window: user requests, 5xx answers, latency quantiles (s)."""
+
+    requests: float
+    errors: float
+    p95: float | None = None
+    p99: float | None = None
+
+    @property
+    def error_ratio(self) -> float | None:
+        return self.errors / self.requests if self.requests > 0 else None
+
+    def quantile(self, name: Literal["p95", "p99"]) -> float | None:
+        return self.p95 if name == "p95" else self.p99
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the metrics provider saw for both tracks; `problem` says why there is nothing."""
+
+    canary: TrackSample | None
+    stable: TrackSample | None
+    window_seconds: float
+    problem: str | None = None
+
+    @classmethod
+    def unavailable(cls, problem: str, window_seconds: float) -> Measurement:
+        return cls(canary=None, stable=None, window_seconds=window_seconds, problem=problem)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    reasons: tuple[str, ...]
+    p_value: float | None = None
+    latency_ratio: float | None = None
+
+    @property
+    def why(self) -> str:
+        return "; ".join(self.reasons)
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+def normal_sf(z: float) -> float:
+    """P(Z > z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def two_proportion_z_test(
+    canary_errors: float, canary_total: float, stable_errors: float, stable_total: float
+) -> tuple[float, float]:
+    """Pooled two-proportion z-test, one-sided (H1: the canary's error ratio is higher).
+
+    Returns (z, p-value). Equal proportions with no variance (both 0 % or both 100 %) give z = 0
+    and p = 1: nothing tells the tracks apart.
+    """
+    if canary_total <= 0 or stable_total <= 0:
+        raise ValueError("both tracks need at least one request")
+    p_canary = canary_errors / canary_total
+    p_stable = stable_errors / stable_total
+    pooled = (canary_errors + stable_errors) / (canary_total + stable_total)
+    variance = pooled * (1 - pooled) * (1 / canary_total + 1 / stable_total)
+    if variance <= 0:
+        return 0.0, 1.0
+    z = (p_canary - p_stable) / math.sqrt(variance)
+    return z, normal_sf(z)
+
+
+# --- the judgement -------------------------------------------------------------------------------
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:.1f}%"
+
+
+def _ms(seconds: float) -> str:
+    return "inf" if math.isinf(seconds) else f"{seconds * 1000:.0f} ms"
+
+
+def judge(
+    measurement: Measurement,
+    analysis: Analysis,
+    latency_floor_seconds: float = LATENCY_FLOOR_SECONDS,
+) -> Verdict:
+    """Canary against stable for one window: pass, fail or inconclusive, with reasons."""
+    window = f"{measurement.window_seconds:.0f} s"
+    if measurement.problem is not None:
+        return Verdict("inconclusive", (f"no measurement: {measurement.problem}",))
+    canary, stable = measurement.canary, measurement.stable
+    if canary is None or canary.requests <= 0:
+        return Verdict(
+            "inconclusive", (f"no canary request in the last {window} (no data from Prometheus)",)
+        )
+    if canary.requests < analysis.min_requests:
+        return Verdict(
+            "inconclusive",
+            (
+                f"{canary.requests:.0f} canary requests in {window}, fewer than the "
+                f"{analysis.min_requests} the policy needs to judge",
+            ),
+        )
+
+    failures: list[str] = []
+    notes: list[str] = []
+    has_baseline = stable is not None and stable.requests > 0
+
+    # Errors: the fixed ceiling, then canary against stable.
+    canary_ratio = canary.errors / canary.requests
+    if canary_ratio > analysis.max_error_ratio:
+        failures.append(
+            f"canary error ratio {_percent(canary_ratio)} is above the policy's "
+            f"{_percent(analysis.max_error_ratio)}"
+        )
+    p_value: float | None = None
+    if stable is not None and has_baseline:
+        stable_ratio = stable.errors / stable.requests
+        z, p_value = two_proportion_z_test(
+            canary.errors, canary.requests, stable.errors, stable.requests
+        )
+        comparison = (
+            f"error ratio {_percent(canary_ratio)} ({canary.errors:.0f}/{canary.requests:.0f}) "
+            f"vs stable {_percent(stable_ratio)} ({stable.errors:.0f}/{stable.requests:.0f}), "
+            f"z={z:.2f} p={p_value:.3g}"
+        )
+        if p_value < analysis.significance and canary_ratio - stable_ratio > ERROR_RATIO_TOLERANCE:
+            failures.append(f"{comparison}: significantly worse (p < {analysis.significance})")
+        else:
+            notes.append(comparison)
+    else:
+        notes.append(
+            f"error ratio {_percent(canary_ratio)}; stable served no request, so only the "
+            "fixed ceiling applies"
+        )
+
+    # Latency: the policy's quantile, canary over stable, the stable value floored.
+    quantile = analysis.latency_quantile
+    canary_latency = canary.quantile(quantile)
+    stable_latency = stable.quantile(quantile) if stable is not None and has_baseline else None
+    latency_ratio: float | None = None
+    if canary_latency is None:
+        if not failures:
+            return Verdict(
+                "inconclusive",
+                (f"no {quantile} latency for the canary in {window}", *notes),
+                p_value=p_value,
+            )
+    elif stable_latency is None:
+        notes.append(f"{quantile} {_ms(canary_latency)}; no stable latency to compare with")
+    else:
+        baseline = max(stable_latency, latency_floor_seconds)
+        latency_ratio = canary_latency / baseline
+        floored = (
+            f" (floored to {_ms(latency_floor_seconds)})"
+            if stable_latency < latency_floor_seconds
+            else ""
+        )
+        comparison = (
+            f"{quantile} {_ms(canary_latency)} vs stable {_ms(stable_latency)}{floored}: "
+            f"{latency_ratio:.2f}x"
+        )
+        if latency_ratio > analysis.max_latency_ratio:
+            failures.append(f"{comparison}, above the policy's {analysis.max_latency_ratio}x")
+        else:
+            notes.append(f"{comparison} (limit {analysis.max_latency_ratio}x)")
+
+    if failures:
+        return Verdict("fail", tuple(failures), p_value=p_value, latency_ratio=latency_ratio)
+    return Verdict("pass", tuple(notes), p_value=p_value, latency_ratio=latency_ratio)
+
+
+# --- the step state machine ----------------------------------------------------------------------
+
+
+class Decision(Enum):
+    MEASURE_AGAIN = "measure again"
+    STEP_PASSED = "step passed"
+    ABORT = "abort"
+
+
+@dataclass
+class AnalysisTally:
+    """Verdicts of one canary against the policy's limits (counted across all analysis steps).
+
+    - fail: one more failure; above `failure_limit` the canary aborts.
+    - inconclusive: the canary holds at its weight and measures again; more than
+      `inconclusive_limit` in a row aborts (no data must never lead to promotion).
+    - pass: an analysis step ends once its duration has elapsed and its latest verdict passed.
+    """
+
+    analysis: Analysis
+    failures: int = 0
+    inconclusive_in_a_row: int = 0
+    inconclusive_total: int = 0
+    passes: int = 0
+    abort_reason: str | None = field(default=None)
+
+    def observe(self, verdict: Verdict, duration_elapsed: bool) -> Decision:
+        if verdict.outcome == "fail":
+            self.failures += 1
+            if self.failures > self.analysis.failure_limit:
+                self.abort_reason = (
+                    f"analysis failed {self.failures} time(s), the policy allows "
+                    f"{self.analysis.failure_limit}: {verdict.why}"
+                )
+                return Decision.ABORT
+            return Decision.MEASURE_AGAIN
+        if verdict.outcome == "inconclusive":
+            self.inconclusive_in_a_row += 1
+            self.inconclusive_total += 1
+            if self.inconclusive_in_a_row > self.analysis.inconclusive_limit:
+                self.abort_reason = (
+                    f"{self.inconclusive_in_a_row} inconclusive analyses in a row, the policy "
+                    f"allows {self.analysis.inconclusive_limit}: {verdict.why}"
+                )
+                return Decision.ABORT
+            return Decision.MEASURE_AGAIN
+        self.passes += 1
+        self.inconclusive_in_a_row = 0
+        return Decision.STEP_PASSED if duration_elapsed else Decision.MEASURE_AGAIN
+
+
+StepKind = Literal["set_weight", "pause", "analysis"]
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One policy step, numbered from 1, with what it means in words."""
+
+    number: int
+    kind: StepKind
+    weight: int | None = None  # set_weight
+    duration: float | None = None  # timed pause, analysis
+    until_approved: bool = False
+    timeout: float | None = None  # gated pause
+    measurements: int = 0  # analysis: measurements its duration holds
+
+    @property
+    def title(self) -> str:
+        if self.kind == "set_weight":
+            return f"step {self.number}: set weight {self.weight}%"
+        if self.kind == "pause" and self.until_approved:
+            return f"step {self.number}: wait for approval (timeout {self.timeout:.0f} s)"
+        if self.kind == "pause":
+            return f"step {self.number}: pause {self.duration:.0f} s"
+        return (
+            f"step {self.number}: analysis for {self.duration:.0f} s "
+            f"({self.measurements} measurement(s))"
+        )
+
+
+def measurements_for(duration: float, interval: float) -> int:
+    """Measurements an analysis of `duration` takes, one every `interval` (at least one)."""
+    return max(1, math.ceil(duration / interval - 1e-9))
+
+
+def plan(steps: list[CanaryStep], analysis: Analysis) -> list[PlannedStep]:
+    planned = []
+    for number, step in enumerate(steps, start=1):
+        if isinstance(step, SetWeightStep):
+            planned.append(PlannedStep(number, "set_weight", weight=step.set_weight))
+        elif isinstance(step, PauseStep):
+            if step.pause.until_approved:
+                planned.append(
+                    PlannedStep(number, "pause", until_approved=True, timeout=step.pause.timeout)
+                )
+            else:
+                planned.append(PlannedStep(number, "pause", duration=step.pause.duration))
+        elif isinstance(step, AnalysisStep):
+            duration = step.analysis.duration
+            planned.append(
+                PlannedStep(
+                    number,
+                    "analysis",
+                    duration=duration,
+                    measurements=measurements_for(duration, analysis.interval),
+                )
+            )
+    return planned
+
+
+def check_plan(planned: list[PlannedStep], environment: str) -> None:
+    """A canary needs weights that reach 100 and at least one analysis or gate before that."""
+    weights = [step.weight for step in planned if step.kind == "set_weight"]
+    if not weights:
+        raise ValueError(
+            f"environment {environment!r}: release.steps has no set_weight step; a canary needs "
+            "steps like [{set_weight: 10}, {analysis: {duration: 2m}}, {set_weight: 100}]"
+        )
+    checks = [step for step in planned if step.kind == "analysis" or step.until_approved]
+    if not checks:
+        raise ValueError(
+            f"environment {environment!r}: release.steps has no analysis and no approval; a "
+            "canary that nothing judges is a slow rolling deploy: add an analysis step"
+        )
+
+
+def progress_percent(done_steps: int, total_steps: int) -> float:
+    """Progress of the canary: its steps, then promotion as the last share."""
+    return round(100 * done_steps / (total_steps + 1), 1)
