@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.common import (
     StepClock,
-    announce_release_failure,
     checked_environment,
     checked_release_settings,
+    release_flow,
     release_slot,
 )
 from socialnet_ops.builds import check_version, source_identity
@@ -21,9 +20,10 @@ from tasks.ledger import read_ledger, record_release
 from tasks.platform import roll_replicas
 from tasks.postgres import check_migrations, migrate
 from tasks.reporting import artifact_key, emit, markdown_report
+from tasks.vault import materialize_secrets
 
 
-@flow(name="deploy", flow_run_name="deploy-{env}-{version}", on_failure=[announce_release_failure])
+@release_flow(name="deploy", flow_run_name="deploy-{env}-{version}")
 def deploy(
     env: str,
     version: str,
@@ -37,6 +37,7 @@ def deploy(
     runtime_settings = checked_release_settings(settings)
     clock = StepClock()
     with release_slot(env) as slot:
+        materialize_secrets(env)  # from Vault to the platform, before migrations and replicas
         previous = read_ledger(env).stable
         with clock("build"):
             build = build_release_task(env, version, ref, runtime_settings)

@@ -61,9 +61,11 @@ from socialnet_ops.platforms.local.tools import (
     tail,
     write_atomic,
 )
+from socialnet_ops.secrets_catalog import DB_LOGIN_ROLES, DB_OWNER, RuntimeSecrets
 
 DB_NAME = "socialnet"
-DB_USER = "socialnet"
+# The owner role of the database (NOLOGIN); replicas log in as one of DB_LOGIN_ROLES, named in Vault.
+DB_USER = DB_OWNER
 PG_SUPERUSER = "postgres"
 # The unprivileged system user of Debian's postgresql package; PostgreSQL refuses to run as root.
 PG_SYSTEM_USER = "postgres"
@@ -96,6 +98,7 @@ class LocalPlatform:
     """The Platform protocol on this machine, plus start/stop of the whole environment."""
 
     def __init__(self, environment: Environment) -> None:
+        self._environment_model = environment
         if not isinstance(environment.platform, LocalSettings):
             raise PlatformError(
                 f"environment {environment.name!r} runs on {environment.platform.kind}, "
@@ -135,8 +138,35 @@ class LocalPlatform:
         return self._secrets / "token-secret"
 
     @property
+    def token_secret_previous_file(self) -> Path:
+        return self._secrets / "token-secret-previous"
+
+    @property
+    def webhook_token_file(self) -> Path:
+        return self._secrets / "webhook-token"
+
+    @property
+    def db_user_file(self) -> Path:
+        """The login role the replicas use (not secret; next to the password it goes with)."""
+        return self._secrets / "db-user"
+
+    @property
     def vault_token_file(self) -> Path:
+        """The dev server's root token: only the local Vault bootstrap uses it."""
         return self._secrets / "openbao-root-token"
+
+    def vault_secret_id_file(self, consumer: str = "flows") -> Path:
+        """AppRole secret id of a consumer of this environment's Vault (flows, webhooks)."""
+        return self._secrets / (
+            "vault-secret-id" if consumer == "flows" else f"vault-secret-id-{consumer}"
+        )
+
+    @property
+    def vault_address(self) -> str:
+        ports = self.store.load().ports
+        if "openbao" not in ports:
+            raise PlatformError(f"local platform {self.environment} was never started")
+        return f"http://127.0.0.1:{ports['openbao']}"
 
     @property
     def _pgdata(self) -> Path:
@@ -164,8 +194,9 @@ class LocalPlatform:
                 (self.state_dir / folder).mkdir(parents=True, exist_ok=True)
             self._logs.chmod(0o700)
             self._programs_dir.chmod(0o700)
-            for secret in (self.db_password_file, self.token_secret_file, self.vault_token_file):
-                ensure_secret(secret)
+            # The only secret generated here: the dev server's root token, for the bootstrap.
+            # Every other secret comes from Vault (`_bootstrap_vault`).
+            ensure_secret(self.vault_token_file)
             state = self.store.load()
             for key in BASE_PORTS:
                 if key not in state.ports:
@@ -189,6 +220,7 @@ class LocalPlatform:
                     self.supervisor.restart("prometheus")
             self._wait_base_programs(state, say)
             self._bootstrap_database(state, say)
+            self._bootstrap_vault(say)
             self._apply_edge(state)
             self._write_targets(state)
             say(f"local platform {self.environment} running at {self.endpoints().edge_url}")
@@ -335,7 +367,15 @@ class LocalPlatform:
                 raise PlatformError(f"{haproxy_cfg} is invalid: {check.stderr.strip()}")
         root = repo_root()
         python = python_executable()
-        bao_env = {"BAO_DEV_ROOT_TOKEN_ID": read_secret(self.vault_token_file)}
+        # The root token reaches the dev server from its 0600 file, not through this program's
+        # config; the banner lines that echo it are dropped from the log, and -dev-no-store-token
+        # keeps it out of ~/.vault-token.
+        bao_command = (
+            f'BAO_DEV_ROOT_TOKEN_ID="$(cat {shlex.quote(str(self.vault_token_file))})" '
+            f"{shlex.quote(binaries['bao'])} server -dev -dev-no-store-token "
+            f"-dev-listen-address=127.0.0.1:{ports['openbao']} 2>&1 "
+            "| sed -u -e '/^Root Token:/d' -e '/^Unseal Key:/d'"
+        )
         programs = {
             "postgres": self._program(
                 "postgres",
@@ -360,9 +400,8 @@ class LocalPlatform:
             ),
             "openbao": self._program(
                 "openbao",
-                [binaries["bao"], "server", "-dev", f"-dev-listen-address=127.0.0.1:{ports['openbao']}"],
+                ["/bin/sh", "-c", bao_command],
                 directory=sd,
-                env=bao_env,
                 priority=20,
             ),
             "front": self._program(
@@ -441,51 +480,234 @@ class LocalPlatform:
             shutil.rmtree(self._pgdata, ignore_errors=True)
             raise PlatformError(f"initdb -D {self._pgdata} failed: {result.stderr.strip()}")
 
-    def _bootstrap_database(self, state: PlatformState, say: Progress) -> None:
-        """Create the app role and database (idempotent); the password comes from its 0600 file."""
+    def _superuser_connection(self, state: PlatformState | None = None, wait: float = 0.0) -> Any:
         import psycopg
-        from psycopg import sql
 
-        deadline = time.monotonic() + START_TIMEOUT
+        port = (state or self.store.load()).ports["postgres"]
+        deadline = time.monotonic() + wait
         while True:
             try:
-                connection = psycopg.connect(
+                return psycopg.connect(
                     host=str(self._pgsocket),
-                    port=state.ports["postgres"],
+                    port=port,
                     user=PG_SUPERUSER,
                     dbname="postgres",
                     autocommit=True,
                     connect_timeout=3,
                 )
-                break
             except psycopg.OperationalError as error:
                 if time.monotonic() > deadline:
                     raise PlatformError(
-                        f"postgres on port {state.ports['postgres']} not ready within "
-                        f"{START_TIMEOUT:.0f} s: {error}\n{tail(self._logs / 'postgres.log')}"
+                        f"postgres on port {port} not ready within {wait:.0f} s: {error}\n"
+                        f"{tail(self._logs / 'postgres.log')}"
                     ) from None
                 time.sleep(0.3)
-        password = read_secret(self.db_password_file)
+
+    def _bootstrap_database(self, state: PlatformState, say: Progress) -> None:
+        """Create the owner role and the database (idempotent); logins come with the secrets."""
+        from psycopg import sql
+
+        connection = self._superuser_connection(state, wait=START_TIMEOUT)
         with connection:
             role = connection.execute(
-                "SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,)
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_OWNER,)
             ).fetchone()
-            verb = "ALTER" if role else "CREATE"
             if not role:
-                say(f"creating role {DB_USER} and database {DB_NAME}")
-            connection.execute(
-                sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(DB_USER), sql.Literal(password)
+                say(f"creating role {DB_OWNER} and database {DB_NAME}")
+                connection.execute(
+                    sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(DB_OWNER))
                 )
-            )
             exists = connection.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)
             ).fetchone()
             if not exists:
                 connection.execute(
                     sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(DB_NAME), sql.Identifier(DB_USER)
+                        sql.Identifier(DB_NAME), sql.Identifier(DB_OWNER)
                     )
+                )
+
+    # --- secrets -------------------------------------------------------------------------------
+
+    def _bootstrap_vault(self, say: Progress) -> None:
+        """Bootstrap this environment's OpenBao with the dev root token, then install its secrets.
+
+        The dev server keeps everything in memory: after a restart, a missing secret is re-seeded
+        from the copy installed last, so Vault, PostgreSQL and the replicas keep agreeing.
+        """
+        from socialnet_ops import vault
+
+        environment = self._environment_model
+        check = vault.check_health(self.vault_address, wait=15)
+        admin = vault.VaultSession(
+            self.vault_address,
+            vault.TokenLogin(lambda: read_secret(self.vault_token_file), name="the dev root token"),
+        )
+        changes = vault.bootstrap_environment(
+            admin,
+            environment=self.environment,
+            mount=environment.vault.mount,
+            flows_role=environment.vault.auth.role,
+            secret_id_files={
+                "flows": self.vault_secret_id_file("flows"),
+                "webhooks": self.vault_secret_id_file("webhooks"),
+            },
+            recover=self.installed_secret,
+        )
+        created = [
+            f"{c.what}: {c.action}" for c in changes if c.action not in {"kept", "unchanged"}
+        ]
+        say(
+            f"OpenBao {check.get('version', '')} bootstrapped"
+            + (f" ({'; '.join(created)})" if created else " (nothing to change)")
+        )
+        self.install_secrets(
+            vault.read_runtime_secrets(admin, environment.vault.mount, self.environment), say
+        )
+
+    def installed_secret(self, name: str) -> dict[str, str] | None:
+        """The copy of secret `name` installed last (to re-seed a forgetful dev Vault), or None."""
+        if name == "database":
+            if not (self.db_user_file.exists() and self.db_password_file.exists()):
+                return None
+            user = read_secret(self.db_user_file)
+            if user not in DB_LOGIN_ROLES:
+                return None
+            return {"username": user, "password": read_secret(self.db_password_file)}
+        if name == "api":
+            if not self.token_secret_file.exists():
+                return None
+            previous = self.token_secret_previous_file
+            return {
+                "token_secret": read_secret(self.token_secret_file),
+                "token_secret_previous": read_secret(previous) if previous.exists() else "",
+            }
+        if name == "webhooks" and self.webhook_token_file.exists():
+            return {"gitlab_token": read_secret(self.webhook_token_file)}
+        return None
+
+    def install_secrets(self, values: RuntimeSecrets, progress: Progress | None = None) -> None:
+        """Hand the app its secrets: the login role's password set in PostgreSQL, then 0600 files
+        the replicas read at start (running replicas keep theirs until they are rolled).
+
+        The password reaches PostgreSQL as a SCRAM verifier computed here: the plain text never
+        enters a statement, so no server log can hold it.
+        """
+        say = progress or _quiet
+        from psycopg import sql
+
+        user = values.db_user
+        if user not in DB_LOGIN_ROLES:
+            raise PlatformError(
+                f"environment {self.environment}: database login {user!r} (from Vault) is not one "
+                f"of {', '.join(DB_LOGIN_ROLES)}"
+            )
+        with self.store.locked():
+            connection = self._superuser_connection(wait=START_TIMEOUT)
+            with connection:
+                exists = connection.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)
+                ).fetchone()
+                if not exists:
+                    say(f"creating login role {user} (member of {DB_OWNER})")
+                    connection.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(user)))
+                connection.execute(
+                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(DB_OWNER), sql.Identifier(user))
+                )
+                # Sessions act as the owner: objects created by migrations belong to it, whichever
+                # login role ran them.
+                connection.execute(
+                    sql.SQL("ALTER ROLE {} SET role TO {}").format(
+                        sql.Identifier(user), sql.Identifier(DB_OWNER)
+                    )
+                )
+                verifier = connection.pgconn.encrypt_password(
+                    values.db_password.encode(), user.encode(), b"scram-sha-256"
+                ).decode()
+                connection.execute(
+                    sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(user), sql.Literal(verifier)
+                    )
+                )
+            self._secrets.mkdir(parents=True, exist_ok=True)
+            self._secrets.chmod(0o700)
+            files = {
+                self.db_user_file: user,
+                self.db_password_file: values.db_password,
+                self.token_secret_file: values.token_secret,
+                self.token_secret_previous_file: values.token_secret_previous,
+            }
+            if values.webhook_token:
+                files[self.webhook_token_file] = values.webhook_token
+            changed = [
+                path.name
+                for path, text in files.items()
+                if write_atomic(path, text + "\n" if text else "", mode=0o600)
+            ]
+        say(
+            f"secrets installed for {self.environment} (login role {user}"
+            + (f"; changed: {', '.join(changed)})" if changed else "; unchanged)")
+        )
+
+    def database_login(self) -> str:
+        """The login role new replicas and tools use (from the secrets installed last)."""
+        if self.db_user_file.exists():
+            return read_secret(self.db_user_file)
+        return DB_LOGIN_ROLES[0]
+
+    def revoke_database_logins(self, progress: Progress | None = None) -> list[str]:
+        """Every login of the database but the current one loses its password and its sessions."""
+        say = progress or _quiet
+        from psycopg import sql
+
+        keep = self.database_login()
+        revoked = []
+        with self.store.locked():
+            connection = self._superuser_connection(wait=10)
+            with connection:
+                rows = connection.execute(
+                    "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND rolcanlogin",
+                    ([DB_OWNER, *DB_LOGIN_ROLES],),
+                ).fetchall()
+                for (name,) in rows:
+                    if name == keep:
+                        continue
+                    connection.execute(
+                        sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(sql.Identifier(name))
+                    )
+                    connection.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                        (name,),
+                    )
+                    revoked.append(name)
+        say(f"revoked database logins: {', '.join(revoked) or 'none'} (current: {keep})")
+        return revoked
+
+    def restart_replicas(self, progress: Progress | None = None) -> None:
+        """Replace every replica by a fresh one of the same build (they read their secrets at
+        start), one at a time like a deploy: no failed request."""
+        say = progress or _quiet
+        with self.store.locked():
+            self._require_running()
+            state = self.store.load()
+            if state.stable.build is not None:
+                say(f"restarting the stable replicas of {state.stable.build.version}")
+                self._roll(
+                    "stable",
+                    state.stable.build.to_build(),
+                    self.settings.api_replicas,
+                    say,
+                    fresh=True,
+                )
+            state = self.store.load()
+            if state.canary.build is not None:
+                say(f"restarting the canary replicas of {state.canary.build.version}")
+                self._roll(
+                    "canary",
+                    state.canary.build.to_build(),
+                    self.settings.canary_replicas,
+                    say,
+                    fresh=True,
                 )
 
     def database_env(self) -> dict[str, str]:
@@ -497,7 +719,7 @@ class LocalPlatform:
             "SOCIALNET_DB_HOST": "127.0.0.1",
             "SOCIALNET_DB_PORT": str(state.ports["postgres"]),
             "SOCIALNET_DB_NAME": DB_NAME,
-            "SOCIALNET_DB_USER": DB_USER,
+            "SOCIALNET_DB_USER": self.database_login(),
             "SOCIALNET_DB_PASSWORD_FILE": str(self.db_password_file),
         }
 
@@ -630,9 +852,11 @@ class LocalPlatform:
             "SOCIALNET_DB_HOST": "127.0.0.1",
             "SOCIALNET_DB_PORT": str(state.ports["postgres"]),
             "SOCIALNET_DB_NAME": DB_NAME,
-            "SOCIALNET_DB_USER": DB_USER,
+            "SOCIALNET_DB_USER": self.database_login(),
             "SOCIALNET_DB_PASSWORD_FILE": str(self.db_password_file),
             "SOCIALNET_TOKEN_SECRET_FILE": str(self.token_secret_file),
+            # Empty outside a rotation overlap: the API then accepts only the current key.
+            "SOCIALNET_TOKEN_SECRET_PREVIOUS_FILE": str(self.token_secret_previous_file),
             "SOCIALNET_VERSION": build.version,
             "SOCIALNET_GIT_SHA": build.git_sha,
             "SOCIALNET_TRACK": track,
@@ -719,7 +943,9 @@ class LocalPlatform:
                 return
             time.sleep(0.1)
 
-    def _roll(self, track: Track, build: Build, count: int, say: Progress) -> None:
+    def _roll(
+        self, track: Track, build: Build, count: int, say: Progress, fresh: bool = False
+    ) -> None:
         """Bring `track` to `count` ready replicas of `build`, then retire every other replica.
 
         New replicas join the rotation one at a time once ready; the old ones leave (drained, one
@@ -733,7 +959,8 @@ class LocalPlatform:
         keep = [
             r
             for r in state.track(track).replicas
-            if r.version == build.version
+            if not fresh
+            and r.version == build.version
             and r.enabled
             and infos.get(r.program, {}).get("statename") == "RUNNING"
         ][:count]

@@ -1,0 +1,354 @@
+"""Vault tasks: preflight, bootstrap, missing secrets, injection into the platform, rotation.
+
+Sessions and secret values are made inside the tasks, never passed as parameters or returned:
+what a task returns (and Prefect may persist) names paths, versions and login roles only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from socialnet_ops import vault
+from socialnet_ops.environments import Environment, load_environment
+from socialnet_ops.platforms import platform_for
+from socialnet_ops.platforms.base import PlatformError
+from socialnet_ops.secrets_catalog import (
+    SECRET_NAMES,
+    RuntimeSecrets,
+    kubernetes_secret_body,
+)
+
+ADMIN_TOKEN_FILE_VARIABLE = "SOCIALNET_VAULT_ADMIN_TOKEN_FILE"  # noqa: S105 - a variable name
+Purpose = Literal["bootstrap", "secrets", "deploy", "rotate"]
+
+# One session per Vault identity and process: a worker renews or replaces its token as it goes.
+_sessions: dict[tuple[str, str], vault.VaultSession] = {}
+_sessions_lock = threading.Lock()
+
+
+def secret_block_value(name: str) -> str | None:
+    """The value of the Prefect Secret block `name`, or None when there is no such block."""
+    from prefect.blocks.system import Secret
+
+    try:
+        block = cast(Secret, Secret.load(name))
+    except ValueError:
+        return None
+    return str(block.get())
+
+
+def _secret_id_reader(environment: Environment) -> Any:
+    path = vault.secret_id_file(environment)
+    block = f"vault-secret-id-{environment.name}"
+
+    def read() -> str:
+        if path is not None and path.exists():
+            return vault.read_token_file(path, "AppRole secret id")
+        value = secret_block_value(block)
+        if not value:
+            where = f"{path} or " if path else ""
+            raise vault.VaultPermissionError(
+                f"environment {environment.name}: no AppRole secret id for role "
+                f"{environment.vault.auth.role} (looked in {where}the Prefect Secret block {block})"
+            )
+        return value
+
+    return read
+
+
+def flows_session(environment: Environment) -> vault.VaultSession:
+    """The flows' identity on the environment's Vault (AppRole, or a token for `method: token`)."""
+    address = vault.resolve_address(environment)
+    auth = environment.vault.auth
+    key = (address, f"{auth.method}:{auth.role}")
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None:
+            login: vault.Login
+            if auth.method == "approle":
+                login = vault.AppRoleLogin(auth.role, _secret_id_reader(environment))
+            else:
+                login = vault.TokenLogin(
+                    _secret_id_reader(environment), name=f"token of {auth.role}"
+                )
+            session = vault.VaultSession(address, login)
+            _sessions[key] = session
+        return session
+
+
+def admin_session(environment: Environment) -> vault.VaultSession | None:
+    """Who may create the mount, policies and roles: the local dev root token, an operator token
+    file (SOCIALNET_VAULT_ADMIN_TOKEN_FILE) or the Secret block `vault-admin-token-<env>`."""
+    address = vault.resolve_address(environment)
+    local = vault.local_admin_token_file(environment)
+    if local is not None:
+        return vault.VaultSession(
+            address,
+            vault.TokenLogin(
+                lambda: vault.read_token_file(local, "OpenBao root token"), "the dev root token"
+            ),
+        )
+    configured = os.environ.get(ADMIN_TOKEN_FILE_VARIABLE)
+    if configured:
+        path = Path(configured)
+        return vault.VaultSession(
+            address,
+            vault.TokenLogin(lambda: vault.read_token_file(path, "admin token"), "admin token"),
+        )
+    value = secret_block_value(f"vault-admin-token-{environment.name}")
+    if value:
+        return vault.VaultSession(address, vault.TokenLogin(lambda: value, "admin token"))
+    return None
+
+
+_NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "secrets": {name: ("create", "read", "update") for name in SECRET_NAMES},
+    "deploy": {"database": ("read",), "api": ("read",)},
+    "rotate": {"database": ("read", "update"), "api": ("read", "update")},
+}
+_MUST_EXIST = {"deploy": ("database", "api"), "rotate": ("database", "api")}
+
+
+@task(name="vault-preflight", cache_policy=NO_CACHE)
+def vault_preflight(environment: str, purpose: Purpose) -> list[str]:
+    """Vault reachable, unsealed, token valid, policy grants what `purpose` needs, secrets exist;
+    else stop here, before anything changes, with a message naming the path."""
+    logger = get_run_logger()
+    settings = load_environment(environment)
+    if purpose == "bootstrap":
+        admin = admin_session(settings)
+        if admin is None:
+            checked = [f"no admin credentials for {environment}: the layout is left as it is"]
+            checked += vault.preflight(
+                flows_session(settings),
+                mount=settings.vault.mount,
+                environment=environment,
+                needs={},
+            )
+        else:
+            checked = vault.preflight(
+                admin, mount=settings.vault.mount, environment=environment, needs={}
+            )
+    else:
+        checked = vault.preflight(
+            flows_session(settings),
+            mount=settings.vault.mount,
+            environment=environment,
+            needs=_NEEDS[purpose],
+            must_exist=_MUST_EXIST.get(purpose, ()),
+        )
+    for line in checked:
+        logger.info("preflight: %s", line)
+    return checked
+
+
+@task(name="bootstrap-vault-layout", cache_policy=NO_CACHE)
+def bootstrap_vault_layout(environment: str) -> list[dict[str, str]]:
+    """KV v2 mount, policies flows/api/webhooks-<env> and their AppRole roles (idempotent)."""
+    logger = get_run_logger()
+    settings = load_environment(environment)
+    admin = admin_session(settings)
+    if admin is None:
+        logger.info(
+            "no admin credentials (%s, Secret block vault-admin-token-%s): layout not managed here",
+            ADMIN_TOKEN_FILE_VARIABLE,
+            environment,
+        )
+        return []
+    changes = vault.ensure_layout(
+        admin,
+        environment=environment,
+        mount=settings.vault.mount,
+        flows_role=settings.vault.auth.role,
+    )
+    if settings.is_local:
+        from socialnet_ops.platforms.local import LocalPlatform
+
+        local = LocalPlatform(settings)
+        for consumer in ("flows", "webhooks"):
+            role = vault.consumer_role(consumer, environment, settings.vault.auth.role)
+            changes.append(
+                vault.ensure_secret_id_file(admin, role, local.vault_secret_id_file(consumer))
+            )
+    for change in changes:
+        logger.info("%s: %s", change.what, change.action)
+    return [change.row() for change in changes]
+
+
+@task(name="create-missing-secrets", cache_policy=NO_CACHE)
+def create_missing_secrets(environment: str, replace: list[str]) -> list[dict[str, str]]:
+    """Strong random values for every missing secret; existing ones kept unless in `replace`."""
+    logger = get_run_logger()
+    settings = load_environment(environment)
+    recover = None
+    if settings.is_local:
+        from socialnet_ops.platforms.local import LocalPlatform
+
+        recover = LocalPlatform(settings).installed_secret
+    changes = vault.ensure_secrets(
+        flows_session(settings),
+        mount=settings.vault.mount,
+        environment=environment,
+        replace=replace,
+        recover=recover,
+    )
+    for change in changes:
+        logger.info("%s: %s", change.what, change.action)
+    return [change.row() for change in changes]
+
+
+def _install(settings: Environment, secrets: RuntimeSecrets) -> str:
+    logger = get_run_logger()
+    platform = platform_for(settings)
+    if settings.is_local:
+        from socialnet_ops.platforms.local import LocalPlatform
+
+        assert isinstance(platform, LocalPlatform)
+        platform.install_secrets(secrets, progress=logger.info)
+        return f"0600 files under {platform.state_dir / 'secrets'}"
+    body = kubernetes_secret_body(secrets)
+    write_kubernetes_secret(settings, body)
+    return f"Secret {body['metadata']['name']} in namespace {body['metadata']['namespace']}"
+
+
+def write_kubernetes_secret(settings: Environment, body: dict[str, Any]) -> None:
+    """Create or replace the Secret the chart mounts (`secrets.existingSecret`)."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    platform = settings.platform
+    api = client.CoreV1Api(
+        config.new_client_from_config(
+            config_file=os.environ.get("KUBECONFIG") or None,
+            context=getattr(platform, "context", None),
+        )
+    )
+    namespace = getattr(platform, "namespace", "socialnet")
+    body["metadata"]["namespace"] = namespace
+    try:
+        # The client serialises plain dicts as they are.
+        api.replace_namespaced_secret(body["metadata"]["name"], namespace, body)  # type: ignore[arg-type]
+    except ApiException as error:
+        if error.status != 404:
+            raise PlatformError(
+                f"environment {settings.name}: writing Secret {body['metadata']['name']} in "
+                f"{namespace} failed ({error.status} {error.reason})"
+            ) from None
+        api.create_namespaced_secret(namespace, body)  # type: ignore[arg-type]
+
+
+@task(name="install-platform-secrets", cache_policy=NO_CACHE)
+def install_platform_secrets(environment: str, check: bool = True) -> dict[str, Any]:
+    """Read the environment's secrets from Vault and hand them to its platform (local: 0600
+    files and the database login; Kubernetes: the Secret the chart mounts). The values go from
+    Vault to the platform inside this task: no parameter, result or log line carries them."""
+    logger = get_run_logger()
+    settings = load_environment(environment)
+    if check:
+        vault_preflight.fn(environment, "deploy")
+    session = flows_session(settings)
+    secrets = vault.read_runtime_secrets(session, settings.vault.mount, environment)
+    where = _install(settings, secrets)
+    logger.info("secrets of %s installed: %s", environment, where)
+    return {"environment": environment, "installed": where, "secrets": sorted(SECRET_NAMES)}
+
+
+@task(name="materialize-secrets", cache_policy=NO_CACHE)
+def materialize_secrets(environment: str) -> str:
+    """The deploy flow's step: the local platform gets its secrets before replicas roll.
+
+    On Kubernetes the Secret `socialnet-secrets` is written by the secrets and rotate flows; the
+    chart mounts it, so a deploy has nothing to hand over.
+    """
+    settings = load_environment(environment)
+    if not settings.is_local:
+        get_run_logger().info(
+            "secrets of %s: the Secret written by the secrets flow (chart secrets.existingSecret)",
+            environment,
+        )
+        return "kubernetes secret"
+    return str(install_platform_secrets.fn(environment)["installed"])
+
+
+# --- rotation ------------------------------------------------------------------------------------
+
+
+@task(name="rotate-database-password", cache_policy=NO_CACHE)
+def rotate_database_password(environment: str) -> dict[str, Any]:
+    """A new password in Vault for the other login role (the serving one stays valid)."""
+    settings = load_environment(environment)
+    rotation = vault.rotate_database_secret(
+        flows_session(settings), settings.vault.mount, environment
+    )
+    get_run_logger().info(
+        "database login %s -> %s (Vault version %d%s)",
+        rotation.from_user,
+        rotation.to_user,
+        rotation.version,
+        ", resuming an interrupted rotation" if rotation.resumed else "",
+    )
+    return {
+        "from": rotation.from_user,
+        "to": rotation.to_user,
+        "version": rotation.version,
+        "resumed": rotation.resumed,
+    }
+
+
+@task(name="rotate-token-key", cache_policy=NO_CACHE)
+def rotate_token_key(environment: str) -> int:
+    """A new signing key; the current one stays accepted as the previous key (overlap)."""
+    settings = load_environment(environment)
+    version = vault.rotate_token_key(flows_session(settings), settings.vault.mount, environment)
+    get_run_logger().info("token signing key rotated (Vault version %d), overlap begins", version)
+    return version
+
+
+@task(name="end-token-overlap", cache_policy=NO_CACHE)
+def end_token_overlap(environment: str) -> int | None:
+    """Drop the previous signing key: tokens it signed stop working."""
+    settings = load_environment(environment)
+    version = vault.end_token_overlap(flows_session(settings), settings.vault.mount, environment)
+    get_run_logger().info(
+        "previous token key dropped (Vault version %s)"
+        if version
+        else "no previous token key to drop (%s)",
+        version,
+    )
+    return version
+
+
+def _local_platform(environment: str) -> Any:
+    settings = load_environment(environment)
+    if not settings.is_local:
+        raise PlatformError(
+            f"environment {environment}: rotation rolls replicas and revokes logins on the local "
+            "platform only for now (on Kubernetes: rotate in Vault, then the secrets flow and a "
+            "deploy)"
+        )
+    from socialnet_ops.platforms.local import LocalPlatform
+
+    return LocalPlatform(settings)
+
+
+@task(name="restart-replicas", cache_policy=NO_CACHE)
+def restart_replicas(environment: str) -> None:
+    """Fresh replicas, one at a time behind the edge: they read the new secrets at start."""
+    _local_platform(environment).restart_replicas(progress=get_run_logger().info)
+
+
+@task(name="revoke-old-database-login", cache_policy=NO_CACHE)
+def revoke_old_database_login(environment: str) -> list[str]:
+    """Once no replica uses it, the previous login role loses its password and sessions."""
+    settings = load_environment(environment)
+    revoked: list[str] = _local_platform(environment).revoke_database_logins(
+        progress=get_run_logger().info
+    )
+    vault.finish_database_rotation(flows_session(settings), settings.vault.mount, environment)
+    return revoked
