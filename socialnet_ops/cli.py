@@ -117,13 +117,14 @@ def up(
     from socialnet_ops import control_plane
 
     try:
-        settings = control_plane.up(progress=lambda line: console.print(f"[dim]{line}[/dim]"))
+        # Platforms first: the local one bootstraps Vault, which holds the receiver's token.
         for platform in _local_platforms(env):
             endpoints = platform.start(progress=lambda line: console.print(f"[dim]{line}[/dim]"))
             console.print(
                 f"[green]{platform.environment}[/green]: app {endpoints.edge_url}  "
                 f"prometheus {endpoints.prometheus_url}"
             )
+        settings = control_plane.up(progress=lambda line: console.print(f"[dim]{line}[/dim]"))
     except (PlatformError, control_plane.ControlPlaneError, ToolError) as error:
         raise _fail(str(error)) from None
     console.print(f"[green]Prefect UI[/green]: {settings['PREFECT_UI_URL']}")

@@ -21,7 +21,7 @@ from typing import Any, cast
 import httpx
 
 from socialnet_ops.environments import environment_names, load_catalog
-from socialnet_ops.paths import repo_root, state_root
+from socialnet_ops.paths import environment_state_dir, repo_root, state_root
 from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.platforms.local.supervisor import Supervisor
 from socialnet_ops.platforms.local.tools import (
@@ -38,6 +38,8 @@ from socialnet_ops.process import stream
 WORK_POOL = "socialnet"
 DEFAULT_API_PORT = 4200
 DEFAULT_WEBHOOK_PORT = 8088
+# The environment whose Vault holds the receiver's token on this machine.
+WEBHOOK_ENVIRONMENT = "local"
 SERVER_READY_TIMEOUT = 90.0
 
 
@@ -78,7 +80,13 @@ def _webhook_port() -> int:
 
 
 def webhook_token_file() -> Path:
-    """The token GitLab sends in X-Gitlab-Token (0600, generated once, never printed)."""
+    """The token GitLab sends in X-Gitlab-Token, as the local platform installed it from Vault.
+
+    Without a started local platform (a control plane alone), a generated 0600 file stands in.
+    """
+    from_vault = environment_state_dir(WEBHOOK_ENVIRONMENT) / "secrets" / "webhook-token"
+    if from_vault.exists():
+        return from_vault
     return ensure_secret(control_plane_dir() / "secrets" / "webhook-token")
 
 

@@ -102,9 +102,10 @@ def run_demo(console: Console) -> int:
         return outcome
 
     def start_everything() -> dict[str, Any]:
+        # The platform first: it bootstraps Vault, which holds the webhook receiver's token.
+        endpoints = platform_for(load_environment(DEMO_ENV)).start(progress=say)
         settings = control_plane.up(progress=say)
         context["ui_url"] = settings["PREFECT_UI_URL"]
-        endpoints = platform_for(load_environment(DEMO_ENV)).start(progress=say)
         context["edge_url"] = endpoints.edge_url
         context["prometheus_url"] = endpoints.prometheus_url
         return {"ui": settings["PREFECT_UI_URL"], "app": endpoints.edge_url}
