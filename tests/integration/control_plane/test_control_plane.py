@@ -60,6 +60,7 @@ def test_up_runs_the_server_the_worker_and_the_local_platform(
     assert control_plane["control_plane"]["programs"] == {
         "prefect-server": "RUNNING",
         "prefect-worker": "RUNNING",
+        "webhook-receiver": "RUNNING",
     }
     local = next(row for row in control_plane["environments"] if row["name"] == "local")
     assert local["state"] == "running"
