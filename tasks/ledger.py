@@ -55,3 +55,9 @@ def record_release(environment: str, build: Build, strategy: Strategy) -> Ledger
 @task(name="record-canary", retries=3, retry_delay_seconds=2)
 def record_canary(environment: str, canary: CanaryRecord | None) -> Ledger:
     return _save(load_ledger(environment).with_canary(canary))
+
+
+@task(name="record-backup", retries=3, retry_delay_seconds=2)
+def record_backup(environment: str, backup: dict[str, str]) -> Ledger:
+    """The environment's last complete backup (a read-modify-write: hold the release slot)."""
+    return _save(load_ledger(environment).model_copy(update={"last_backup": backup}))
