@@ -56,7 +56,7 @@ from tasks.platform import (
     set_canary_weight,
     start_canary,
 )
-from tasks.postgres import check_migrations, migrate
+from tasks.postgres import backup_name, check_migrations, migrate, take_predeploy_backup
 from tasks.reporting import artifact_key, emit, markdown_report, table_report
 from tasks.vault import materialize_secrets
 
@@ -356,6 +356,8 @@ def canary(
             raise ValueError(f"{version} already serves {env}: nothing to release")
         with clock("build"):
             build = build_release_task(env, version, ref, runtime_settings)
+        with clock("pre-deploy backup"):
+            backup = take_predeploy_backup(env, version) if environment.backup else None
         with clock("migrations"):
             pending = check_migrations(
                 env,
@@ -413,6 +415,7 @@ def canary(
         "measurements": walk.measurements,
         "verdicts": walk.verdicts,
         "migrations": pending,
+        "predeploy_backup": backup_name(backup),
         "seconds": clock.seconds,
         "started_at": started_at,
         "ended_at": time.time(),
@@ -431,7 +434,9 @@ def canary(
 
 def announce_promotion(report: CanaryReport, summary: dict[str, Any]) -> None:
     env, version = summary["environment"], summary["version"]
-    report.finish(f"promoted, serves 100% ({summary['reason']})")
+    report.finish(
+        f"promoted, serves 100% ({summary['reason']}); pre-deploy backup {summary['predeploy_backup']}"
+    )
     emit("canary.promoted", env, version=version, previous=summary["stable"])
     get_run_logger().info("canary %s promoted on %s: %s", version, env, summary["reason"])
 
@@ -455,6 +460,7 @@ def announce_abort(report: CanaryReport, summary: dict[str, Any], clock: StepClo
             ],
             "measurements": [f"{outcome}: {count}" for outcome, count in sorted(verdicts.items())]
             or ["none"],
+            "pre-deploy backup": summary["predeploy_backup"],
             "timings": clock.rows(),
         },
     )

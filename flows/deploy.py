@@ -18,7 +18,7 @@ from tasks.git import build_release_task
 from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release
 from tasks.platform import roll_replicas
-from tasks.postgres import check_migrations, migrate
+from tasks.postgres import backup_name, check_migrations, migrate, take_predeploy_backup
 from tasks.reporting import artifact_key, emit, markdown_report
 from tasks.vault import materialize_secrets
 
@@ -41,6 +41,8 @@ def deploy(
         previous = read_ledger(env).stable
         with clock("build"):
             build = build_release_task(env, version, ref, runtime_settings)
+        with clock("pre-deploy backup"):
+            backup = take_predeploy_backup(env, version) if environment.backup else None
         with clock("migrations"):
             pending = check_migrations(
                 env,
@@ -59,6 +61,7 @@ def deploy(
         {
             "version": f"{version} ({build.git_sha[:12]}, {build.ref})",
             "replaced": previous.version if previous else "nothing (first release)",
+            "pre-deploy backup": backup_name(backup),
             "migrations": pending or ["none pending"],
             "timings": clock.rows(),
         },

@@ -72,6 +72,8 @@ def status(
         healthy = sum(1 for program in programs if program["state"] == "RUNNING")
         summary = f"{healthy}/{len(programs)} running" if programs else row["state"]
         restarts = [f"{p['name']} restarted {p['restarts']}x" for p in programs if p["restarts"]]
+        if row.get("wal_archiving"):
+            restarts.append(f"WAL archiving: {row['wal_archiving']}")
         if restarts:
             summary += "\n" + "\n".join(restarts)
         table.add_row(

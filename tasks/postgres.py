@@ -392,6 +392,13 @@ def take_predeploy_backup(environment: str, version: str) -> dict[str, str]:
     return manifest.ledger_entry()
 
 
+def backup_name(backup: dict[str, str] | None) -> str:
+    """How a release report names its pre-deploy backup."""
+    if backup is None:
+        return "none (the environment has no backup policy)"
+    return f"{backup.get('id')} (s3 key {backup.get('key')}, sha256 {str(backup.get('sha256', ''))[:16]}…)"
+
+
 def _event_fields(manifest: BackupManifest) -> dict[str, Any]:
     return {
         "backup_id": manifest.id,

@@ -10,96 +10,31 @@ lifecycle rule (AbortIncompleteMultipartUpload) is the last net.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from prefect import get_run_logger, task
 
-from socialnet_ops.backups import BackupError, ObjectStore
+from socialnet_ops.backups import ObjectStore
+from socialnet_ops.s3 import (
+    DOWNLOAD_CHUNK,
+    PART_SIZE,
+    PARTS_IN_FLIGHT,
+    StorageError,
+    ensure_bucket_exists,
+    reason,
+    s3_client,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
-
-PART_SIZE = 8 * 1024 * 1024
-PARTS_IN_FLIGHT = 3
-DOWNLOAD_CHUNK = 1024 * 1024
-_EMULATOR_KEY = "testing"
-
-
-class StorageError(BackupError):
-    """S3 refused or could not be reached; the message names the bucket, key and reason."""
-
-
-def _is_loopback(url: str | None) -> bool:
-    host = urlsplit(url or "").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def s3_client(store: ObjectStore) -> S3Client:
-    """A client for the store; the AWS emulator on loopback gets its dummy key if none is set."""
-    key_id = secret = None
-    if _is_loopback(store.endpoint_url) and not os.environ.get("AWS_ACCESS_KEY_ID"):
-        key_id = secret = _EMULATOR_KEY
-    config = Config(
-        retries={"max_attempts": 3, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=120,
-        max_pool_connections=PARTS_IN_FLIGHT + 4,
-        s3={"addressing_style": "path"},
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=store.endpoint_url,
-        region_name=store.region,
-        config=config,
-        aws_access_key_id=key_id,
-        aws_secret_access_key=secret,
-    )
-
-
-def reason(error: BaseException) -> str:
-    """A short, secret-free reason from a boto error."""
-    if isinstance(error, ClientError):
-        details = error.response.get("Error", {})
-        return f"{details.get('Code', '?')}: {details.get('Message', '')}".strip()
-    return str(error)
-
-
-def ensure_bucket_exists(store: ObjectStore) -> None:
-    client = s3_client(store)
-    try:
-        client.head_bucket(Bucket=store.bucket)
-        return
-    except ClientError as error:
-        code = error.response.get("Error", {}).get("Code")
-        if code not in ("404", "NoSuchBucket") or not store.create_bucket:
-            raise StorageError(
-                f"bucket s3://{store.bucket} is not usable ({reason(error)}); it is created by "
-                "the provision flow (Terraform)"
-            ) from None
-    except BotoCoreError as error:
-        raise StorageError(f"s3://{store.bucket}: {reason(error)}") from None
-    arguments: dict[str, Any] = {"Bucket": store.bucket}
-    if store.region != "us-east-1":
-        arguments["CreateBucketConfiguration"] = {"LocationConstraint": store.region}
-    client.create_bucket(**arguments)
 
 
 @task(name="ensure-backup-bucket", retries=2, retry_delay_seconds=2)

@@ -67,3 +67,22 @@ def test_drift_schedules_follow_the_catalog() -> None:
         name: env.drift_schedule for name, env in load_catalog().items() if env.drift_schedule
     }
     assert scheduled == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [
+        ("backup", "schedule"),
+        ("base-backup", "base_backup_schedule"),
+        ("restore-drill", "drill_schedule"),
+    ],
+)
+def test_backup_schedules_follow_the_catalog(kind: str, field: str) -> None:
+    by_name = {deployment["name"]: deployment for deployment in DEPLOYMENTS}
+    for environment in load_catalog().values():
+        if environment.backup is None:
+            continue
+        deployment = by_name[f"{kind}-{environment.name}"]
+        assert [schedule["cron"] for schedule in deployment["schedules"]] == [
+            getattr(environment.backup, field)
+        ]

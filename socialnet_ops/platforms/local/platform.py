@@ -219,6 +219,7 @@ class LocalPlatform:
                 if "prometheus.yml" in changed:
                     self.supervisor.restart("prometheus")
             self._wait_base_programs(state, say)
+            self._ensure_backup_bucket(state, say)
             self._bootstrap_database(state, say)
             self._bootstrap_vault(say)
             self._apply_edge(state)
@@ -385,6 +386,7 @@ class LocalPlatform:
                     "-p", str(ports["postgres"]),
                     "-k", str(self._pgsocket),
                     "-c", "listen_addresses=127.0.0.1",
+                    *self._wal_archiving(ports["moto"]),
                 ],
                 directory=self._pgdata,
                 user=PG_SYSTEM_USER,
@@ -614,6 +616,10 @@ class LocalPlatform:
                 connection.execute(
                     sql.SQL("GRANT {} TO {}").format(sql.Identifier(DB_OWNER), sql.Identifier(user))
                 )
+                # Restores and drills create scratch databases; base backups need replication.
+                connection.execute(
+                    sql.SQL("ALTER ROLE {} CREATEDB REPLICATION").format(sql.Identifier(user))
+                )
                 # Sessions act as the owner: objects created by migrations belong to it, whichever
                 # login role ran them.
                 connection.execute(
@@ -721,7 +727,44 @@ class LocalPlatform:
             "SOCIALNET_DB_NAME": DB_NAME,
             "SOCIALNET_DB_USER": self.database_login(),
             "SOCIALNET_DB_PASSWORD_FILE": str(self.db_password_file),
+            "SOCIALNET_DB_OWNER": DB_OWNER,
         }
+
+    def _ensure_backup_bucket(self, state: PlatformState, say: Progress) -> None:
+        """The emulator's backup bucket, so WAL archiving works from the first segment."""
+        policy = self._environment_model.backup
+        if policy is None:
+            return
+        from socialnet_ops.backups import ObjectStore
+        from socialnet_ops.s3 import ensure_bucket_exists
+
+        say(f"ensuring bucket {policy.bucket} in the AWS emulator")
+        ensure_bucket_exists(
+            ObjectStore(
+                bucket=policy.bucket,
+                region=self._environment_model.cloud.region,
+                endpoint_url=f"http://127.0.0.1:{state.ports['moto']}",
+                create_bucket=True,
+            )
+        )
+
+    def _wal_archiving(self, moto_port: int) -> list[str]:
+        """`-c` settings archiving WAL to the environment's backup bucket (PITR), if it has one."""
+        policy = self._environment_model.backup
+        if policy is None:
+            return []
+        from socialnet_ops.backups import ObjectStore, archiving_settings
+
+        store = ObjectStore(
+            bucket=policy.bucket,
+            region=self._environment_model.cloud.region,
+            endpoint_url=f"http://127.0.0.1:{moto_port}",
+        )
+        return [
+            item
+            for setting in archiving_settings(store, self.environment)
+            for item in ("-c", setting)
+        ]
 
     # --- waiting -------------------------------------------------------------------------------
 
