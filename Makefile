@@ -1,7 +1,7 @@
 # socialnet-ops: the two set-up commands are `make demo` and `make test`.
 SHELL := /bin/bash
 UV ?= uv
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 3 --dist loadfile
 
 .PHONY: install lint typecheck test test-unit test-integration demo up down status bench clean
 
