@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Any
 
 import typer
@@ -144,6 +145,12 @@ def down() -> None:
             console.print(f"stopped {platform.environment}")
     control_plane.down()
     console.print("stopped the control plane")
+    if os.geteuid() == 0:
+        from socialnet_ops import nodes
+
+        for platform in _local_platforms(None):
+            if nodes.down(platform.environment):
+                console.print(f"stopped the nodes of {platform.environment}")
 
 
 def _run_flow(flow_name: str, **parameters: Any) -> Any:
@@ -199,6 +206,66 @@ def deploy(
     console.print(
         f"[green]deployed[/green] {result['version']} to {env} (was {result['previous'] or 'nothing'})"
     )
+
+
+@app.command()
+def configure(
+    env: EnvOption,
+    check: Annotated[bool, typer.Option(help="Dry run with diffs: change nothing.")] = False,
+    limit: Annotated[str | None, typer.Option(help="Only these hosts or groups.")] = None,
+    tags: Annotated[list[str] | None, typer.Option(help="Only tasks with these tags.")] = None,
+) -> None:
+    """Configure an environment's nodes with the Ansible roles."""
+    result = _run_flow("configure", env=env, check=check, limit=limit, tags=tags)
+    console.print(f"[green]configured[/green] {env}: {result.get('hosts', result)}")
+
+
+@app.command()
+def provision(
+    env: EnvOption,
+    plan_only: Annotated[bool, typer.Option(help="Stop after the plan artifact.")] = False,
+) -> None:
+    """Plan and apply an environment's Terraform stack."""
+    result = _run_flow("provision", env=env, apply_changes=not plan_only)
+    console.print(f"[green]provisioned[/green] {env}: {result.get('summary', result)}")
+
+
+@app.command()
+def canary(
+    env: EnvOption,
+    version: Annotated[str, typer.Option(help="The release's version.")],
+    ref: Annotated[
+        str | None, typer.Option(help="Git ref to build; default: the working tree.")
+    ] = None,
+) -> None:
+    """Release by canary with automated analysis (promote or abort)."""
+    result = _run_flow("canary", env=env, version=version, ref=ref)
+    console.print(f"canary {version} on {env}: {result['outcome']} ({result['reason']})")
+
+
+@app.command()
+def backup(env: EnvOption) -> None:
+    """Back the environment's database up to its bucket now."""
+    result = _run_flow("backup", env=env, trigger="manual")
+    console.print(f"[green]backed up[/green] {env}: {result.get('id', result)}")
+
+
+@app.command()
+def restore(
+    env: EnvOption,
+    backup_id: Annotated[str, typer.Option(help="Backup id, or latest.")] = "latest",
+    point_in_time: Annotated[str | None, typer.Option(help="ISO timestamp for PITR.")] = None,
+) -> None:
+    """Restore a backup (verified) into a new database, or to a point in time."""
+    result = _run_flow("restore", env=env, backup_id=backup_id, point_in_time=point_in_time)
+    console.print(f"[green]restored[/green] {env}: {result}")
+
+
+@app.command()
+def drift(envs: Annotated[list[str] | None, typer.Option("--env", "-e")] = None) -> None:
+    """Plan environments against reality and report drift."""
+    result = _run_flow("drift", envs=envs)
+    console.print(result)
 
 
 @app.command()

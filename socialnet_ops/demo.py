@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from socialnet_ops.builds import source_identity
+from socialnet_ops.load import SteadyLoad
 
 DEMO_ENV = "local"
 
@@ -38,26 +39,39 @@ def _run_url(ui_url: str, outcome: Any) -> str:
     return f"{ui_url}/runs/flow-run/{run_id}" if run_id else ""
 
 
-def _use_the_app(edge_url: str) -> dict[str, Any]:
-    """A user's round trip through the edge: sign up, post, read the timeline."""
-    username = f"demo{secrets.token_hex(3)}"
-    password = secrets.token_urlsafe(12)
+def _synthetic_users(edge_url: str, count: int = 6) -> dict[str, Any]:
+    """Users who sign up, follow each other, post and read their timelines, through the edge."""
+    users = []
     with httpx.Client(base_url=edge_url, timeout=10) as client:
-        client.post(
-            "/api/users", json={"username": username, "password": password}
-        ).raise_for_status()
-        token = client.post("/api/auth/token", json={"username": username, "password": password})
-        token.raise_for_status()
-        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-        client.post(
-            "/api/posts", json={"text": "hello from make demo"}, headers=headers
-        ).raise_for_status()
-        timeline = client.get("/api/timeline", headers=headers)
-        timeline.raise_for_status()
-        if not any(item["text"] == "hello from make demo" for item in timeline.json()["items"]):
-            raise DemoFailure("the post is missing from the author's timeline")
-        served = client.get("/version").json()["version"]
-    return {"user": username, "served_by": served}
+        for number in range(count):
+            username = f"demo{number}{secrets.token_hex(2)}"
+            password = secrets.token_urlsafe(12)
+            client.post(
+                "/api/users", json={"username": username, "password": password}
+            ).raise_for_status()
+            token = client.post(
+                "/api/auth/token", json={"username": username, "password": password}
+            )
+            token.raise_for_status()
+            users.append((username, {"Authorization": f"Bearer {token.json()['access_token']}"}))
+        for index, (username, headers) in enumerate(users):
+            followed = users[(index + 1) % count][0]
+            client.post(f"/api/users/{followed}/follow", headers=headers).raise_for_status()
+            client.post(
+                "/api/posts", json={"text": f"hello from {username}"}, headers=headers
+            ).raise_for_status()
+        for index, (_, headers) in enumerate(users):
+            timeline = client.get("/api/timeline", headers=headers)
+            timeline.raise_for_status()
+            followed = users[(index + 1) % count][0]
+            if not any(item["author"]["username"] == followed for item in timeline.json()["items"]):
+                raise DemoFailure(f"{followed}'s post is missing from a follower's timeline")
+    return {"users": [name for name, _ in users]}
+
+
+def _browsing_paths(users: list[str]) -> list[str]:
+    """What the synthetic users keep reading while releases happen (user routes: the canary's sample)."""
+    return [path for user in users for path in (f"/api/users/{user}", f"/api/users/{user}/posts")]
 
 
 def _expect_version(edge_url: str, version: str) -> dict[str, Any]:
@@ -72,9 +86,43 @@ def demo_versions(*names: str) -> list[str]:
     return [f"{name}-{git_sha.removeprefix('worktree-')[:7]}" for name in names]
 
 
+def expect_promoted(result: dict[str, Any]) -> dict[str, Any]:
+    if result.get("outcome") != "promoted":
+        raise DemoFailure(f"the healthy canary was not promoted: {result.get('reason')}")
+    return result
+
+
+def expect_aborted(canary: Callable[..., dict[str, Any]], version: str) -> dict[str, Any]:
+    """A build failing 30% of requests must be stopped by the analysis, not by a person."""
+    from flows.canary import CanaryAbortedError
+
+    try:
+        result = canary(
+            env=DEMO_ENV, version=version, settings={"SOCIALNET_FAULT_ERROR_RATE": "0.3"}
+        )
+    except CanaryAbortedError as aborted:
+        return {**aborted.details, "flow_run_id": aborted.details.get("flow_run_id")}
+    raise DemoFailure(f"the bad canary was not aborted: {result.get('outcome')}")
+
+
+def configure_local_nodes(say: Callable[[str], None]) -> dict[str, Any]:
+    """Ansible on real local nodes where the machine allows it (root, systemd-nspawn), said otherwise."""
+    from flows.configure import configure_launcher_nodes
+
+    result = configure_launcher_nodes(DEMO_ENV)
+    if not result.get("configured"):
+        say(f"configure: skipped, {result.get('reason')}")
+    return result
+
+
 def run_demo(console: Console) -> int:
+    from flows.backup import backup
+    from flows.canary import canary
     from flows.deploy import deploy
+    from flows.provision import provision
+    from flows.restore import restore_drill
     from flows.rollback import rollback
+    from flows.secrets import secrets as secrets_flow
     from socialnet_ops import control_plane
     from socialnet_ops.environments import load_environment
     from socialnet_ops.platforms import platform_for
@@ -97,6 +145,8 @@ def run_demo(console: Console) -> int:
         finally:
             current.seconds = round(time.monotonic() - started, 1)
         current.result = "ok"
+        if isinstance(outcome, dict) and outcome.get("configured") is False:
+            current.result, current.detail = "skipped", str(outcome.get("reason"))[:200]
         current.run_url = _run_url(context.get("ui_url", ""), outcome)
         current.outcome = outcome if isinstance(outcome, dict) else {}
         return outcome
@@ -111,20 +161,36 @@ def run_demo(console: Console) -> int:
         return {"ui": settings["PREFECT_UI_URL"], "app": endpoints.edge_url}
 
     failed = False
+    load: SteadyLoad | None = None
     try:
-        stage("start control plane + local platform", start_everything)
+        stage("start the local platform + control plane", start_everything)
         connection.enter_context(control_plane.connected())
-        # Versions carry the source's identity: a rerun on the same code reuses its builds.
-        v1, v2 = demo_versions("v1", "v2")
+        v1, v2, v3 = demo_versions("v1", "v2", "v3")
+        stage("provision (Terraform → AWS emulator)", lambda: provision(env=DEMO_ENV))
+        stage("configure nodes (Ansible)", lambda: configure_local_nodes(say))
+        stage("secrets (Vault bootstrap)", lambda: secrets_flow(env=DEMO_ENV))
         stage(f"deploy {v1}", lambda: deploy(env=DEMO_ENV, version=v1))
-        stage("use the social network", lambda: _use_the_app(context["edge_url"]))
-        stage(f"deploy {v2}", lambda: deploy(env=DEMO_ENV, version=v2))
-        stage(f"verify {v2} serves", lambda: _expect_version(context["edge_url"], v2))
+        people = stage("synthetic users", lambda: _synthetic_users(context["edge_url"]))
+        load = SteadyLoad(
+            context["edge_url"], _browsing_paths(people["users"]), rate=30, max_seconds=900
+        ).start()
+        stage(
+            f"canary {v2} (healthy: promoted)",
+            lambda: expect_promoted(canary(env=DEMO_ENV, version=v2)),
+        )
+        stage(f"canary {v3} (30% errors: aborted)", lambda: expect_aborted(canary, v3))
+        stage(f"verify {v2} still serves", lambda: _expect_version(context["edge_url"], v2))
+        stage("backup (pg_dump → S3)", lambda: backup(env=DEMO_ENV, trigger="manual"))
+        stage("restore drill (verified)", lambda: restore_drill(env=DEMO_ENV))
         stage("roll back", lambda: rollback(env=DEMO_ENV, reason="demo"))
         stage(f"verify {v1} serves again", lambda: _expect_version(context["edge_url"], v1))
     except Exception:
         failed = True
     finally:
+        if load is not None:
+            samples = load.stop()
+            context["synthetic_requests"] = len(samples)
+            context["synthetic_failures"] = sum(1 for sample in samples if not sample.ok)
         connection.close()
 
     table = Table("stage", "result", "time (s)", "run in the Prefect UI / detail")
@@ -144,6 +210,8 @@ def run_demo(console: Console) -> int:
         )
     summary = {
         "demo": "failed" if failed else "ok",
+        "synthetic_requests": context.get("synthetic_requests"),
+        "synthetic_failures": context.get("synthetic_failures"),
         "stages": {item.name: item.result for item in stages},
         "seconds": round(sum(item.seconds for item in stages), 1),
         "urls": {

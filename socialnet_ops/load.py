@@ -1,4 +1,4 @@
-"""Bounded, open-loop HTTP load against 127.0.0.1, shared by the release benchmarks and tests.
+"""Bounded, open-loop HTTP load against 127.0.0.1: synthetic users for the demo, benchmarks and drills.
 
 The load runs in its own process so the flows being measured do not slow the clients (GIL).
 """

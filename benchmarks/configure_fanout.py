@@ -1,0 +1,107 @@
+"""Configure fan-out: the configure flow on 1 node versus 4, and the flow versus plain Ansible.
+
+Every run starts from fresh nodes (systemd-nspawn containers from the cached base image, see
+socialnet_ops/nodes.py), so each one is a full converge. Needs root, mmdebstrap and
+systemd-nspawn (infrastructure/bootstrap/install-node-tools.sh).
+
+Prints one JSON line: {"benchmark": "configure_fanout", "one_node_s", "four_nodes_s", "ratio",
+"raw_playbook_s", "flow_s", "flow_overhead_ratio", ...}. Goals: ratio <= 2.0 (the nodes and the
+controller share the machine's cores), flow_overhead_ratio <= 1.1. `flow_s` is the 4-node flow
+run (the same measurement as `four_nodes_s`); `one_node_s` is the mean of a run before and one
+after the 4-node runs; `load_average` (1 min, before and after) says how busy the machine was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+FOUR = {"control_plane": 1, "workers": 3}
+ONE = {"control_plane": 1}
+
+
+def _variables(nodes: Any) -> dict[str, Any]:
+    return {"common_admin_users": [{"name": "ops", "ssh_keys": [nodes.public_key]}]}
+
+
+def flow_run(groups: dict[str, int], folder: Path) -> tuple[float, dict[str, Any]]:
+    from flows.configure import configure
+    from socialnet_ops.nodes import running_nodes
+
+    with running_nodes(groups) as nodes:
+        inventory = nodes.write_inventory(folder / "flow-inventory.yml", _variables(nodes))
+        started = time.monotonic()
+        result = configure("local", inventory_path=str(inventory))
+        seconds = time.monotonic() - started
+    return seconds, result
+
+
+def raw_run(groups: dict[str, int], folder: Path) -> float:
+    """`ansible-playbook` as a person would run it: same playbook, config and kind of nodes."""
+    from socialnet_ops.nodes import running_nodes
+    from tasks.ansible import ANSIBLE_DIR, PLAYBOOK, playbook_environment
+
+    with running_nodes(groups) as nodes:
+        inventory = nodes.write_inventory(folder / "raw-inventory.yml", _variables(nodes))
+        control = tempfile.mkdtemp(prefix="socialnet-raw-cp-")
+        started = time.monotonic()
+        result = subprocess.run(
+            ["ansible-playbook", "-i", str(inventory), str(ANSIBLE_DIR / "playbooks" / PLAYBOOK)],
+            env={**playbook_environment(), "ANSIBLE_SSH_CONTROL_PATH_DIR": control},
+            capture_output=True,
+            text=True,
+        )
+        seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"ansible-playbook failed ({result.returncode}):\n{result.stdout[-3000:]}")
+    return seconds
+
+
+def main() -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from socialnet_ops.nodes import ensure_image, requirements_problem
+
+    problem = requirements_problem()
+    if problem:
+        print(json.dumps({"benchmark": "configure_fanout", "error": problem}))
+        sys.exit(1)
+    ensure_image(lambda line: print(line, file=sys.stderr))
+    load_before = os.getloadavg()[0]
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        tempfile.TemporaryDirectory(prefix="snb-configure-") as scratch,
+    ):
+        folder = Path(scratch)
+        # 1, raw 4, flow 4, 1: the machine's other load drifts, so the single-node time is the
+        # mean of runs before and after, and the raw and flow runs sit side by side.
+        one_before, _ = flow_run(ONE, folder)
+        raw_playbook_s = raw_run(FOUR, folder)
+        four_nodes_s, four = flow_run(FOUR, folder)
+        one_after, _ = flow_run(ONE, folder)
+    one_node_s = (one_before + one_after) / 2
+    changed = {host: recap["changed"] for host, recap in four["hosts"].items()}
+    result = {
+        "benchmark": "configure_fanout",
+        "one_node_s": round(one_node_s, 1),
+        "four_nodes_s": round(four_nodes_s, 1),
+        "ratio": round(four_nodes_s / one_node_s, 2),
+        "raw_playbook_s": round(raw_playbook_s, 1),
+        "flow_s": round(four_nodes_s, 1),
+        "flow_overhead_ratio": round(four_nodes_s / raw_playbook_s, 2),
+        "one_node_runs_s": [round(one_before, 1), round(one_after, 1)],
+        "changed_per_host": changed,
+        "cores": os.cpu_count(),
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

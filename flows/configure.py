@@ -1,0 +1,120 @@
+"""configure: make an environment's servers ready for Kubernetes with Ansible."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from flows.common import StepClock, checked_environment
+from socialnet_ops.environments import load_environment
+from socialnet_ops.inventory import (
+    HostRecap,
+    TaskFailure,
+    failed_hosts,
+    merge_recaps,
+    unreachable_hosts,
+)
+from socialnet_ops.nodes import NodeError, requirements_problem, up
+from tasks.ansible import (
+    PLAYBOOK,
+    ConfigurationError,
+    build_node_inventory,
+    publish_recap,
+    run_playbook,
+    wait_before_retry,
+)
+from tasks.reporting import emit
+
+# Unreachable hosts get this many more attempts (a node still booting, a flaky network).
+UNREACHABLE_RETRIES = 2
+RETRY_BACKOFF_SECONDS = 5.0
+
+
+def _outcome_error(recaps: dict[str, HostRecap], failures: list[dict[str, str]]) -> str | None:
+    """The message naming each failed host and task, and each host still unreachable."""
+    problems = [
+        TaskFailure(**failure).describe()
+        for failure in failures
+        if failure["host"] in failed_hosts(recaps)
+    ]
+    unreachable = unreachable_hosts(recaps)
+    if unreachable:
+        attempts = max(recaps[host].attempts for host in unreachable)
+        problems.append(f"unreachable after {attempts} attempt(s): {', '.join(unreachable)}")
+    if not problems:
+        return None
+    done = [host for host, recap in recaps.items() if recap.status in {"ok", "changed"}]
+    return "; ".join(problems) + f" (configured: {', '.join(done) or 'none'})"
+
+
+@flow(name="configure", flow_run_name="configure-{env}")
+def configure(
+    env: str,
+    check: bool = False,
+    limit: str | None = None,
+    tags: list[str] | None = None,
+    inventory_path: str | None = None,
+    playbook: str = PLAYBOOK,
+    unreachable_retries: int = UNREACHABLE_RETRIES,
+    retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
+) -> dict[str, Any]:
+    """inventory -> playbook (events in the run log) -> retry unreachable hosts -> recap.
+
+    `check`: a dry run with diffs, nothing changes on the nodes. `limit` and `tags` are
+    ansible-playbook's. `inventory_path` replaces the catalog's inventory source (tests, nodes
+    from the launcher); otherwise cloud environments read the provision flow's `infra-<env>`.
+    """
+    checked_environment(env)
+    clock = StepClock()
+    with clock("inventory"):
+        inventory = build_node_inventory(env, inventory_path)
+    with clock("playbook"):
+        run = run_playbook(env, inventory, playbook, check, limit, tags, attempt=1)
+        recaps, failures = run.recaps, list(run.failures)
+        for attempt in range(2, 2 + unreachable_retries):
+            unreachable = unreachable_hosts(recaps)
+            if not unreachable:
+                break
+            wait_before_retry(unreachable, attempt, retry_backoff_seconds)
+            retry = run_playbook(
+                env, inventory, playbook, check, ",".join(unreachable), tags, attempt=attempt
+            )
+            recaps = merge_recaps(recaps, retry.recaps)
+            failures += retry.failures
+    publish_recap(env, recaps, check, clock.seconds["playbook"])
+    problem = _outcome_error(recaps, failures)
+    hosts = {host: recap.status for host, recap in recaps.items()}
+    rows = {host: recap.row() for host, recap in recaps.items()}
+    if problem:
+        emit("nodes.configuration-failed", env, hosts=hosts, check=check, reason=problem[:300])
+        raise ConfigurationError(f"{env}: {problem}", rows)
+    changed = sum(recap.changed for recap in recaps.values())
+    emit("nodes.checked" if check else "nodes.configured", env, hosts=hosts, changed=changed)
+    return {
+        "environment": env,
+        "check": check,
+        "hosts": rows,
+        "changed": changed,
+        "flow_run_id": str(flow_run.get_id()) if flow_run.get_id() else None,
+        "seconds": clock.seconds,
+    }
+
+
+def configure_launcher_nodes(env: str = "local") -> dict[str, Any]:
+    """For `make demo`: start `env`'s nodes on this machine and configure them, where it can.
+
+    Returns the flow's result with `"configured": True`, or `"configured": False` and the
+    reason (not root, mmdebstrap or systemd-nspawn missing). The nodes keep running until
+    `python -m socialnet_ops.nodes down <env>`.
+    """
+    problem = requirements_problem()
+    if problem:
+        return {"environment": env, "configured": False, "reason": problem}
+    environment = load_environment(env)
+    try:
+        up(env, environment.ansible.groups)
+    except NodeError as error:
+        return {"environment": env, "configured": False, "reason": str(error)}
+    return {"configured": True, **configure(env)}
