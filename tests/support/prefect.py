@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from socialnet_ops.environments import Environment, load_environment
 from socialnet_ops.platforms.local import LocalPlatform
@@ -42,3 +45,40 @@ def running_local_platform(
             yield platform
         finally:
             platform.stop()
+
+
+def socialnet_events(name: str, since: datetime, settle_s: float = 6.0) -> list[dict[str, Any]]:
+    """Events `socialnet.<name>` the Prefect server received since `since` (as automations see them).
+
+    Events travel and are stored asynchronously: the server is polled until `settle_s` passes
+    without news.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10)
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + settle_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            response = client.request(
+                "POST",
+                "/events/filter",
+                json={
+                    "filter": {
+                        "occurred": {"since": since.isoformat()},
+                        "event": {"prefix": ["socialnet."]},
+                    },
+                    "limit": 50,
+                },
+            )
+            events = [
+                event
+                for event in response.json().get("events", [])
+                if event["event"] == f"socialnet.{name}"
+            ]
+            if len(events) > len(found):
+                found = events
+                deadline = time.monotonic() + settle_s
+            time.sleep(0.5)
+    return found

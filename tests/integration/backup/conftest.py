@@ -17,6 +17,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from socialnet_ops.backups import BackupTarget, DatabaseAccess, ObjectStore, archiving_settings
+from socialnet_ops.s3 import ensure_bucket_exists
 from tests.support.postgres import PostgresServer
 
 BUCKET = "socialnet-backups-local"
@@ -59,9 +60,8 @@ def emulator() -> Iterator[Emulator]:
     os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
     moto = Emulator()
     moto.start()
-    moto.client().create_bucket(
-        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
-    )
+    # moto keeps its state per process: a second package setup in one worker finds the bucket.
+    ensure_bucket_exists(moto.store)
     yield moto
     moto.stop()
     for name, value in saved.items():

@@ -70,11 +70,12 @@ def assert_rolled_back(platform: LocalPlatform, stable: str, ledger_before: obje
     assert serving(platform) == {(stable, "stable")}
     ledger = load_ledger(ENV)
     assert ledger.canary is None
-    assert ledger.model_dump(exclude={"canary"}) == ledger_before
+    # The pre-deploy backup is recorded (last_backup); releases are not.
+    assert ledger.model_dump(exclude={"canary", "last_backup"}) == ledger_before
 
 
 def ledger_snapshot() -> object:
-    return load_ledger(ENV).model_dump(exclude={"canary"})
+    return load_ledger(ENV).model_dump(exclude={"canary", "last_backup"})
 
 
 def table_rows() -> list[dict[str, str]]:

@@ -14,11 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from moto.server import ThreadedMotoServer
 
 from flows.deploy import deploy
 from flows.rollback import rollback
+from socialnet_ops.backups import ObjectStore
 from socialnet_ops.environments import load_environment
 from socialnet_ops.platforms.kubernetes import KubernetesPlatform
+from socialnet_ops.s3 import ensure_bucket_exists
 from tasks.ledger import load_ledger
 from tests.integration.kubernetes.conftest import NAMESPACE, api_template_version
 from tests.support.kube_edge import KubeEdge, running_edge
@@ -40,6 +43,23 @@ def staging(
 ) -> Iterator[KubeEdge]:
     postgres_server.create_database(DATABASE)
     monkeypatch.setenv("SOCIALNET_STATE_DIR", str(tmp_path / "state"))
+    # Staging's bucket (pre-deploy backups) lives in the AWS emulator, reached as AWS itself.
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    s3.start()
+    host, port = s3.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    staging_backup = load_environment("staging").backup
+    assert staging_backup is not None
+    ensure_bucket_exists(
+        ObjectStore(
+            bucket=staging_backup.bucket,
+            region=load_environment("staging").cloud.region,
+            endpoint_url=f"http://{host}:{port}",
+            create_bucket=True,
+        )
+    )
     with running_edge(kube, NAMESPACE) as edge:
         overlay = tmp_path / "staging-test-values.yaml"
         overlay.write_text(
@@ -60,6 +80,7 @@ def staging(
         )
         monkeypatch.setenv("SOCIALNET_EXTRA_VALUES", str(overlay))
         yield edge
+    s3.stop()
     postgres_server.drop_database(DATABASE)
 
 

@@ -57,7 +57,7 @@ def platform_state_root() -> Iterator[Path]:
 def platform_environment(name: str = "platform-it") -> Environment:
     """The local environment, renamed, with timeouts short enough for tests."""
     local = load_environment("local")
-    settings = local.platform.model_copy(update={"ready_timeout": 25.0, "drain_timeout": 3.0})
+    settings = local.platform.model_copy(update={"ready_timeout": 60.0, "drain_timeout": 3.0})
     return local.model_copy(update={"name": name, "platform": settings})
 
 

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import boto3
 import pytest
@@ -25,7 +25,7 @@ from moto.server import ThreadedMotoServer
 
 from socialnet_ops.paths import repo_root
 from socialnet_ops.terraform import provider_mirror
-from tests.support.prefect import state_root
+from tests.support.prefect import socialnet_events, state_root
 
 REGION = "eu-west-3"
 FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
@@ -178,18 +178,25 @@ def applied_local(prefect_server: None, emulator: Emulator, terraform_state: Pat
     interrupted: BaseException | None = None
     started = time.monotonic()
     try:
-        provision(env="local")
+        # One operation at a time: the interrupt then cancels at most one create in flight, the
+        # window in which the provider can leave an object it created but never recorded.
+        with environ(TF_CLI_ARGS_apply="-parallelism=1"):
+            provision(env="local")
     except Exception as error:
         interrupted = error
     finally:
         stop.set()
         watcher.join()
     interrupted_at = time.monotonic()
-    events: list[tuple[str, str, dict[str, Any]]] = []
-    with mock.patch(
-        "flows.provision.emit",
-        side_effect=lambda event, env, **payload: events.append((event, env, payload)),
-    ):
-        result = provision(env="local")
+    rerun_started = datetime.now(UTC)
+    result = provision(env="local")
+    events = [
+        (
+            event["event"].removeprefix("socialnet."),
+            event["payload"]["environment"],
+            event["payload"],
+        )
+        for event in socialnet_events("infra.applied", rerun_started)
+    ]
     print(f"interrupted run {interrupted_at - started:.1f} s, rerun {result['seconds']}")
     return AppliedStack(interrupted, result, events, ",".join(what))

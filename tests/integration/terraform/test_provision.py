@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -24,6 +24,7 @@ from socialnet_ops.terraform import (
 )
 from tasks.terraform import ApplyRejectedError, read_infra_state
 from tests.integration.terraform.conftest import AppliedStack, Emulator, catalog, environ
+from tests.support.prefect import socialnet_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,10 +58,10 @@ def test_apply_shares_outputs_and_announces_it(applied_local: AppliedStack) -> N
 def test_second_plan_shows_no_changes_and_no_drift_is_quiet(
     applied_local: AppliedStack,
 ) -> None:
-    with mock.patch("flows.drift.emit") as emitted:
-        again = drift(envs=["local"])
+    started = datetime.now(UTC)
+    again = drift(envs=["local"])
     assert again["local"]["status"] == "clean" and again["local"]["addresses"] == []
-    emitted.assert_not_called()
+    assert socialnet_events("infra.drift", started) == []
     assert artifacts("drift-local") == []
 
 
@@ -95,19 +96,16 @@ def test_drift_made_by_hand_is_reported(applied_local: AppliedStack, emulator: E
     ec2 = emulator.client("ec2")
     [vpc] = emulator.vpcs("local")
     ec2.create_tags(Resources=[vpc["VpcId"]], Tags=[{"Key": "Owner", "Value": "by-hand"}])
-    events: list[tuple[str, str, dict[str, Any]]] = []
+    started = datetime.now(UTC)
     try:
-        with mock.patch(
-            "flows.drift.emit", side_effect=lambda e, env, **p: events.append((e, env, p))
-        ):
-            found = drift(envs=["local"])
+        found = drift(envs=["local"])
     finally:
         ec2.delete_tags(Resources=[vpc["VpcId"]], Tags=[{"Key": "Owner"}])
     assert found["local"]["status"] == "drifted"
     assert found["local"]["addresses"] == ["module.network.aws_vpc.this"]
-    [(event, environment, payload)] = events
-    assert (event, environment) == ("infra.drift", "local")
-    assert payload["addresses"] == ["module.network.aws_vpc.this"]
+    [event] = socialnet_events("infra.drift", started)
+    assert event["payload"]["environment"] == "local"
+    assert event["payload"]["addresses"] == ["module.network.aws_vpc.this"]
     [artifact] = artifacts("drift-local")
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert [row["address"] for row in rows] == ["module.network.aws_vpc.this"]
