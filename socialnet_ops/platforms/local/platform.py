@@ -219,7 +219,6 @@ class LocalPlatform:
                 if "prometheus.yml" in changed:
                     self.supervisor.restart("prometheus")
             self._wait_base_programs(state, say)
-            self._ensure_backup_bucket(state, say)
             self._bootstrap_database(state, say)
             self._bootstrap_vault(say)
             self._apply_edge(state)
@@ -730,26 +729,12 @@ class LocalPlatform:
             "SOCIALNET_DB_OWNER": DB_OWNER,
         }
 
-    def _ensure_backup_bucket(self, state: PlatformState, say: Progress) -> None:
-        """The emulator's backup bucket, so WAL archiving works from the first segment."""
-        policy = self._environment_model.backup
-        if policy is None:
-            return
-        from socialnet_ops.backups import ObjectStore
-        from socialnet_ops.s3 import ensure_bucket_exists
-
-        say(f"ensuring bucket {policy.bucket} in the AWS emulator")
-        ensure_bucket_exists(
-            ObjectStore(
-                bucket=policy.bucket,
-                region=self._environment_model.cloud.region,
-                endpoint_url=f"http://127.0.0.1:{state.ports['moto']}",
-                create_bucket=True,
-            )
-        )
-
     def _wal_archiving(self, moto_port: int) -> list[str]:
-        """`-c` settings archiving WAL to the environment's backup bucket (PITR), if it has one."""
+        """`-c` settings archiving WAL to the environment's backup bucket (PITR), if it has one.
+
+        The bucket is Terraform's (the provision flow); until it exists PostgreSQL keeps its WAL
+        and retries, and `status` shows archiving as failing.
+        """
         policy = self._environment_model.backup
         if policy is None:
             return []
