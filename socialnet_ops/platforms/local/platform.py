@@ -616,8 +616,12 @@ class LocalPlatform:
                     sql.SQL("GRANT {} TO {}").format(sql.Identifier(DB_OWNER), sql.Identifier(user))
                 )
                 # Restores and drills create scratch databases; base backups need replication.
+                # Sessions act as the owner (below), so the owner needs CREATEDB too.
                 connection.execute(
                     sql.SQL("ALTER ROLE {} CREATEDB REPLICATION").format(sql.Identifier(user))
+                )
+                connection.execute(
+                    sql.SQL("ALTER ROLE {} CREATEDB").format(sql.Identifier(DB_OWNER))
                 )
                 # Sessions act as the owner: objects created by migrations belong to it, whichever
                 # login role ran them.
