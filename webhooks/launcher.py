@@ -111,6 +111,7 @@ class Launcher:
         self._deployments: dict[str, _Deployment] = {}
         self._client: PrefectClient | None = None
         self._workers: list[asyncio.Task[None]] = []
+        self._handling: dict[str, Job] = {}  # worker name -> the job it is working on
         self._stack = contextlib.AsyncExitStack()
         self.last_delivery = 0.0  # monotonic time of the last delivery the receiver answered
 
@@ -119,14 +120,26 @@ class Launcher:
     async def start(self) -> None:
         self._client = await self._stack.enter_async_context(get_client())
         self._workers = [
-            asyncio.create_task(self._work(), name=f"launcher-{index}")
+            asyncio.create_task(self._work(f"launcher-{index}"), name=f"launcher-{index}")
             for index in range(self.worker_count)
         ]
 
     async def stop(self, drain_seconds: float = 10.0) -> None:
         """Finish what was accepted (bounded), then stop the workers."""
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self.queue.join(), drain_seconds)
+        except TimeoutError:
+            undone = [job.event.delivery_id for job in self._handling.values()]
+            while not self.queue.empty():
+                undone.append(self.queue.get_nowait().event.delivery_id)
+                self.queue.task_done()
+            # Redelivering one from GitLab is safe: the idempotency key keeps it to one run.
+            logger.warning(
+                "stopping after %g s with %d deliveries not done (redeliver them): %s",
+                drain_seconds,
+                len(undone),
+                ", ".join(undone),
+            )
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -151,15 +164,17 @@ class Launcher:
                 return
             await asyncio.sleep(QUIET_SECONDS - quiet)
 
-    async def _work(self) -> None:
+    async def _work(self, name: str) -> None:
         while True:
             job = await self.queue.get()
+            self._handling[name] = job
             try:
                 await self._after_the_burst()
                 await self._handle(job)
             except Exception:  # one bad job must not stop the worker
                 logger.exception("delivery %s: handling failed", job.event.delivery_id)
             finally:
+                del self._handling[name]
                 self.queue.task_done()
 
     # --- one delivery ----------------------------------------------------------------------------

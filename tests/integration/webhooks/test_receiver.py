@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from prefect.client.schemas.objects import StateType
@@ -13,7 +14,7 @@ from prefect.variables import Variable
 
 from socialnet_ops.ledger import Ledger, ReleaseRecord
 from tests.integration.webhooks import payloads
-from tests.integration.webhooks.conftest import MAX_BODY, Receiver
+from tests.integration.webhooks.conftest import MAX_BODY, WEBHOOK_TOKEN, Receiver
 from tests.integration.webhooks.fake_gitlab import FakeGitLab
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
@@ -21,6 +22,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
 def delivery() -> str:
     return str(uuid.uuid4())
+
+
+@pytest.fixture
+def receiver_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The receiver's log lines (its logger does not propagate: it writes plain lines itself)."""
+    log = logging.getLogger("socialnet.webhooks")
+    log.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        log.removeHandler(caplog.handler)
 
 
 async def test_a_push_to_develop_starts_deploy_staging_for_that_commit(
@@ -271,9 +283,9 @@ async def test_a_merge_request_outside_terraform_plans_nothing(
 
 
 async def test_a_deployment_missing_on_the_platform_is_a_failed_status(
-    receiver: Receiver, fake_gitlab: FakeGitLab
+    receiver: Receiver, fake_gitlab: FakeGitLab, receiver_log: pytest.LogCaptureFixture
 ) -> None:
-    sha = payloads.new_sha()
+    sha, event_id = payloads.new_sha(), delivery()
     fake_gitlab.diffs[13] = ["infrastructure/terraform/stacks/technical/main.tf"]
     async_client_missing = "provision/provision-technical"
     from prefect.client.orchestration import get_client
@@ -282,11 +294,17 @@ async def test_a_deployment_missing_on_the_platform_is_a_failed_status(
         deployment = await client.read_deployment_by_name(async_client_missing)
         await client.delete_deployment(deployment.id)
     try:
-        await receiver.deliver("merge_request", payloads.merge_request(13, sha), delivery())
+        response = await receiver.deliver(
+            "merge_request", payloads.merge_request(13, sha), event_id
+        )
+        assert response.status_code == 202
         await receiver.launcher.drain()
         (status,) = fake_gitlab.statuses(sha)
         assert status["state"] == "failed"
         assert "provision/provision-technical is not registered" in status["description"]
+        (failure,) = [r for r in receiver_log.records if "could not start" in r.getMessage()]
+        assert failure.levelno == logging.WARNING and event_id in failure.getMessage()
+        assert WEBHOOK_TOKEN not in receiver_log.text
     finally:
         async with get_client() as client:
             flow_id = await client.create_flow_from_name("provision")
@@ -302,3 +320,26 @@ async def test_gitlab_being_down_does_not_stop_the_release(
     (run,) = await receiver.runs(event_id)
     assert run.state_type == StateType.SCHEDULED
     assert [s["state"] for s in fake_gitlab.statuses(sha)] == ["pending", "pending", "pending"]
+
+
+async def test_shutdown_finishes_the_deliveries_already_accepted(receiver: Receiver) -> None:
+    sha, event_id = payloads.new_sha(), delivery()
+    await receiver.deliver("push", payloads.push("develop", sha), event_id)
+    await receiver.launcher.stop()  # what uvicorn's shutdown runs, right after the reply
+    (run,) = await receiver.runs(event_id)
+    assert run.parameters["ref"] == sha
+
+
+async def test_a_shutdown_that_cannot_wait_names_the_deliveries_to_redeliver(
+    receiver: Receiver, receiver_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def stuck(_: object) -> None:  # a Prefect server that never answers
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(receiver.launcher, "_handle", stuck)
+    event_ids = [delivery(), delivery()]
+    for event_id in event_ids:
+        await receiver.deliver("push", payloads.push("develop", payloads.new_sha()), event_id)
+    await receiver.launcher.stop(drain_seconds=0.2)
+    (warning,) = [r for r in receiver_log.records if "redeliver" in r.getMessage()]
+    assert all(event_id in warning.getMessage() for event_id in event_ids)
