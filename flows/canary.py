@@ -57,7 +57,8 @@ from tasks.platform import (
     start_canary,
 )
 from tasks.postgres import backup_name, check_migrations, migrate, take_predeploy_backup
-from tasks.reporting import artifact_key, emit, markdown_report, table_report
+from tasks.reporting import artifact_key, emit, markdown_report, report_undo, table_report
+from tasks.undo import UndoJournal, undoable, undone_failure
 from tasks.vault import materialize_secrets
 
 # How often a paused run checks whether someone answered in the UI.
@@ -356,15 +357,19 @@ def canary(
             raise ValueError(f"{version} already serves {env}: nothing to release")
         with clock("build"):
             build = build_release_task(env, version, ref, runtime_settings)
-        with clock("pre-deploy backup"):
-            backup = take_predeploy_backup(env, version) if environment.backup else None
-        with clock("migrations"):
-            pending = check_migrations(
-                env,
-                version,
-                allow_contracting_migrations or policy.allow_contracting_migrations,
-            )
-            migrate(env, version)
+        pending = check_migrations(
+            env, version, allow_contracting_migrations or policy.allow_contracting_migrations
+        )
+        journal = UndoJournal()
+        try:
+            with undoable(journal):  # a failed migration restores the pre-deploy backup
+                with clock("pre-deploy backup"):
+                    backup = take_predeploy_backup(env, version) if environment.backup else None
+                with clock("migrations"):
+                    migrate(env, version)
+        except Exception as error:
+            report_undo(env, version, error, journal)
+            raise undone_failure(error, journal) from error
         report = CanaryReport(env, version, steps)
         report.start()
         record = CanaryRecord(version=version, weight=0, flow_run_id=this_run.get_id())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -40,20 +41,40 @@ class SlotHold:
     released_at: float | None = None
 
 
+# Slots this process holds: a release flow holds its environments' slots for the whole release and
+# its subflows (deploy, canary, rollback) run inside that hold instead of waiting for themselves.
+_HELD_SLOTS: ContextVar[frozenset[str]] = ContextVar("held_release_slots", default=frozenset())
+
+
 @contextmanager
 def release_slot(environment: str) -> Iterator[SlotHold]:
     """One release per environment at a time; says when the slot was held."""
     logger = get_run_logger()
+    if environment in _HELD_SLOTS.get():
+        logger.info("inside the release holding the %s slot", release_limit(environment))
+        yield SlotHold(taken_at=time.time())
+        return
     logger.info("waiting for the %s slot", release_limit(environment))
     with concurrency(
         release_limit(environment), occupy=1, strict=True, timeout_seconds=SLOT_WAIT_SECONDS
     ):
         hold = SlotHold(taken_at=time.time())
         logger.info("holding the %s slot", release_limit(environment))
+        token = _HELD_SLOTS.set(_HELD_SLOTS.get() | {environment})
         try:
             yield hold
         finally:
+            _HELD_SLOTS.reset(token)
             hold.released_at = time.time()
+
+
+@contextmanager
+def release_slots(environments: list[str]) -> Iterator[None]:
+    """Several slots, always taken in name order so two releases never wait for each other."""
+    with ExitStack() as stack:
+        for environment in sorted(set(environments)):
+            stack.enter_context(release_slot(environment))
+        yield
 
 
 # Per-release runtime settings travel as flow parameters, so they must never be secret.
@@ -97,9 +118,16 @@ class StepClock:
 
 
 def announce_release_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_failure hook: `socialnet.release.failed`, which the rollback automation listens for."""
-    from tasks.reporting import emit
+    """on_failure hook: `socialnet.release.failed`, which the rollback automation listens for.
 
+    A run whose own undo hooks put everything back (`ReleaseUndoneError`) has nothing left for
+    the automation: it emitted `socialnet.release.undone` instead.
+    """
+    from tasks.reporting import emit
+    from tasks.undo import ReleaseUndoneError
+
+    if ReleaseUndoneError.__name__ in str(state.message or ""):
+        return
     parameters = flow_run.parameters
     environment = parameters.get("env", "unknown")
     try:

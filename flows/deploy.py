@@ -17,9 +17,10 @@ from socialnet_ops.builds import check_version, source_identity
 from tasks.git import build_release_task
 from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release
-from tasks.platform import roll_replicas
+from tasks.platform import note_serving_release, roll_replicas
 from tasks.postgres import backup_name, check_migrations, migrate, take_predeploy_backup
-from tasks.reporting import artifact_key, emit, markdown_report
+from tasks.reporting import artifact_key, emit, markdown_report, report_undo
+from tasks.undo import UndoJournal, undoable, undone_failure
 from tasks.vault import materialize_secrets
 
 
@@ -41,19 +42,30 @@ def deploy(
         previous = read_ledger(env).stable
         with clock("build"):
             build = build_release_task(env, version, ref, runtime_settings)
-        with clock("pre-deploy backup"):
-            backup = take_predeploy_backup(env, version) if environment.backup else None
-        with clock("migrations"):
-            pending = check_migrations(
-                env,
-                version,
-                allow_contracting_migrations or environment.release.allow_contracting_migrations,
-            )
-            migrate(env, version)
-        with clock("replicas"):
-            roll_replicas(env, version)
-        with clock("smoke test"):
-            smoke_test(env, version)
+        pending = check_migrations(
+            env,
+            version,
+            allow_contracting_migrations or environment.release.allow_contracting_migrations,
+        )
+        journal = UndoJournal()
+        try:
+            # A failed migration restores the pre-deploy backup; failed replicas return to the
+            # release that served. The database stays migrated once replicas roll: migrations
+            # are expand-only, so the release before runs on the new schema.
+            with undoable(journal):
+                with clock("pre-deploy backup"):
+                    backup = take_predeploy_backup(env, version) if environment.backup else None
+                with clock("migrations"):
+                    migrate(env, version)
+            with undoable(journal):
+                note_serving_release(env)
+                with clock("replicas"):
+                    roll_replicas(env, version)
+                with clock("smoke test"):
+                    smoke_test(env, version)
+        except Exception as error:
+            report_undo(env, version, error, journal)
+            raise undone_failure(error, journal) from error
         record_release(env, build, "rolling")
     markdown_report(
         artifact_key("deploy", env),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.transactions import Transaction
 
 from socialnet_ops.builds import load_build
 from socialnet_ops.environments import load_environment
 from socialnet_ops.platforms import platform_for
 from socialnet_ops.platforms.base import Endpoints, Platform
+from tasks.undo import recalled, remember, undo_step
 
 
 def environment_platform(environment: str) -> Platform:
@@ -33,6 +35,30 @@ def restore_replicas(environment: str, version: str) -> None:
 @task(name="serving-version")
 def serving_version(environment: str) -> str | None:
     return environment_platform(environment).status().stable_version
+
+
+@task(name="note-serving-release", cache_policy=NO_CACHE)
+def note_serving_release(environment: str) -> str | None:
+    """What serves before the replicas change; undoing the change returns to it."""
+    version = environment_platform(environment).status().stable_version
+    remember(environment=environment, version=version)
+    return version
+
+
+@note_serving_release.on_rollback
+def return_to_serving_release(txn: Transaction) -> None:
+    environment, version = recalled(txn, "environment"), recalled(txn, "version")
+    if version is None:
+        get_run_logger().warning("%s served nothing before: no replicas to return to", environment)
+        return
+
+    def restore() -> None:
+        if environment_platform(environment).status().stable_version == version:
+            get_run_logger().info("%s still serves %s on its stable track", environment, version)
+            return
+        restore_replicas.fn(environment, version)
+
+    undo_step(f"replicas of {environment}: back to {version}", restore)
 
 
 @task(name="platform-endpoints")

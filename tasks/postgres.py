@@ -30,6 +30,7 @@ import psycopg
 from prefect import get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
+from prefect.transactions import Transaction
 from psycopg import sql
 
 from socialnet_ops.backups import (
@@ -70,6 +71,7 @@ from tasks.storage import (
     read_chunks,
     upload_stream,
 )
+from tasks.undo import recalled, remember, undo_step
 
 
 class ContractingMigrationError(Exception):
@@ -92,7 +94,8 @@ def _alembic(environment: str, version: str, *arguments: str, quiet: bool = Fals
         ],
         (lambda _line: None) if quiet else logger.info,
         cwd=build.path,
-        env={"PYTHONPATH": str(build.path), **platform.database_env()},
+        # The build's runtime settings reach migrations too (a migration fault drill).
+        env={"PYTHONPATH": str(build.path), **build.runtime_env, **platform.database_env()},
     )
     return result.lines
 
@@ -116,9 +119,13 @@ def check_migrations(environment: str, version: str, allow_contracting: bool = F
     return pending
 
 
-@task(name="migrate-database", retries=2, retry_delay_seconds=3)
+@task(name="migrate-database")
 def migrate(environment: str, version: str) -> None:
-    """Upgrade the schema to the release's head; Alembic makes a rerun a no-op."""
+    """Upgrade the schema to the release's head; Alembic makes a rerun a no-op.
+
+    No Prefect retries: it runs inside the deploy's undo transaction, and a failed migration is
+    undone by restoring the pre-deploy backup, not tried again over a half-migrated schema.
+    """
     _alembic(environment, version, "upgrade", "head")
 
 
@@ -389,7 +396,29 @@ def take_predeploy_backup(environment: str, version: str) -> dict[str, str]:
         raise
     record_backup.fn(environment, manifest.ledger_entry())
     emit("backup.completed", environment, **_event_fields(manifest))
+    remember(environment=environment, backup_id=manifest.id, version=version)
     return manifest.ledger_entry()
+
+
+@take_predeploy_backup.on_rollback
+def restore_predeploy_backup(txn: Transaction) -> None:
+    """Undo of a failed migration: the live database as the pre-deploy backup holds it.
+
+    The damaged database is kept as `<db>_before_restore_<time>` for a post-mortem.
+    """
+    environment, backup_id = recalled(txn, "environment"), recalled(txn, "backup_id")
+
+    def restore() -> None:
+        target = backup_target_for(load_environment(environment))
+        restored = restore_dump_into(target, backup_id, target.database.database, replace=True)
+        get_run_logger().warning(
+            "restored pre-deploy backup %s over %s (the failed one is kept as %s)",
+            backup_id,
+            restored["database"],
+            restored["previous_database_kept_as"],
+        )
+
+    undo_step(f"database of {environment}: pre-deploy backup {backup_id} restored", restore)
 
 
 def backup_name(backup: dict[str, str] | None) -> str:
@@ -569,10 +598,13 @@ def _drop(connection: psycopg.Connection[Any], name: str) -> None:
 def _rename(connection: psycopg.Connection[Any], old: str, new: str) -> None:
     # Sessions on the database block a rename; the app reconnects to the restored one.
     for attempt in range(5):
+        # As the login role itself (granted pg_signal_backend), not the owner role it acts as.
+        connection.execute("SET ROLE NONE")
         connection.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (old,),
         )
+        connection.execute("RESET ROLE")
         try:
             connection.execute(
                 sql.SQL("ALTER DATABASE {} RENAME TO {}").format(

@@ -8,6 +8,8 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
+from tasks.undo import UndoJournal
+
 EVENT_PREFIX = "socialnet"
 
 
@@ -46,3 +48,25 @@ def markdown_report(key: str, title: str, sections: dict[str, Any]) -> None:
 
 def table_report(key: str, rows: list[dict[str, Any]], description: str) -> None:
     create_table_artifact(key=key, table=rows, description=description)
+
+
+def report_undo(environment: str, version: str, error: Exception, journal: UndoJournal) -> None:
+    """The undo report of a failed run and `socialnet.release.undone`, when hooks undid anything."""
+    if not journal.entries:
+        return
+    markdown_report(
+        artifact_key("undo", environment),
+        f"{version} on {environment} failed; "
+        + ("what it changed was undone" if journal.complete else "the undo is INCOMPLETE"),
+        {
+            "why": str(error).splitlines()[0][:300] if str(error) else type(error).__name__,
+            "undone": journal.rows(),
+        },
+    )
+    emit(
+        "release.undone" if journal.complete else "release.undo-incomplete",
+        environment,
+        version=version,
+        reason=str(error)[:300],
+        undone=journal.rows(),
+    )

@@ -17,19 +17,28 @@ from socialnet_ops.platforms.local import LocalPlatform
 
 
 @contextmanager
+def environment_variable(name: str, value: str) -> Iterator[None]:
+    """`name=value` in os.environ for the block, then as it was."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+@contextmanager
 def state_root(prefix: str) -> Iterator[Path]:
     """A short state root (unix socket paths are limited) the `postgres` user can traverse."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)
-    previous = os.environ.get("SOCIALNET_STATE_DIR")
-    os.environ["SOCIALNET_STATE_DIR"] = str(root)
     try:
-        yield root
+        with environment_variable("SOCIALNET_STATE_DIR", str(root)):
+            yield root
     finally:
-        if previous is None:
-            os.environ.pop("SOCIALNET_STATE_DIR", None)
-        else:
-            os.environ["SOCIALNET_STATE_DIR"] = previous
         shutil.rmtree(root, ignore_errors=True)
 
 

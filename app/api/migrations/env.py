@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import Connection, create_engine, pool
+from sqlalchemy import Connection, create_engine, pool, text
 
 from app.api.core.config import Settings
 from app.api.models import Base
@@ -25,10 +26,29 @@ def _database_url() -> str:
     return Settings().database_url().render_as_string(hide_password=False)
 
 
+# Release drills only: a migration that commits part of its work and then fails, as a data
+# migration run in batches does; the deploy must restore its pre-deploy backup.
+HALF_APPLIED_FAULT = "SOCIALNET_FAULT_MIGRATION"
+HALF_APPLIED_TABLE = "fault_half_applied_migration"
+
+
+def _command() -> str | None:
+    """The alembic command line's command (`upgrade`, `current`...), None when called from code."""
+    command = getattr(config.cmd_opts, "cmd", None)
+    return getattr(command[0], "__name__", None) if command else None
+
+
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata)
     with context.begin_transaction():
         context.run_migrations()
+    if os.environ.get(HALF_APPLIED_FAULT) == "half-applied" and _command() == "upgrade":
+        connection.execute(text(f"CREATE TABLE IF NOT EXISTS {HALF_APPLIED_TABLE} (id int)"))
+        connection.commit()
+        raise RuntimeError(
+            f"injected fault ({HALF_APPLIED_FAULT}=half-applied): the migration failed after "
+            f"committing part of its work (table {HALF_APPLIED_TABLE})"
+        )
 
 
 def run_migrations_offline() -> None:

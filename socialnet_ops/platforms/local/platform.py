@@ -615,6 +615,11 @@ class LocalPlatform:
                 connection.execute(
                     sql.SQL("GRANT {} TO {}").format(sql.Identifier(DB_OWNER), sql.Identifier(user))
                 )
+                # A restore over the live database ends the app's sessions (the other login role)
+                # to swap it in; pg_signal_backend cannot signal superuser sessions.
+                connection.execute(
+                    sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(user))
+                )
                 # Restores and drills create scratch databases; base backups need replication.
                 # Sessions act as the owner (below), so the owner needs CREATEDB too.
                 connection.execute(
