@@ -9,6 +9,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import checked_environment
 from socialnet_ops.environments import environment_names
+from tasks.ledger import record_drift
 from tasks.reporting import artifact_key, emit, table_report
 from tasks.terraform import DriftReport, check_drift
 
@@ -41,6 +42,7 @@ def drift(envs: list[str] | None = None, endpoint: str | None = None) -> dict[st
         else:
             failed[name] = str(state.message or state.name)
     for report in reports.values():
+        record_drift(report.environment, report.status, report.addresses, report.detail)
         if report.status == "drifted":
             report_drift(report)
     if failed:

@@ -75,6 +75,9 @@ def status(
         restarts = [f"{p['name']} restarted {p['restarts']}x" for p in programs if p["restarts"]]
         if row.get("wal_archiving"):
             restarts.append(f"WAL archiving: {row['wal_archiving']}")
+        for key in ("recorded_release", "last_backup", "drift", "records"):
+            if row.get(key):
+                restarts.append(f"{key.replace('_', ' ')}: {row[key]}")
         if restarts:
             summary += "\n" + "\n".join(restarts)
         table.add_row(
@@ -95,6 +98,10 @@ def status(
         )
         if control_plane.get("webhook_url"):
             console.print(f"GitLab webhook: {control_plane['webhook_url']}")
+        for alert in control_plane.get("recent_alerts") or []:
+            console.print(
+                f"[red]alert[/red] {alert['received_at']} {alert['subject']}: {alert['body']}"
+            )
 
 
 def _local_platforms(env: str | None) -> list[Any]:
@@ -206,6 +213,34 @@ def deploy(
     console.print(
         f"[green]deployed[/green] {result['version']} to {env} (was {result['previous'] or 'nothing'})"
     )
+
+
+@app.command()
+def release(
+    env: EnvOption,
+    version: Annotated[str, typer.Option(help="The release's version, e.g. v2 or 1.4.0.")],
+    ref: Annotated[
+        str | None, typer.Option(help="Git ref to build; default: the working tree.")
+    ] = None,
+    provision_infra: Annotated[bool, typer.Option(help="Run the provision stage.")] = True,
+    configure_nodes: Annotated[bool, typer.Option(help="Run the configure stage.")] = True,
+    take_backup: Annotated[bool, typer.Option(help="Back up when released.")] = True,
+) -> None:
+    """The whole lifecycle: provision, configure, secrets, staging, gate, production, backup."""
+    result = _run_flow(
+        "release",
+        env=env,
+        version=version,
+        ref=ref,
+        provision_infra=provision_infra,
+        configure_nodes=configure_nodes,
+        take_backup=take_backup,
+    )
+    table = Table("stage", "result", "time (s)", "detail")
+    for row in result["rows"]:
+        table.add_row(row["stage"], row["result"], str(row["seconds"]), row["detail"])
+    console.print(table)
+    console.print(f"[green]released[/green] {version} to {env}")
 
 
 @app.command()

@@ -90,8 +90,15 @@ def webhook_token_file() -> Path:
     return ensure_secret(control_plane_dir() / "secrets" / "webhook-token")
 
 
+def alerts_file() -> Path:
+    return control_plane_dir() / "alerts.jsonl"
+
+
 def _receiver_settings() -> dict[str, str]:
-    settings = {"SOCIALNET_WEBHOOK_TOKEN_FILE": str(webhook_token_file())}
+    settings = {
+        "SOCIALNET_WEBHOOK_TOKEN_FILE": str(webhook_token_file()),
+        "SOCIALNET_ALERTS_FILE": str(alerts_file()),
+    }
     # Feedback to GitLab only when the user configured it.
     for key in ("SOCIALNET_GITLAB_URL", "SOCIALNET_GITLAB_TOKEN_FILE", "SOCIALNET_GITFLOW_FILE"):
         if os.environ.get(key):
@@ -267,6 +274,66 @@ def _register_automations() -> list[str]:
     return created
 
 
+ALERT_BLOCK = "socialnet-alerts"
+# What raises an alert: a failed backup, restore drill or WAL archiving, and drift.
+ALERTING_EVENTS = {
+    "notify-when-backup-fails": (
+        {
+            "socialnet.backup.failed",
+            "socialnet.backup.drill.failed",
+            "socialnet.backup.wal_archiving.failed",
+        },
+        "Backup problem in {{ event.resource['socialnet.environment'] }}",
+        "{{ event.event }}: {{ event.payload.get('reason') or event.payload.get('problem', '') }}",
+    ),
+    "notify-when-drift-is-found": (
+        {"socialnet.infra.drift"},
+        "Drift in {{ event.resource['socialnet.environment'] }}",
+        "{{ event.payload.get('summary', '') }}: {{ event.payload.get('addresses', []) | join(', ') }}",
+    ),
+}
+
+
+def alert_webhook_url() -> str:
+    """An external alert webhook (Slack-compatible JSON, PagerDuty bridge...) or the local inbox."""
+    return (
+        os.environ.get("SOCIALNET_ALERT_WEBHOOK_URL")
+        or f"http://127.0.0.1:{_webhook_port()}/hooks/alerts"
+    )
+
+
+def _register_notifications() -> list[str]:
+    """The `socialnet-alerts` notification block and the automations that send through it."""
+    from prefect.automations import Automation
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    block = CustomWebhookNotificationBlock(
+        name=ALERT_BLOCK,
+        url=alert_webhook_url(),
+        json_data={"subject": "{{subject}}", "body": "{{body}}", "text": "{{subject}}: {{body}}"},
+    )
+    block_id = block.save(ALERT_BLOCK, overwrite=True)
+    created = []
+    for name, (events, subject, body) in ALERTING_EVENTS.items():
+        with contextlib.suppress(ValueError):
+            cast(Automation, Automation.read(name=name)).delete()
+        Automation(
+            name=name,
+            description=f"Send {', '.join(sorted(events))} through the {ALERT_BLOCK} block.",
+            trigger=EventTrigger(
+                expect=events,
+                match={"prefect.resource.id": "socialnet.environment.*"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            actions=[SendNotification(block_document_id=block_id, subject=subject, body=body)],
+        ).create()
+        created.append(name)
+    return created
+
+
 def _ensure_pool_and_limits() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
@@ -306,7 +373,7 @@ def up(progress: Any = print) -> dict[str, str]:
     else:
         progress("deployments unchanged since the last registration")
     with connected(settings):
-        automations = _register_automations()
+        automations = _register_automations() + _register_notifications()
     progress(f"automations: {', '.join(automations) or 'none'}")
     return settings
 
@@ -337,9 +404,12 @@ def control_plane_status() -> dict[str, Any]:
     except PlatformError as error:
         return {"state": f"unreachable: {error}"}
     state = "running" if all(value == "RUNNING" for value in programs.values()) else "degraded"
+    from webhooks.alerts import read_alerts
+
     return {
         "state": state,
         "ui_url": settings["PREFECT_UI_URL"],
         "webhook_url": f"http://127.0.0.1:{_webhook_port()}/hooks/gitlab",
         "programs": programs,
+        "recent_alerts": read_alerts(alerts_file()),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from socialnet_ops.control_plane import control_plane_status
@@ -56,8 +57,63 @@ def wal_archiving(database_env: dict[str, str]) -> str:
     )
 
 
+def age(timestamp: str | None, now: datetime | None = None) -> str:
+    """`3 h 12 min ago` for an ISO timestamp; `never` when there is none."""
+    if not timestamp:
+        return "never"
+    then = datetime.fromisoformat(timestamp)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = max(0, int(((now or datetime.now(UTC)) - then).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h ago"
+    if hours:
+        return f"{hours} h {minutes} min ago"
+    return f"{minutes} min ago" if minutes else f"{seconds} s ago"
+
+
+def recorded_state(
+    ledger: Any, drift: dict[str, Any] | None, now: datetime | None = None
+) -> dict[str, str]:
+    """What the control plane records of an environment: release, last backup, last drift check."""
+    backup = ledger.last_backup or {}
+    stable = ledger.stable
+    return {
+        "recorded_release": f"{stable.version} ({stable.git_sha[:12]})" if stable else "none",
+        "last_backup": (
+            f"{backup['id']} ({backup.get('trigger', '?')}), {age(backup.get('finished_at'), now)}"
+            if backup
+            else "never"
+        ),
+        "drift": (
+            f"{drift['status']} ({len(drift.get('addresses', []))} address(es)), "
+            f"checked {age(drift.get('checked_at'), now)}"
+            if drift
+            else "never checked"
+        ),
+    }
+
+
+def _with_records(rows: list[dict[str, Any]]) -> None:
+    """Adds the ledger and drift records, read from the running control plane's Prefect server."""
+    from socialnet_ops import control_plane
+    from tasks.ledger import load_drift, load_ledger
+
+    with control_plane.connected():
+        for row in rows:
+            try:
+                row.update(recorded_state(load_ledger(row["name"]), load_drift(row["name"])))
+            except Exception as error:  # status must show what it can
+                row["records"] = f"unreadable: {str(error).splitlines()[0][:120]}"
+
+
 def collect_status() -> dict[str, Any]:
     catalog = load_catalog()
     report: dict[str, Any] = {"environments": [environment_status(env) for env in catalog.values()]}
     report["control_plane"] = control_plane_status()
+    if report["control_plane"].get("state") in {"running", "degraded"}:
+        _with_records(report["environments"])
     return report

@@ -5,6 +5,9 @@ Writers hold the environment's release slot, so read-modify-write does not race.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from prefect import task
 from prefect.runtime import flow_run
 from prefect.variables import Variable
@@ -61,3 +64,29 @@ def record_canary(environment: str, canary: CanaryRecord | None) -> Ledger:
 def record_backup(environment: str, backup: dict[str, str]) -> Ledger:
     """The environment's last complete backup (a read-modify-write: hold the release slot)."""
     return _save(load_ledger(environment).model_copy(update={"last_backup": backup}))
+
+
+# Drift is kept apart from the ledger: the drift check runs beside releases, without their slot.
+def drift_variable(environment: str) -> str:
+    return f"drift-{environment}"
+
+
+def load_drift(environment: str) -> dict[str, Any] | None:
+    value = Variable.get(drift_variable(environment), default=None)
+    return value if isinstance(value, dict) else None
+
+
+@task(name="record-drift", retries=3, retry_delay_seconds=2)
+def record_drift(environment: str, status: str, addresses: list[str], detail: str) -> None:
+    """The last drift check of an environment, for `socialnet-ops status`."""
+    Variable.set(
+        drift_variable(environment),
+        {
+            "status": status,
+            "addresses": addresses[:50],
+            "detail": detail[:300],
+            "checked_at": datetime.now(UTC).isoformat(),
+        },
+        tags=["socialnet", "drift"],
+        overwrite=True,
+    )

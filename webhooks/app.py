@@ -1,4 +1,5 @@
-"""The GitLab webhook receiver (ASGI): `POST /hooks/gitlab`, `GET /healthz`.
+"""The GitLab webhook receiver (ASGI): `POST /hooks/gitlab`, `GET /healthz` (and the local alert
+inbox `POST /hooks/alerts`, webhooks/alerts.py).
 
 Run it with `uvicorn webhooks.app:create_app --factory --host 127.0.0.1 --port 8088`.
 
@@ -14,6 +15,7 @@ Settings (environment):
   SOCIALNET_WEBHOOK_WORKERS       background workers starting runs (default 8)
   SOCIALNET_WEBHOOK_QUEUE         deliveries waiting for a worker before 503 (default 1000)
   SOCIALNET_GITLAB_URL, SOCIALNET_GITLAB_TOKEN_FILE   feedback to GitLab (tasks/gitlab.py)
+  SOCIALNET_ALERTS_FILE           where the alert inbox keeps alerts (unset: no inbox)
   PREFECT_API_URL, PREFECT_UI_URL the Prefect server, and the links put in commit statuses
 """
 
@@ -43,6 +45,7 @@ from socialnet_ops.gitflow import (
     load_mapping,
     matching_rules,
 )
+from webhooks.alerts import receive_alert
 from webhooks.gitlab import EVENT_HEADERS, PayloadError, parse_event
 from webhooks.launcher import Job, Launcher
 from webhooks.token import TokenSource, webhook_token_source
@@ -234,6 +237,7 @@ def create_app(settings: ReceiverSettings | None = None) -> Starlette:
         routes=[
             Route("/hooks/gitlab", receiver.hook, methods=["POST"]),
             Route("/healthz", receiver.healthz, methods=["GET"]),
+            Route("/hooks/alerts", receive_alert, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from socialnet_ops.environments import load_environment
+from socialnet_ops.platforms.local import LocalPlatform
 from tests.support.prefect import state_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -126,3 +128,31 @@ def test_the_webhook_receiver_answers_and_refuses_a_wrong_token(
         hook, headers={"X-Gitlab-Token": "wrong", "X-Gitlab-Event": "Push Hook"}, json={}, timeout=5
     )
     assert refused.status_code == 401
+
+
+def test_a_failed_backup_raises_an_alert_through_the_notification_block(
+    control_plane: dict[str, Any],
+) -> None:
+    # The AWS emulator is down: the backup fails, the `notify-when-backup-fails` automation sends
+    # through the `socialnet-alerts` block, and the alert reaches the control plane's inbox, which
+    # `status` shows.
+    supervisor = LocalPlatform(load_environment("local")).supervisor
+    supervisor.call("stopProcess", "moto", True)
+    try:
+        failed = cli("backup", "--env", "local", check=False)
+    finally:
+        supervisor.call("startProcess", "moto", True)
+    assert failed.returncode != 0
+    deadline = time.monotonic() + 90
+    alerts: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not alerts:
+        time.sleep(2)
+        status = json.loads(cli("status", "--json").stdout)
+        alerts = [
+            alert
+            for alert in status["control_plane"].get("recent_alerts", [])
+            if alert["subject"] == "Backup problem in local"
+        ]
+    assert alerts, "no alert arrived within 90 s of the failed backup"
+    assert alerts[-1]["body"].startswith("socialnet.backup.failed: ")
+    assert "s3://socialnet-backups-local" in alerts[-1]["body"]
