@@ -90,9 +90,18 @@ def _export_source(git_sha: str, destination: Path) -> None:
         stdout=subprocess.PIPE,
     )
     assert archive.stdout is not None
-    with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-        tar.extractall(destination, filter="data")
-    if archive.wait() != 0:
+    try:
+        with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+            tar.extractall(destination, filter="data")
+        archive.stdout.read()  # the archive's padding: git exits cleanly, not on a closed pipe
+    except BaseException:
+        # Extraction stopped (e.g. the disk is full): git would stay blocked on the pipe.
+        archive.kill()
+        raise
+    finally:
+        archive.stdout.close()
+        archive.wait()
+    if archive.returncode != 0:
         raise BuildError(f"git archive of {git_sha} failed (exit {archive.returncode})")
 
 
@@ -121,7 +130,10 @@ def list_versions(environment: str) -> list[str]:
     folder = releases_dir(environment)
     if not folder.exists():
         return []
-    return sorted(path.parent.name for path in folder.glob(f"*/{MANIFEST}"))
+    # Only finished builds: a staging folder (`.build-*`) is never a version.
+    return sorted(
+        path.parent.name for path in folder.glob(f"*/{MANIFEST}") if VERSION.match(path.parent.name)
+    )
 
 
 def build_release(
@@ -143,9 +155,11 @@ def build_release(
                 f"({existing.ref}); a different build needs a new version"
             )
         return existing, True
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".build-{version}-", dir=folder.parent))
+    staging: Path | None = None
     try:
+        # Assembled next to its final place (same file system), then renamed: all or nothing.
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".build-{version}-", dir=folder.parent))
         _export_source(git_sha, staging)
         manifest = {
             "version": version,
@@ -158,11 +172,13 @@ def build_release(
         staging.chmod(0o755)
         os.rename(staging, folder)
     except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         if (folder / MANIFEST).exists():  # a concurrent build of the same version won the race
             return build_release(environment, version, ref, runtime_env)
         raise BuildError(f"cannot store build {version!r} under {folder}: {error}") from error
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return _read_manifest(folder), False
