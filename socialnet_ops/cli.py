@@ -160,15 +160,16 @@ def down() -> None:
                 console.print(f"stopped the nodes of {platform.environment}")
 
 
-def _run_flow(flow_name: str, **parameters: Any) -> Any:
-    """Run a flow here, reported to the control plane so it shows in the UI."""
+def _run_flow(flow_name: str, module_name: str | None = None, **parameters: Any) -> Any:
+    """Run a flow (from `flows/<module_name or flow_name>.py`) here, reported to the control
+    plane so it shows in the UI."""
     from socialnet_ops import control_plane
 
     if control_plane.control_plane_status()["state"] != "running":
         raise _fail(
             "the control plane is not running: start it with `socialnet-ops up` (or `make up`)"
         )
-    module = __import__(f"flows.{flow_name}", fromlist=[flow_name])
+    module = __import__(f"flows.{module_name or flow_name}", fromlist=[flow_name])
     try:
         with control_plane.connected():
             return getattr(module, flow_name)(**parameters)
@@ -352,6 +353,7 @@ def rotate(
         database, token_key = False, False
     result = _run_flow(
         "rotate",
+        "secrets",
         env=env,
         database=database,
         token_key=token_key,
