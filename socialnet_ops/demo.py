@@ -198,7 +198,9 @@ def run_demo(console: Console) -> int:
             context["synthetic_failures"] = sum(1 for sample in samples if not sample.ok)
         connection.close()
 
-    table = Table("stage", "result", "time (s)", "run in the Prefect UI / detail")
+    table = Table("stage", "result", "time (s)")
+    # Links stay whole (folded, never cut with an ellipsis) so they can be opened.
+    table.add_column("run in the Prefect UI / detail", overflow="fold")
     for item in stages:
         colour = "green" if item.result == "ok" else "red"
         table.add_row(
