@@ -20,6 +20,8 @@ R = TypeVar("R")
 
 # A release waits at most this long for another release of the same environment to finish.
 SLOT_WAIT_SECONDS = 1800
+# The holder renews its lease while it runs; a holder that died frees the slot within this time.
+SLOT_LEASE_SECONDS = 60
 
 
 def release_limit(environment: str) -> str:
@@ -56,7 +58,11 @@ def release_slot(environment: str) -> Iterator[SlotHold]:
         return
     logger.info("waiting for the %s slot", release_limit(environment))
     with concurrency(
-        release_limit(environment), occupy=1, strict=True, timeout_seconds=SLOT_WAIT_SECONDS
+        release_limit(environment),
+        occupy=1,
+        strict=True,
+        timeout_seconds=SLOT_WAIT_SECONDS,
+        lease_duration=SLOT_LEASE_SECONDS,
     ):
         hold = SlotHold(taken_at=time.time())
         logger.info("holding the %s slot", release_limit(environment))

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -173,7 +174,12 @@ def _write_config(port: int) -> Path:
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     config = folder / "supervisord.conf"
     write_atomic(config, render("supervisord.conf", environment="control-plane", state_dir=folder))
-    settings = {**prefect_settings(port), **_receiver_settings()}
+    settings = {
+        **prefect_settings(port),
+        **_receiver_settings(),
+        # Runs the worker starts beat every 30 s; the zombie automation crashes a silent one.
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+    }
     environment = ",".join(f"{key}={supervisor_quote(value)}" for key, value in settings.items())
     for priority, (name, command) in enumerate(_programs(port).items(), start=10):
         write_atomic(
@@ -272,6 +278,50 @@ def _register_automations() -> list[str]:
             ).create()
             created.append(name)
     return created
+
+
+HEARTBEAT_SECONDS = 30
+ZOMBIE_AFTER_SECONDS = 90
+
+
+def _register_zombie_detection() -> list[str]:
+    """A run whose process died (worker killed, machine lost) is marked Crashed after three
+    missed heartbeats, so it can be rerun from the UI (Prefect's documented recipe)."""
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    name = "crash-zombie-flow-runs"
+    with contextlib.suppress(ValueError):
+        cast(Automation, Automation.read(name=name)).delete()
+    Automation(
+        name=name,
+        description=f"Mark a flow run Crashed when it misses heartbeats for {ZOMBIE_AFTER_SECONDS} s.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=ZOMBIE_AFTER_SECONDS),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {ZOMBIE_AFTER_SECONDS} s: its process died",
+            )
+        ],
+    ).create()
+    return [name]
 
 
 ALERT_BLOCK = "socialnet-alerts"
@@ -373,7 +423,9 @@ def up(progress: Any = print) -> dict[str, str]:
     else:
         progress("deployments unchanged since the last registration")
     with connected(settings):
-        automations = _register_automations() + _register_notifications()
+        automations = (
+            _register_automations() + _register_notifications() + _register_zombie_detection()
+        )
     progress(f"automations: {', '.join(automations) or 'none'}")
     return settings
 

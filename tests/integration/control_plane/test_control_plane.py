@@ -3,11 +3,15 @@ limits and the rollback automation, plus the local platform."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -156,3 +160,96 @@ def test_a_failed_backup_raises_an_alert_through_the_notification_block(
     assert alerts, "no alert arrived within 90 s of the failed backup"
     assert alerts[-1]["body"].startswith("socialnet.backup.failed: ")
     assert "s3://socialnet-backups-local" in alerts[-1]["body"]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc), deepest last."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _kill_worker_with_its_runs() -> None:
+    """What a lost worker machine does to a release: the worker and every run it started die."""
+    from socialnet_ops.control_plane import _supervisor
+
+    worker = _supervisor().process("prefect-worker")
+    assert worker and worker["pid"], "the worker is not running"
+    for pid in [worker["pid"], *_descendants(worker["pid"])]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _flow_run_state(client: httpx.Client, run_id: str) -> str:
+    return str(client.get(f"/flow_runs/{run_id}").json()["state"]["type"])
+
+
+def _wait_state(client: httpx.Client, run_id: str, states: set[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = _flow_run_state(client, run_id)
+        if state in states:
+            return state
+        time.sleep(2)
+    pytest.fail(f"flow run {run_id} is {state}, not {states}, after {timeout:.0f} s")
+
+
+def test_a_release_whose_worker_dies_resumes_when_rerun(control_plane: dict[str, Any]) -> None:
+    version = f"drill-{secrets.token_hex(3)}"
+    platform = LocalPlatform(load_environment("local"))
+    with api(control_plane) as client:
+        deployment = client.get("/deployments/name/release/release-local").json()
+        run = client.post(
+            f"/deployments/{deployment['id']}/create_flow_run",
+            json={
+                "parameters": {
+                    "env": "local",
+                    "version": version,
+                    "provision_infra": False,
+                    "configure_nodes": False,
+                    "take_backup": False,
+                }
+            },
+        ).json()
+        # Kill the worker while the release rolls the replicas of its deploy stage.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            programs = [p.name for p in platform.status().programs]
+            if any(version in name for name in programs):
+                break
+            assert _flow_run_state(client, run["id"]) in {"SCHEDULED", "PENDING", "RUNNING"}
+            time.sleep(0.5)
+        else:
+            pytest.fail("the release never started replicas")
+        _kill_worker_with_its_runs()
+        # Its heartbeats stop: the zombie automation marks it Crashed.
+        _wait_state(client, run["id"], {"CRASHED"}, timeout=240)
+        # Rerun from the UI (Retry): the run is scheduled again and the restarted worker runs it.
+        client.post(
+            f"/flow_runs/{run['id']}/set_state",
+            json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": True},
+        ).raise_for_status()
+        assert _wait_state(client, run["id"], {"COMPLETED", "FAILED", "CRASHED"}, 420) == (
+            "COMPLETED"
+        ), client.get(f"/flow_runs/{run['id']}").json()["state"]
+    status = platform.status()
+    assert (status.stable_version, status.canary_version) == (version, None)
+    replicas = [p.name for p in status.programs if p.name.startswith("api-")]
+    # Consistent: exactly the release's replicas, nothing left over from the killed attempt.
+    assert len(replicas) == platform.settings.api_replicas, replicas
+    assert all(version in name for name in replicas), replicas
+    with httpx.Client(base_url=status.endpoints.edge_url, timeout=5) as edge:  # type: ignore[union-attr]
+        assert {edge.get("/version").json()["version"] for _ in range(10)} == {version}
