@@ -30,11 +30,14 @@ from socialnet_ops.terraform import (
     retention_days,
     stack_variables,
     summarize_plan,
+    sync_code,
 )
 
 pytestmark = pytest.mark.unit
 
 STACKS = repo_root() / "infrastructure" / "terraform" / "stacks"
+SHARED_STACK = STACKS.parent / "modules" / "environment" / "stack"
+ENVIRONMENT_STACKS = ("local", "staging", "production", "technical")
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -70,6 +73,32 @@ def test_workspaces_live_under_the_state_dir_never_in_the_repo(
         assert path.is_relative_to(tmp_path)
 
 
+def test_environment_stacks_are_the_shared_stack_plus_their_own_choices() -> None:
+    shared = sorted(path.name for path in SHARED_STACK.glob("*.tf"))
+    assert {"versions.tf", "main.tf", "moved.tf"} <= set(shared)
+    for stack in ENVIRONMENT_STACKS:
+        folder = STACKS / stack
+        assert sorted(path.name for path in folder.glob("*.tf")) == sorted(
+            [*shared, "environment.tf"]
+        ), stack
+        for name in shared:
+            link = folder / name
+            # A copy would drift from the others: the shared part is changed once, in stack/.
+            assert link.is_symlink(), f"{stack}/{name} is not a link to {SHARED_STACK / name}"
+            assert link.resolve() == (SHARED_STACK / name).resolve()
+
+
+def test_the_workspace_copy_follows_the_links(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SOCIALNET_STATE_DIR", str(tmp_path))
+    workspace = Workspace.of(load_environment("technical"), "plan")
+    sync_code(workspace)
+    main = workspace.stack_dir / "main.tf"
+    assert not main.is_symlink() and main.read_text() == (SHARED_STACK / "main.tf").read_text()
+    assert "create_zone = false" in (workspace.stack_dir / "environment.tf").read_text()
+
+
 def test_backend_comes_from_the_catalog() -> None:
     production = load_environment("production")
     assert backend_arguments(production, emulated=False) == [
@@ -84,10 +113,7 @@ def test_backend_comes_from_the_catalog() -> None:
 
 
 def test_every_stack_declares_the_same_variables() -> None:
-    names = {
-        stack: declared_variables(STACKS / stack)
-        for stack in ("local", "staging", "production", "technical")
-    }
+    names = {stack: declared_variables(STACKS / stack) for stack in ENVIRONMENT_STACKS}
     assert len({frozenset(found) for found in names.values()}) == 1
     assert {"environment", "node_count", "node_size", "backup_bucket"} <= names["production"]
 

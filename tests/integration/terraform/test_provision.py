@@ -28,6 +28,9 @@ from tests.support.prefect import socialnet_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+# Where the stack keeps its resources: in the environment module (modules/environment).
+MODULE = "module.environment.module"
+
 
 def test_an_interrupted_apply_converges_on_rerun(
     applied_local: AppliedStack, emulator: Emulator
@@ -77,13 +80,13 @@ def test_a_changed_variable_plans_exactly_that_change(
     # The resized nodes get new public addresses, which the environment's DNS record follows.
     assert planned["plan"] == [
         {
-            "address": "module.dns.aws_route53_record.environment",
+            "address": f"{MODULE}.dns.aws_route53_record.environment",
             "action": "update",
             "attributes": "records",
         },
         *(
             {
-                "address": f"module.nodes.aws_instance.node[{index}]",
+                "address": f"{MODULE}.nodes.aws_instance.node[{index}]",
                 "action": "update",
                 "attributes": "instance_type",
             }
@@ -102,13 +105,13 @@ def test_drift_made_by_hand_is_reported(applied_local: AppliedStack, emulator: E
     finally:
         ec2.delete_tags(Resources=[vpc["VpcId"]], Tags=[{"Key": "Owner"}])
     assert found["local"]["status"] == "drifted"
-    assert found["local"]["addresses"] == ["module.network.aws_vpc.this"]
+    assert found["local"]["addresses"] == [f"{MODULE}.network.aws_vpc.this"]
     [event] = socialnet_events("infra.drift", started)
     assert event["payload"]["environment"] == "local"
-    assert event["payload"]["addresses"] == ["module.network.aws_vpc.this"]
+    assert event["payload"]["addresses"] == [f"{MODULE}.network.aws_vpc.this"]
     [artifact] = artifacts("drift-local")
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
-    assert [row["address"] for row in rows] == ["module.network.aws_vpc.this"]
+    assert [row["address"] for row in rows] == [f"{MODULE}.network.aws_vpc.this"]
 
 
 def artifacts(key: str) -> list[Any]:

@@ -1,0 +1,1 @@
+../../modules/environment/stack/moved.tf
