@@ -7,24 +7,41 @@ does with the chart's Ingresses: `/api/...` and `/version` go to the canary Serv
 canary Ingress' weight, else to the stable one; a Service leads to its Deployment by selector,
 and the Deployment's pod template says which version and track answer. `/` is the front.
 It counts answers per (route, status, version, track) and serves them at `/metrics` in the API's
-own metric names, for a real Prometheus to scrape.
+own metric names, for a real Prometheus to scrape (`scraping_prometheus` starts one).
+
+Like the API, it honours a build's fault settings (`SOCIALNET_FAULT_ERROR_RATE`,
+`SOCIALNET_FAULT_LATENCY_MS` in the pod's env, as the chart passes a release's settings) on
+`/api` only; it keeps the users signed up (`POST /api/users`) to answer their public profiles
+(`GET /api/users/<name>`), and names the track that answered in `X-Socialnet-Server` (`stable` /
+`canary`), as the local platform's HAProxy names its servers (stableN / canaryN).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tests.support.kube_emulator import KubeEmulator, label_selector_matches
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _setting(env: dict[str, str], name: str) -> float:
+    """A numeric fault setting of a pod's env; 0 when unset or empty."""
+    return float(env.get(name) or 0)
 
 
 class KubeEdge:
@@ -36,6 +53,7 @@ class KubeEdge:
         # Version -> share of /api answers that are 500 (fault drills), added latency in s.
         self.faults: dict[str, float] = {}
         self.slow: dict[str, float] = {}
+        self.users: set[str] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -108,39 +126,66 @@ class KubeEdge:
 
     # --- answers -------------------------------------------------------------------------------
 
-    def answer(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+    def answer(
+        self, method: str, path: str, body: bytes = b""
+    ) -> tuple[int, dict[str, Any], str | None]:
+        """(status, JSON body, track that answered or None) for one request."""
         if path == "/metrics":
-            return 200, {}
+            return 200, {}, None
         routed = self.route(path)
         if routed is None:
-            return 503, {"detail": "no backend"}
+            return 503, {"detail": "no backend"}, None
         component, env = routed
         if component == "front":
-            return 200, {"front": True}
+            return 200, {"front": True}, None
         version = env.get("SOCIALNET_VERSION", "dev")
         track = env.get("SOCIALNET_TRACK", "stable")
         started = time.monotonic()
-        time.sleep(self.slow.get(version, 0.0))
         if path == "/version":
-            status, body = (
+            time.sleep(self.slow.get(version, 0.0))
+            status, body_out = (
                 200,
                 {"version": version, "git_sha": env.get("SOCIALNET_GIT_SHA"), "track": track},
             )
             route = "/version"
         else:
             route = "/api/users/{username}" if path.startswith("/api/users/") else path
-            failing = random.random() < self.faults.get(version, 0.0)
-            status, body = (
-                (500, {"detail": "injected fault"})
-                if failing
-                else (401, {"detail": "not authenticated"})
+            # As the API's fault injector: added latency, then a share of 500s, on /api only.
+            time.sleep(
+                self.slow.get(version, 0.0) + _setting(env, "SOCIALNET_FAULT_LATENCY_MS") / 1000
             )
+            error_rate = max(
+                self.faults.get(version, 0.0), _setting(env, "SOCIALNET_FAULT_ERROR_RATE")
+            )
+            if random.random() < error_rate:
+                status, body_out = 500, {"detail": "injected fault"}
+            else:
+                status, body_out = self._api(method, path, body)
         with self._lock:
             self.requests[(route, method, str(status), version, track)] += 1
             self.latency.setdefault((route, method, version, track), []).append(
                 time.monotonic() - started
             )
-        return status, body
+        return status, body_out, track
+
+    def _api(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Sign-up and public profiles as the API answers them; anything else needs a login."""
+        if method == "POST" and path == "/api/users":
+            try:
+                username = str(json.loads(body or b"{}")["username"])
+            except (ValueError, KeyError, TypeError):
+                return 422, {"detail": "username is required"}
+            with self._lock:
+                if username in self.users:
+                    return 409, {"detail": "username already taken"}
+                self.users.add(username)
+            return 201, {"username": username}
+        name = path.removeprefix("/api/users/")
+        if method == "GET" and path.startswith("/api/users/") and "/" not in name and name != "me":
+            with self._lock:
+                known = name in self.users
+            return (200, {"username": name}) if known else (404, {"detail": "user not found"})
+        return 401, {"detail": "not authenticated"}
 
     def metrics(self) -> str:
         lines = ["# TYPE http_requests_total counter"]
@@ -175,16 +220,21 @@ class KubeEdge:
 
             def _reply(self) -> None:
                 path = self.path.split("?", 1)[0]
+                track = None
                 if path == "/metrics":
                     payload = edge.metrics().encode()
                     content_type = "text/plain; version=0.0.4"
                     status = 200
                 else:
-                    status, body = edge.answer(self.command, path)
+                    length = int(self.headers.get("Content-Length") or 0)
+                    request_body = self.rfile.read(length) if length else b""
+                    status, body, track = edge.answer(self.command, path, request_body)
                     payload = json.dumps(body).encode()
                     content_type = "application/json"
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if track is not None:
+                    self.send_header("X-Socialnet-Server", track)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -210,3 +260,96 @@ def running_edge(kube: KubeEmulator, namespace: str) -> Iterator[KubeEdge]:
         yield edge
     finally:
         edge.stop()
+
+
+# --- a real Prometheus scraping the edge ---------------------------------------------------------
+
+EDGE_JOB = "kube-edge"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@contextmanager
+def scraping_prometheus(
+    edge: KubeEdge, folder: Path, scrape_interval: int = 1, ready_timeout: float = 45.0
+) -> Iterator[str]:
+    """A Prometheus on 127.0.0.1 scraping the edge's /metrics every `scrape_interval` seconds.
+
+    Yields its URL once it has scraped the edge (`up{job="kube-edge"} == 1`); always stopped.
+    """
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise RuntimeError("prometheus is not on PATH (apt-get install prometheus)")
+    folder.mkdir(parents=True, exist_ok=True)
+    edge_address = edge.url.removeprefix("http://")
+    config = folder / "prometheus.yml"
+    config.write_text(
+        f"""global:
+  scrape_interval: {scrape_interval}s
+  scrape_timeout: {scrape_interval}s
+  evaluation_interval: {scrape_interval}s
+scrape_configs:
+  - job_name: {EDGE_JOB}
+    # The edge labels its series with version and track, as the API does.
+    honor_labels: true
+    static_configs:
+      - targets: ["{edge_address}"]
+"""
+    )
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = folder / "prometheus.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + ready_timeout
+        with httpx.Client(base_url=url, timeout=2) as client:
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"prometheus exited with {process.returncode}:\n{_log_tail(log)}"
+                    )
+                try:
+                    answer = client.get(
+                        "/api/v1/query", params={"query": f'up{{job="{EDGE_JOB}"}}'}
+                    )
+                    result = answer.json()["data"]["result"] if answer.status_code == 200 else []
+                except (httpx.HTTPError, ValueError, KeyError):
+                    result = []
+                if result and result[0]["value"][1] == "1":
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"prometheus at {url} did not scrape the edge within {ready_timeout} s:\n"
+                        f"{_log_tail(log)}"
+                    )
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

@@ -408,6 +408,21 @@ class KubeEmulator:
                 if found.kind in {"Deployment", "Job", "StatefulSet"}:
                     self._reconcile(found, copy.deepcopy(obj))
 
+    def changes(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Every stored change of one object, oldest first: (ADDED|MODIFIED|DELETED, object)."""
+        found = self.kind_of(api_version, kind)
+        namespace = namespace if found.namespaced else ""
+        wanted = (found, namespace, name)
+        seen = []
+        with self._lock:
+            for event in self._events:
+                meta = event.obj["metadata"]
+                if (event.kind, meta.get("namespace", ""), meta["name"]) == wanted:
+                    seen.append((event.type, copy.deepcopy(event.obj)))
+        return seen
+
     def requests_matching(self, method: str, pattern: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]
 
