@@ -45,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from socialnet_ops.control_plane import pool_job_template
 from socialnet_ops.paths import repo_root
 from tests.integration.webhooks import payloads
 from tests.integration.webhooks.fake_gitlab import TOKEN, free_port, running_fake_gitlab
@@ -126,7 +127,10 @@ def register(api_url: str) -> None:
         "required": ["env", "version"],
     }
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name=POOL, type="process"))
+        # The control plane's process pool settings: runs start the engine directly.
+        client.create_work_pool(
+            WorkPoolCreate(name=POOL, type="process", base_job_template=pool_job_template())
+        )
         flow_id = client.create_flow_from_name(FLOW)
         client.create_deployment(flow_id=flow_id, name="burst", parameter_openapi_schema=schema)
         client.create_deployment(

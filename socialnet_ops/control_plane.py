@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -384,15 +385,37 @@ def _register_notifications() -> list[str]:
     return created
 
 
+def pool_job_template() -> dict[str, Any]:
+    """The process pool's job template: runs start the engine directly in the repository.
+
+    Without a command, Prefect's process worker starts a workspace process that then starts the
+    engine: two Python start-ups (seconds each on 2 cores) before a run is Running. The engine
+    runs the deployment's pull steps itself.
+    """
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    variables = template["variables"]["properties"]
+    variables["command"]["default"] = f"{sys.executable} -m prefect.engine"
+    variables["working_dir"]["default"] = str(repo_root())
+    return template
+
+
 def _ensure_pool_and_limits() -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectAlreadyExists
 
     from flows.common import ensure_release_limits
 
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+    template = pool_job_template()
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(
+                WorkPoolCreate(name=WORK_POOL, type="process", base_job_template=template)
+            )
+        except ObjectAlreadyExists:
+            client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
     ensure_release_limits(environment_names())
 
 
