@@ -26,6 +26,7 @@ EnvOption = Annotated[
     str,
     typer.Option("--env", "-e", help="Environment name (deployments/environments/<name>.yaml)."),
 ]
+RefOption = Annotated[str | None, typer.Option(help="Git ref to build; default: the working tree.")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -191,9 +192,7 @@ def _fault_settings(error_rate: float, latency_ms: int) -> dict[str, str]:
 def deploy(
     env: EnvOption,
     version: Annotated[str, typer.Option(help="The release's version, e.g. v2 or 1.4.0.")],
-    ref: Annotated[
-        str | None, typer.Option(help="Git ref to build; default: the working tree.")
-    ] = None,
+    ref: RefOption = None,
     fault_error_rate: Annotated[
         float, typer.Option(help="Fault injection (drills): share of 500s.")
     ] = 0.0,
@@ -220,9 +219,7 @@ def deploy(
 def release(
     env: EnvOption,
     version: Annotated[str, typer.Option(help="The release's version, e.g. v2 or 1.4.0.")],
-    ref: Annotated[
-        str | None, typer.Option(help="Git ref to build; default: the working tree.")
-    ] = None,
+    ref: RefOption = None,
     provision_infra: Annotated[bool, typer.Option(help="Run the provision stage.")] = True,
     configure_nodes: Annotated[bool, typer.Option(help="Run the configure stage.")] = True,
     take_backup: Annotated[bool, typer.Option(help="Back up when released.")] = True,
@@ -270,9 +267,7 @@ def provision(
 def canary(
     env: EnvOption,
     version: Annotated[str, typer.Option(help="The release's version.")],
-    ref: Annotated[
-        str | None, typer.Option(help="Git ref to build; default: the working tree.")
-    ] = None,
+    ref: RefOption = None,
 ) -> None:
     """Release by canary with automated analysis (promote or abort)."""
     result = _run_flow("canary", env=env, version=version, ref=ref)

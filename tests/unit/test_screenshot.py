@@ -134,11 +134,10 @@ def test_missing_chromium_says_how_to_install_it(tmp_path: Path) -> None:
 
 
 def test_main_prints_the_error_and_exits_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    def not_running(flow: str, out: Path, api_url: str | None) -> tuple[str, bool]:
-        raise ScreenshotError("the control plane is not running (state: stopped)")
-
-    monkeypatch.setattr(screenshot, "take", not_running)
-    assert screenshot.main(["--out", str(tmp_path / "shot.png")]) == 2
-    assert "error: the control plane is not running" in capsys.readouterr().err
+    # Nothing listens on port 9 of the loopback: the API is unreachable, said before any browser.
+    arguments = ["--api-url", "http://127.0.0.1:9/api", "--out", str(tmp_path / "shot.png")]
+    assert screenshot.main(arguments) == 2
+    assert "error: no Prefect API answers at http://127.0.0.1:9/api" in capsys.readouterr().err
+    assert not (tmp_path / "shot.png").exists()
