@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import checked_environment
@@ -31,18 +32,19 @@ def drift(envs: list[str] | None = None, endpoint: str | None = None) -> dict[st
     for name in names:
         checked_environment(name)
     futures = {name: check_drift.submit(name, endpoint) for name in names}
-    for future in futures.values():
-        future.wait()
-    states = {name: future.state for name, future in futures.items()}
+    # Each record is written as soon as its own check ends, beside the checks still running.
+    # (A future as the argument matches only Prefect's untyped overload, hence return_state.)
+    records = [record_drift.submit(future, return_state=False) for future in futures.values()]
+    wait(list(futures.values()))
+    wait(records)
     reports: dict[str, DriftReport] = {}
     failed: dict[str, str] = {}
-    for name, state in states.items():
-        if state.is_completed():
-            reports[name] = state.result()
+    for name, future in futures.items():
+        if future.state.is_completed():
+            reports[name] = future.state.result()
         else:
-            failed[name] = str(state.message or state.name)
+            failed[name] = str(future.state.message or future.state.name)
     for report in reports.values():
-        record_drift(report.environment, report.status, report.addresses, report.detail)
         if report.status == "drifted":
             report_drift(report)
     if failed:

@@ -6,7 +6,7 @@ Writers hold the environment's release slot, so read-modify-write does not race.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.runtime import flow_run
@@ -14,6 +14,9 @@ from prefect.variables import Variable
 
 from socialnet_ops.ledger import CanaryRecord, Ledger, ReleaseRecord, Strategy
 from socialnet_ops.platforms.base import Build
+
+if TYPE_CHECKING:
+    from tasks.terraform import DriftReport
 
 
 def ledger_variable(environment: str) -> str:
@@ -77,14 +80,14 @@ def load_drift(environment: str) -> dict[str, Any] | None:
 
 
 @task(name="record-drift", retries=3, retry_delay_seconds=2)
-def record_drift(environment: str, status: str, addresses: list[str], detail: str) -> None:
+def record_drift(report: DriftReport) -> None:
     """The last drift check of an environment, for `socialnet-ops status`."""
     Variable.set(
-        drift_variable(environment),
+        drift_variable(report.environment),
         {
-            "status": status,
-            "addresses": addresses[:50],
-            "detail": detail[:300],
+            "status": report.status,
+            "addresses": report.addresses[:50],
+            "detail": report.detail[:300],
             "checked_at": datetime.now(UTC).isoformat(),
         },
         tags=["socialnet", "drift"],

@@ -21,6 +21,7 @@ from socialnet_ops.terraform import (
     backend_arguments,
     declared_variables,
     infra_state,
+    init_fingerprint,
     is_lock_error,
     needs_approval,
     parse_lock_holder,
@@ -97,6 +98,29 @@ def test_the_workspace_copy_follows_the_links(
     main = workspace.stack_dir / "main.tf"
     assert not main.is_symlink() and main.read_text() == (SHARED_STACK / "main.tf").read_text()
     assert "create_zone = false" in (workspace.stack_dir / "environment.tf").read_text()
+
+
+def test_init_is_needed_again_only_when_what_it_depends_on_changes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SOCIALNET_STATE_DIR", str(tmp_path))
+    workspace = Workspace.of(load_environment("staging"), "drift")
+    sync_code(workspace)
+    workspace.cli_config.write_text(render_cli_config(Path("/opt/mirror")))
+    backend = ["-backend-config=key=staging/terraform.tfstate"]
+    first = init_fingerprint(workspace, "1.11.4", backend)
+
+    (workspace.stack_dir / "socialnet.auto.tfvars.json").write_text('{"api_replicas": 5}')
+    assert init_fingerprint(workspace, "1.11.4", backend) == first, "variables are not init's"
+    assert init_fingerprint(workspace, "1.12.0", backend) != first
+    assert init_fingerprint(workspace, "1.11.4", ["-backend-config=key=other"]) != first
+    (workspace.stack_dir / ".terraform.lock.hcl").write_text('provider "x" {}')
+    assert init_fingerprint(workspace, "1.11.4", backend) != first
+    locked = init_fingerprint(workspace, "1.11.4", backend)
+    workspace.cli_config.write_text(render_cli_config(None))
+    assert init_fingerprint(workspace, "1.11.4", backend) != locked
+    # What init made is gone: it has to run again whatever the fingerprint says.
+    assert not workspace.is_initialized()
 
 
 def test_backend_comes_from_the_catalog() -> None:
