@@ -218,9 +218,7 @@ def code_fingerprint(
     return digest.hexdigest()
 
 
-def init_fingerprint(
-    workspace: Workspace, terraform_version: str, settings: Sequence[str]
-) -> str:
+def init_fingerprint(workspace: Workspace, terraform_version: str, settings: Sequence[str]) -> str:
     """What `terraform init` depends on: code and lock file (not variables), backend, CLI config."""
     digest = hashlib.sha256(
         code_fingerprint(workspace, terraform_version, with_variables=False).encode()

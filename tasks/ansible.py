@@ -45,6 +45,11 @@ ANSIBLE_DIR = repo_root() / "infrastructure" / "ansible"
 PLAYBOOK = "site.yml"
 # A playbook that runs longer than this is stuck (a hung package install, a dead SSH channel).
 PLAYBOOK_TIMEOUT_SECONDS = 1800
+# Mitogen keeps one Python interpreter per host over the SSH connection and runs modules in it:
+# no module upload and interpreter start per task, about a third less time per host. Setting
+# SOCIALNET_ANSIBLE_STRATEGY=linear (or free) goes back to Ansible's own.
+STRATEGY_SETTING = "SOCIALNET_ANSIBLE_STRATEGY"
+DEFAULT_STRATEGY = "mitogen_linear"
 
 
 class ConfigurationError(Exception):
@@ -150,12 +155,29 @@ class PlaybookRun:
     failures: list[dict[str, str]] = field(default_factory=list)
 
 
+def strategy() -> str:
+    return os.environ.get(STRATEGY_SETTING) or DEFAULT_STRATEGY
+
+
+def strategy_environ() -> dict[str, str]:
+    """The play strategy, and where Ansible finds Mitogen's (inside the installed package)."""
+    chosen = strategy()
+    environ = {"ANSIBLE_STRATEGY": chosen}
+    if chosen.startswith("mitogen"):
+        import ansible_mitogen
+
+        plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+        environ["ANSIBLE_STRATEGY_PLUGINS"] = str(plugins)
+    return environ
+
+
 def ansible_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of every ansible-playbook run: the project's ansible.cfg, no colours."""
     return {
         "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
+        **strategy_environ(),
         **(extra or {}),
     }
 
@@ -197,10 +219,11 @@ def run_playbook(
 
     mode = " in check mode (dry run with diff)" if check else ""
     logger.info(
-        "ansible-playbook %s%s, attempt %d%s%s",
+        "ansible-playbook %s%s, attempt %d, strategy %s%s%s",
         playbook,
         mode,
         attempt,
+        strategy(),
         f", limit {limit}" if limit else "",
         f", tags {','.join(tags)}" if tags else "",
     )
