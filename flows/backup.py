@@ -19,6 +19,7 @@ from tasks.ledger import read_ledger, record_backup
 from tasks.postgres import (
     LEDGER_WAIT_SECONDS,
     apply_retention,
+    backup_lock,
     dump_database,
     resolve_backup_target,
     take_base_backup,
@@ -93,10 +94,11 @@ def backup(
     if release is None:
         stable = read_ledger(env).stable
         release = stable.version if stable else None
-    with clock("dump and upload"):
-        manifest = dump_database(target, trigger, release)
-    with clock("retention"):
-        retention = apply_retention(target, "dump", policy.retention, retention_dry_run)
+    with backup_lock(target.environment):
+        with clock("dump and upload"):
+            manifest = dump_database(target, trigger, release)
+        with clock("retention"):
+            retention = apply_retention(target, "dump", policy.retention, retention_dry_run)
     recorded = record_last_backup(env, manifest)
     markdown_report(
         artifact_key("backup", env),
@@ -155,8 +157,9 @@ def base_backup(
         # The base backup is still worth taking; recovery past the failure point is not possible.
         logger.error("%s", archiver["problem"])
         emit("backup.wal_archiving.failed", env, problem=archiver["problem"])
-    manifest = take_base_backup(target)
-    retention = apply_retention(target, "base", policy.retention, retention_dry_run)
+    with backup_lock(target.environment):
+        manifest = take_base_backup(target)
+        retention = apply_retention(target, "base", policy.retention, retention_dry_run)
     markdown_report(
         artifact_key("base-backup", env),
         f"Base backup {manifest.id} of {env}",

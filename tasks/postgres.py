@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from queue import Empty, Queue
@@ -159,14 +160,28 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# Locks this context holds: the backup flows take theirs once for backup and retention, and the
+# tasks inside run under it (one slot taken per flow, not per task).
+_HELD_BACKUP_LOCKS: ContextVar[frozenset[str]] = ContextVar(
+    "held_backup_locks", default=frozenset()
+)
+
+
 @contextmanager
 def backup_lock(environment: str) -> Iterator[None]:
     """One backup per environment at a time: whatever upload is unfinished under it is stale."""
+    if environment in _HELD_BACKUP_LOCKS.get():
+        yield
+        return
     name = f"backup-{environment}"
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name=name, limit=1)
     with concurrency(name, occupy=1, strict=True, timeout_seconds=BACKUP_LOCK_WAIT_SECONDS):
-        yield
+        token = _HELD_BACKUP_LOCKS.set(_HELD_BACKUP_LOCKS.get() | {environment})
+        try:
+            yield
+        finally:
+            _HELD_BACKUP_LOCKS.reset(token)
 
 
 class _ToolOutput:

@@ -216,3 +216,18 @@ def test_archiving_settings_and_archiver_health() -> None:
         "last_failed_wal": "0000000100000000000000AA",
     }
     assert "failing: 4 failures, last on 0000000100000000000000AA" in str(archiver_problem(failing))
+
+
+def test_request_bodies_are_signed_except_on_loopback() -> None:
+    from socialnet_ops.s3 import s3_client
+
+    def signing(endpoint: str | None) -> object:
+        store = ObjectStore(bucket="b", region="eu-west-3", endpoint_url=endpoint)
+        return (s3_client(store).meta.config.s3 or {}).get("payload_signing_enabled")
+
+    # No network between the platform and its local emulator: no SHA-256 pass per part there.
+    assert signing("http://127.0.0.1:5000") is False
+    assert signing("http://localhost:5000") is False
+    # Anywhere else botocore decides: it signs over plain HTTP and relies on TLS over HTTPS.
+    assert signing("http://minio.internal:9000") is None
+    assert signing(None) is None
