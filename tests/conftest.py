@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.postgres import PostgresServer, PostgresUnavailableError
+from tests.support.requirements import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -16,9 +16,6 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         server = PostgresServer().start()
     except PostgresUnavailableError as error:
-        # In CI a missing PostgreSQL is a broken runner, never a reason to skip.
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
+        unavailable(str(error))
     yield server
     server.destroy()

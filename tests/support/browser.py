@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
 
+from tests.support.requirements import running_in_ci
+
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 
 # Playwright manages --headless and a fresh --user-data-dir itself; the rest keeps Chromium quiet
@@ -32,10 +34,6 @@ CHROMIUM_ARGS = (
     "--disable-sync",
     "--disable-dev-shm-usage",
 )
-
-
-def running_in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def chromium_executable() -> str | None:

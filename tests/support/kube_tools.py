@@ -5,20 +5,16 @@ With CI=true a missing tool fails the test (a broken runner), never skips it.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.platforms.kubernetes.helm import INSTALL_HINT, helm_binary
+from tests.support.requirements import unavailable
 
 
 def _missing(message: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(message)
 
 
 def require_helm() -> str:

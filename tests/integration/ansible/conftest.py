@@ -6,7 +6,6 @@ each node then starts from it in about a second and is always torn down, also wh
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from socialnet_ops.nodes import NodeSet, ensure_image, requirements_problem, running_nodes
+from tests.support.requirements import unavailable
 
 # Ansible logs in as the image's bootstrap user; `common` adds this administrator with the same key.
 ADMIN = "ops"
@@ -23,9 +23,7 @@ def require_nodes() -> None:
     """Root, mmdebstrap, systemd-nspawn; in CI their absence is a broken runner, never a skip."""
     problem = requirements_problem()
     if problem:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
+        unavailable(problem)
 
 
 @pytest.fixture(scope="session")

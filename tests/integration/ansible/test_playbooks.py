@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.ansible import ANSIBLE_DIR, ansible_environ, playbook_environment
+from tests.support.requirements import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +37,7 @@ def test_playbook_syntax(playbook: Path) -> None:
 def test_ansible_lint_is_clean() -> None:
     lint = shutil.which("ansible-lint")
     if lint is None:
-        message = "ansible-lint is not installed (it is in the dev dependency group: uv sync)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("ansible-lint is not installed (it is in the dev dependency group: uv sync)")
     result = subprocess.run(
         [lint, "--offline", "playbooks/", "roles/"],
         cwd=ANSIBLE_DIR,

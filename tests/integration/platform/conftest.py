@@ -21,6 +21,7 @@ from socialnet_ops.paths import repo_root
 from socialnet_ops.platforms.base import Build, PlatformError
 from socialnet_ops.platforms.local import LocalPlatform
 from socialnet_ops.platforms.local.tools import find_binary, python_executable
+from tests.support.requirements import unavailable
 
 REQUIRED_BINARIES = (
     "supervisord", "haproxy", "prometheus", "postgres", "initdb", "runuser", "moto_server", "bao",
@@ -28,10 +29,7 @@ REQUIRED_BINARIES = (
 
 
 def _missing_tool(message: str) -> None:
-    # In CI a missing tool is a broken runner, never a reason to skip.
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(message)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from moto.server import ThreadedMotoServer
 from socialnet_ops.paths import repo_root
 from socialnet_ops.terraform import provider_mirror
 from tests.support.prefect import socialnet_events, state_root
+from tests.support.requirements import unavailable
 
 REGION = "eu-west-3"
 FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
@@ -39,9 +40,7 @@ def require_terraform() -> None:
     elif provider_mirror() is None:
         problem = "no Terraform provider mirror (/opt/tf-plugins or SOCIALNET_TF_PROVIDER_MIRROR)"
     if problem:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(problem)
-        pytest.skip(problem)
+        unavailable(problem)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import pytest
 from socialnet_ops import vault
 from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.platforms.local.tools import find_binary, free_port
+from tests.support.requirements import unavailable
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,7 @@ def start_openbao() -> OpenBao:
     try:
         bao = find_binary("bao")
     except PlatformError as error:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
+        unavailable(str(error))
     port = free_port(set())
     token = secrets.token_urlsafe(24)
     process = subprocess.Popen(
