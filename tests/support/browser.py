@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
 
-from tests.support.requirements import running_in_ci
+from tests.support.requirements import unavailable
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 
@@ -54,9 +53,7 @@ def require_chromium() -> str:
         f"Chromium not found at $SOCIALNET_CHROMIUM or {DEFAULT_CHROMIUM}: "
         "install Debian's package (apt-get install chromium)"
     )
-    if running_in_ci():
-        pytest.fail(f"{reason}; CI is set, so browser tests must run", pytrace=False)
-    pytest.skip(reason)
+    unavailable(reason)
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from socialnet_ops.paths import repo_root
 from socialnet_ops.platforms.kubernetes import KubernetesPlatform
 from tasks.ledger import load_ledger
 from tasks.reporting import artifact_key
+from tests.integration.canary.conftest import FAST_ANALYSIS
 from tests.integration.canary.traffic import UserTraffic
 from tests.integration.kubernetes.conftest import (
     NAMESPACE,
@@ -50,16 +51,6 @@ STEPS: list[dict[str, Any]] = [
     {"analysis": {"duration": "10s"}},
     {"set_weight": 100},
 ]
-ANALYSIS: dict[str, Any] = {
-    "interval": "5s",
-    "min_requests": 20,
-    "max_error_ratio": 0.05,
-    "significance": 0.05,
-    "max_latency_ratio": 1.5,
-    "latency_quantile": "p95",
-    "failure_limit": 0,
-    "inconclusive_limit": 2,
-}
 
 
 @pytest.fixture
@@ -69,7 +60,7 @@ def canary_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(repo_root() / "deployments/environments", folder)
     document = yaml.safe_load((folder / "staging.yaml").read_text())
     assert document["name"] == "staging" and document["release"]["strategy"] == "rolling"
-    document["release"].update({"strategy": "canary", "steps": STEPS, "analysis": ANALYSIS})
+    document["release"].update({"strategy": "canary", "steps": STEPS, "analysis": FAST_ANALYSIS})
     (folder / "staging.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     monkeypatch.setenv("SOCIALNET_ENVIRONMENTS_DIR", str(folder))
     return folder
