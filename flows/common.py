@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -14,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 
 from socialnet_ops.environments import Environment, environment_names, load_environment
+from socialnet_ops.holds import Holds
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -43,16 +43,16 @@ class SlotHold:
     released_at: float | None = None
 
 
-# Slots this process holds: a release flow holds its environments' slots for the whole release and
-# its subflows (deploy, canary, rollback) run inside that hold instead of waiting for themselves.
-_HELD_SLOTS: ContextVar[frozenset[str]] = ContextVar("held_release_slots", default=frozenset())
+# A release flow holds its environments' slots for the whole release and its subflows (deploy,
+# canary, rollback) run inside that hold instead of waiting for themselves.
+_HELD_SLOTS = Holds("held_release_slots")
 
 
 @contextmanager
 def release_slot(environment: str) -> Iterator[SlotHold]:
     """One release per environment at a time; says when the slot was held."""
     logger = get_run_logger()
-    if environment in _HELD_SLOTS.get():
+    if _HELD_SLOTS.holds(environment):
         logger.info("inside the release holding the %s slot", release_limit(environment))
         yield SlotHold(taken_at=time.time())
         return
@@ -66,11 +66,10 @@ def release_slot(environment: str) -> Iterator[SlotHold]:
     ):
         hold = SlotHold(taken_at=time.time())
         logger.info("holding the %s slot", release_limit(environment))
-        token = _HELD_SLOTS.set(_HELD_SLOTS.get() | {environment})
         try:
-            yield hold
+            with _HELD_SLOTS.holding(environment):
+                yield hold
         finally:
-            _HELD_SLOTS.reset(token)
             hold.released_at = time.time()
 
 

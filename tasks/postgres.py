@@ -21,7 +21,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from queue import Empty, Queue
@@ -56,6 +55,7 @@ from socialnet_ops.backups import (
 )
 from socialnet_ops.builds import load_build
 from socialnet_ops.environments import Retention, load_environment
+from socialnet_ops.holds import Holds
 from socialnet_ops.migrations import contracting_statements
 from socialnet_ops.platforms import platform_for
 from socialnet_ops.process import stream
@@ -160,28 +160,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# Locks this context holds: the backup flows take theirs once for backup and retention, and the
-# tasks inside run under it (one slot taken per flow, not per task).
-_HELD_BACKUP_LOCKS: ContextVar[frozenset[str]] = ContextVar(
-    "held_backup_locks", default=frozenset()
-)
+# The backup flows take their lock once for backup and retention; the tasks inside run under it
+# (one slot taken per flow, not per task).
+_HELD_BACKUP_LOCKS = Holds("held_backup_locks")
 
 
 @contextmanager
 def backup_lock(environment: str) -> Iterator[None]:
     """One backup per environment at a time: whatever upload is unfinished under it is stale."""
-    if environment in _HELD_BACKUP_LOCKS.get():
+    if _HELD_BACKUP_LOCKS.holds(environment):
         yield
         return
     name = f"backup-{environment}"
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name=name, limit=1)
-    with concurrency(name, occupy=1, strict=True, timeout_seconds=BACKUP_LOCK_WAIT_SECONDS):
-        token = _HELD_BACKUP_LOCKS.set(_HELD_BACKUP_LOCKS.get() | {environment})
-        try:
-            yield
-        finally:
-            _HELD_BACKUP_LOCKS.reset(token)
+    with (
+        concurrency(name, occupy=1, strict=True, timeout_seconds=BACKUP_LOCK_WAIT_SECONDS),
+        _HELD_BACKUP_LOCKS.holding(environment),
+    ):
+        yield
 
 
 class _ToolOutput:
