@@ -1,19 +1,25 @@
 """GitLab webhook receiver: reply latency under 100 concurrent deliveries, and delivery -> Running.
 
-Everything real on 127.0.0.1: a Prefect server, a process worker polling every second, the receiver
-run by uvicorn exactly as the control plane runs it, and a fake GitLab API taking the statuses.
+Everything real on 127.0.0.1: a Prefect server, the control plane's worker (`socialnet_ops.worker`:
+Prefect's process worker with a spare engine process) polling every second, the receiver run by
+uvicorn exactly as the control plane runs it, and a fake GitLab API taking the statuses.
 
-Phase 1: 100 push deliveries at once (distinct commits) on a deployment without a worker, three
-times, each burst once the previous one's runs and statuses are done; the receiver's reply latency
-is timed at the client, the median burst's p50/p99 is the result (every burst's p99 is listed), and
-every delivery must yield exactly one run. The client is a bare HTTP/1.1 writer on 100 warmed
-keep-alive connections: a pooled httpx client spent ~16 ms of CPU per request at this concurrency,
-on the same 2 cores as the receiver, and so timed itself (p50 1.4 s for 4 ms of receiver work).
-Phase 2: one untimed delivery (first run: cold caches), then 5 deliveries one at a time on a
-deployment a real worker runs; time from sending the delivery to the run's start_time (state
-Running), split into receiver (sent -> run Scheduled), worker pickup (-> Pending) and process
+Delivery -> Running first, on an idle control plane: one untimed delivery (first run: cold caches),
+then 5 deliveries one at a time on a deployment the worker runs, each sent once the previous run
+has ended and IDLE_S more seconds have passed (as pushes arrive: seconds to minutes apart; the
+worker's next spare is warm by then). Time from sending the delivery to the run's start_time
+(state Running), split into receiver (sent -> run Scheduled), worker pickup (-> Pending) and process
 start (-> Running). One at a time, because 100 process runs started together on 2 cores would time
-the machine, not the receiver.
+the machine, not the receiver. It runs before the bursts: the 300 unworked runs they leave are
+marked Late by the server afterwards, writes that would slow every API call of a run on SQLite.
+
+Then reply latency: 100 push deliveries at once (distinct commits) on a deployment without a
+worker, three times, each burst once the previous one's runs and statuses are done; the receiver's
+reply latency is timed at the client, the median burst's p50/p99 is the result (every burst's p99
+is listed), and every delivery must yield exactly one run. The client is a bare HTTP/1.1 writer on
+100 warmed keep-alive connections: a pooled httpx client spent ~16 ms of CPU per request at this
+concurrency, on the same 2 cores as the receiver, and so timed itself (p50 1.4 s for 4 ms of
+receiver work).
 
 Child processes get a private bytecode cache (PYTHONPYCACHEPREFIX in the benchmark's folder), as an
 installed control plane has compiled bytecode; with PYTHONDONTWRITEBYTECODE set and no __pycache__,
@@ -37,8 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,10 +54,13 @@ from socialnet_ops.control_plane import pool_job_template
 from socialnet_ops.paths import repo_root
 from tests.integration.webhooks import payloads
 from tests.integration.webhooks.fake_gitlab import TOKEN, free_port, running_fake_gitlab
+from tests.support.processes import running_process
 
 BURST = 100
 BURSTS = 3  # the machine is shared: the median burst, not the unluckiest one, is the result
 SEQUENTIAL = 5
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+IDLE_S = 3  # after a run ends, before the next delivery: the worker's next spare is warm by then
 POOL = "webhook-bench"
 FLOW = "webhook-bench"
 
@@ -83,25 +91,6 @@ def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes], log: 
             pass
         time.sleep(0.3)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s; see {log}")
-
-
-@contextmanager
-def process(
-    command: list[str], env: dict[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        child = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=repo_root()
-        )
-    try:
-        yield child
-    finally:
-        child.terminate()
-        try:
-            child.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 def _secret(folder: Path, name: str, value: str) -> Path:
@@ -257,18 +246,24 @@ def deliver_and_wait_running(api: httpx.Client, receiver: str, token: str) -> di
     first: dict[str, float] = {}
     for state in sorted(states, key=lambda state: state["timestamp"]):
         first.setdefault(state["type"], _timestamp(state["timestamp"]) - sent)
-    return {
+    timings = {
         "scheduled": first.get("SCHEDULED", float("nan")),
         "pending": first.get("PENDING", float("nan")),
         "running": _timestamp(run["start_time"]) - sent,
     }
+    # The next delivery meets an idle worker: this run has ended.
+    while time.monotonic() < deadline:
+        if api.get(f"/flow_runs/{run['id']}").json()["state"]["type"] in FINAL:
+            return timings
+        time.sleep(0.1)
+    raise RuntimeError("a delivered run did not end within 60 s")
 
 
 def to_running(api: httpx.Client, receiver: str, token: str) -> list[dict[str, float]]:
     timings = []
     for _ in range(SEQUENTIAL):
+        time.sleep(IDLE_S)
         timings.append(deliver_and_wait_running(api, receiver, token))
-        time.sleep(1)  # let the run finish; the next delivery meets an idle worker
     return timings
 
 
@@ -329,7 +324,7 @@ def main() -> None:
         fake = stack.enter_context(running_fake_gitlab())
         server_log = folder / "server.log"
         server = stack.enter_context(
-            process(
+            running_process(
                 [
                     prefect,
                     "server",
@@ -342,16 +337,18 @@ def main() -> None:
                 ],
                 prefect_env,
                 server_log,
+                cwd=repo_root(),
             )
         )
         _wait_http(f"{api_url}/health", 180, server, server_log)
         register(api_url)
         worker_log = folder / "worker.log"
         stack.enter_context(
-            process(
-                [prefect, "worker", "start", "--pool", POOL, "--type", "process"],
+            running_process(
+                [sys.executable, "-m", "socialnet_ops.worker", "--pool", POOL],
                 prefect_env,
                 worker_log,
+                cwd=repo_root(),
             )
         )
         receiver_env = {
@@ -363,7 +360,7 @@ def main() -> None:
         }
         receiver_log = folder / "receiver.log"
         receiver_process = stack.enter_context(
-            process(
+            running_process(
                 [
                     str(Path(sys.executable).with_name("uvicorn")),
                     "webhooks.app:create_app",
@@ -376,6 +373,7 @@ def main() -> None:
                 ],
                 receiver_env,
                 receiver_log,
+                cwd=repo_root(),
             )
         )
         receiver = f"http://127.0.0.1:{receiver_port}"
@@ -390,6 +388,9 @@ def main() -> None:
             time.sleep(0.5)
 
         load_before = os.getloadavg()[0]
+        warmup = deliver_and_wait_running(api, receiver, webhook_token)
+        running = to_running(api, receiver, webhook_token)
+        statuses_before = len(fake.statuses())
         bursts: list[list[float]] = []
         cpu_replying = cpu_launching = 0.0
         for index in range(BURSTS):
@@ -401,14 +402,12 @@ def main() -> None:
             expected = BURST * (index + 1)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and (
-                count_runs(api, "burst") < expected or len(fake.statuses()) < expected
+                count_runs(api, "burst") < expected
+                or len(fake.statuses()) < statuses_before + expected
             ):
                 time.sleep(0.2)
             cpu_launching += cpu_seconds(receiver_process.pid) - cpu_before - cpu
         runs_created = count_runs(api, "burst")
-        warmup = deliver_and_wait_running(api, receiver, webhook_token)
-        time.sleep(1)
-        running = to_running(api, receiver, webhook_token)
         statuses = len(fake.statuses())
     p99 = [percentile(latencies, 0.99) for latencies in bursts]
     result = {

@@ -157,7 +157,8 @@ def connected(settings: dict[str, str] | None = None) -> Iterator[dict[str, str]
 def _programs(port: int) -> dict[str, list[str]]:
     prefect = find_binary("prefect")
     server = f"{prefect} server start --host 127.0.0.1 --port {port} --analytics-off"
-    worker = f"{prefect} worker start --pool {WORK_POOL} --type process --limit 4"
+    # Prefect's process worker, with runs started in a spare engine process (socialnet_ops.worker).
+    worker = f"{sys.executable} -m socialnet_ops.worker --pool {WORK_POOL} --limit 4"
     receiver = (
         f"{find_binary('uvicorn')} webhooks.app:create_app --factory --host 127.0.0.1 "
         f"--port {_webhook_port()} --no-access-log --timeout-graceful-shutdown 10"

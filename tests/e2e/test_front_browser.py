@@ -33,6 +33,7 @@ from tests.support.browser import (
     watch_page,
 )
 from tests.support.postgres import PostgresServer
+from tests.support.processes import running_process
 
 pytestmark = pytest.mark.e2e
 
@@ -100,28 +101,14 @@ def _api_serving_front(server: PostgresServer, database: str, workdir: Path) -> 
 
     port = _free_port()
     log = workdir / "api.log"
-    with log.open("wb") as out:
-        api = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn", "app.api.main:app",
-                "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
+    command = [
+        sys.executable, "-m", "uvicorn", "app.api.main:app",
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+    ]  # fmt: skip
+    with running_process(command, env, log, cwd=REPO, stop_timeout_s=10) as api:
         base = f"http://127.0.0.1:{port}"
         _wait_ready(f"{base}/readyz", api, log, timeout_s=60)
         yield base
-    finally:
-        api.terminate()
-        try:
-            api.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            api.kill()
-            api.wait()
 
 
 @pytest.fixture(scope="module")
@@ -385,24 +372,11 @@ def _front_server(workdir: Path) -> Iterator[str]:
     """`python -m app.front.server`, as the local platform runs it."""
     port = _free_port()
     log = workdir / "front.log"
-    with log.open("wb") as out:
-        front = subprocess.Popen(
-            [sys.executable, "-m", "app.front.server", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    command = [sys.executable, "-m", "app.front.server", "--host", "127.0.0.1", "--port", str(port)]
+    with running_process(command, None, log, cwd=REPO, stop_timeout_s=10) as front:
         base = f"http://127.0.0.1:{port}"
         _wait_ready(f"{base}/healthz", front, log, timeout_s=30)
         yield base
-    finally:
-        front.terminate()
-        try:
-            front.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            front.kill()
-            front.wait()
 
 
 def test_local_front_server_serves_the_app(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,16 +140,6 @@ def create_large_database(server: PostgresServer, name: str, rows: int = 300_000
         "md5(random()::text) || md5(random()::text) || md5(random()::text) || "
         f"md5(random()::text) AS payload FROM generate_series(1, {rows}) g",
     )
-
-
-def wait_for(condition: Any, timeout_s: float = 30.0, interval_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 @pytest.fixture(scope="package")

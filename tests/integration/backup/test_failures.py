@@ -20,9 +20,9 @@ from tests.integration.backup.conftest import (
     execute,
     fetch,
     target_for,
-    wait_for,
 )
 from tests.support.postgres import PostgresServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,9 @@ from flows.backup import base_backup
 from flows.restore import restore
 from socialnet_ops.backups import BackupTarget, WalGapError
 from tasks.postgres import stop_restored_server
-from tests.integration.backup.conftest import Emulator, execute, fetch, target_for, wait_for
+from tests.integration.backup.conftest import Emulator, execute, fetch, target_for
 from tests.support.postgres import PostgresServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,6 @@ import secrets
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -136,16 +135,6 @@ class FlowInThread:
             with contextlib.suppress(Exception):
                 resume_flow_run(run.id, run_input={"approve": False, "comment": "test cleanup"})
         self._thread.join(timeout)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"{what} within {timeout} s")
 
 
 def canary_run(version: str) -> FlowRun | None:

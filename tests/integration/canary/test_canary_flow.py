@@ -25,9 +25,9 @@ from tests.integration.canary.conftest import (
     canary_events,
     paused_canary_run,
     release,
-    wait_for,
 )
 from tests.integration.canary.traffic import UserTraffic, canary_share
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ import pytest
 from socialnet_ops.environments import load_environment
 from socialnet_ops.platforms.local import LocalPlatform
 from tests.support.prefect import state_root
+from tests.support.processes import descendants
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -162,32 +162,13 @@ def test_a_failed_backup_raises_an_alert_through_the_notification_block(
     assert "s3://socialnet-backups-local" in alerts[-1]["body"]
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc), deepest last."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
 def _kill_worker_with_its_runs() -> None:
     """What a lost worker machine does to a release: the worker and every run it started die."""
     from socialnet_ops.control_plane import _supervisor
 
     worker = _supervisor().process("prefect-worker")
     assert worker and worker["pid"], "the worker is not running"
-    for pid in [worker["pid"], *_descendants(worker["pid"])]:
+    for pid in [worker["pid"], *descendants(worker["pid"])]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
