@@ -67,13 +67,14 @@ class EngineSpares:
 
     def __init__(self) -> None:
         self._environment = dict(os.environ)
+        self._python_environment = python_environment(self._environment)
         self._spare: anyio.abc.Process | None = None
 
     def serves(self, command: str | None, environment: Mapping[str, str | None]) -> bool:
         return (
             command is not None
             and command_from_string(command) == engine_command()
-            and python_environment(environment) == python_environment(self._environment)
+            and python_environment(environment) == self._python_environment
         )
 
     async def start(self) -> None:
@@ -211,6 +212,7 @@ with warnings.catch_warnings():
             spares = self._spares
             if spares is None or not spares.serves(configuration.command, configuration.env):
                 return await super().run(flow_run, configuration, task_status)
+            # From here, ProcessWorker.run's engine-command branch with the spare's starter.
             task_status = task_status or anyio.TASK_STATUS_IGNORED
             working_dir_context = (
                 contextlib.nullcontext(configuration.working_dir)
