@@ -205,3 +205,14 @@ def test_a_stopped_or_killed_worker_leaves_no_spare_behind(
         worker.send_signal(stop)
         worker.wait(timeout=30)
         wait_for(lambda: not is_running(spare), 20, f"the spare {spare} ending")
+
+
+def test_a_spare_killed_while_waiting_does_not_cost_a_run(
+    client: SyncPrefectClient, pool: str, worker: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    waiting = wait_for(lambda: spares_of(worker), 60, "a waiting spare")
+    for pid in waiting:
+        os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
+    seen = probe(client, pool, tmp_path)[1]
+    assert seen["pid"] not in waiting
+    assert SPARE in " ".join(seen["command"])
