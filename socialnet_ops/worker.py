@@ -8,9 +8,10 @@ the engine command would have had, and the next spare is started. Everything els
 the executor, the state proposals, the control channel for cancellation, the process manager that
 kills a run's process, the exit-code handling.
 
-A spare stands in only for the engine command itself, started by this interpreter with the same
-Python environment; a deployment with another `command`, or `PYTHON*` variables of its own, gets
-Prefect's own starter. `SOCIALNET_WORKER_SPARE=0` turns spares off.
+A spare stands in only for an engine command the pool configures (as the control plane's does),
+for this interpreter and its Python environment; a pool without a command (Prefect then resolves
+the deployment's workspace), a deployment with another `command`, or with `PYTHON*` variables of
+its own, gets Prefect's own starter. `SOCIALNET_WORKER_SPARE=0` turns spares off.
 
 Run as `python -m socialnet_ops.worker --pool NAME [--limit N] [--name NAME]`.
 """
@@ -210,7 +211,12 @@ with warnings.catch_warnings():
             task_status: anyio.abc.TaskStatus[int] | None = None,
         ) -> ProcessWorkerResult:
             spares = self._spares
-            if spares is None or not spares.serves(configuration.command, configuration.env):
+            # Without a command of its own, Prefect resolves the deployment's workspace first.
+            if (
+                spares is None
+                or not configuration._command_configured
+                or not spares.serves(configuration.command, configuration.env)
+            ):
                 return await super().run(flow_run, configuration, task_status)
             # From here, ProcessWorker.run's engine-command branch with the spare's starter.
             task_status = task_status or anyio.TASK_STATUS_IGNORED

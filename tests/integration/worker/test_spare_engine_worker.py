@@ -21,6 +21,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelling
+from prefect.workers.process import ProcessWorker
 
 from socialnet_ops.control_plane import pool_job_template
 from socialnet_ops.paths import repo_root
@@ -39,11 +40,11 @@ def client(prefect_server: None) -> Iterator[SyncPrefectClient]:
         yield client
 
 
-def create_pool(client: SyncPrefectClient) -> str:
-    """A process pool with the control plane's job template and the probe deployments."""
+def create_pool(client: SyncPrefectClient, template: dict[str, Any] | None = None) -> str:
+    """A process pool with the probe deployments (default: the control plane's job template)."""
     name = f"spare-{uuid.uuid4().hex[:8]}"
     client.create_work_pool(
-        WorkPoolCreate(name=name, type="process", base_job_template=pool_job_template())
+        WorkPoolCreate(name=name, type="process", base_job_template=template or pool_job_template())
     )
     for flow_name, function in (("worker-probe", "report"), ("worker-probe-crash", "crash")):
         client.create_deployment(
@@ -184,6 +185,16 @@ def test_a_deployment_with_its_own_command_starts_as_prefect_starts_it(
     seen = probe(client, pool, tmp_path, {"command": command})[1]
     assert seen["command"][1:] == ["-X", "utf8", "-m", "prefect.engine"]
     assert seen["cwd"] == str(repo_root()) and seen["cwd_on_path"]
+
+
+def test_a_pool_without_a_command_keeps_prefect_s_workspace_start(
+    client: SyncPrefectClient, tmp_path: Path
+) -> None:
+    own_pool = create_pool(client, ProcessWorker.get_default_base_job_template())
+    with running_worker(own_pool, tmp_path / "worker.log") as worker:
+        seen = probe(client, own_pool, tmp_path)[1]
+        assert SPARE not in " ".join(seen["command"])
+        assert seen["pid"] not in spares_of(worker)
 
 
 def test_with_spares_turned_off_runs_start_as_prefect_starts_them(
