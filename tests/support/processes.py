@@ -45,6 +45,10 @@ def is_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def not_running(pid: int) -> bool:
+    return not is_running(pid)
+
+
 @contextmanager
 def running_process(
     command: list[str],
