@@ -393,11 +393,15 @@ def pool_job_template() -> dict[str, Any]:
     engine: two Python start-ups (seconds each on 2 cores) before a run is Running. The engine
     runs the deployment's pull steps itself.
     """
+    from prefect.utilities.processutils import command_to_string
     from prefect.workers.process import ProcessWorker
+
+    # The very command the worker's spare engines stand in for.
+    from socialnet_ops.worker import engine_command
 
     template = ProcessWorker.get_default_base_job_template()
     variables = template["variables"]["properties"]
-    variables["command"]["default"] = f"{sys.executable} -m prefect.engine"
+    variables["command"]["default"] = command_to_string(engine_command())
     variables["working_dir"]["default"] = str(repo_root())
     return template
 

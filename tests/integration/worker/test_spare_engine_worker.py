@@ -173,7 +173,7 @@ def test_cancelling_a_run_ends_its_process(
     client.set_flow_run_state(run.id, Cancelling(), force=True)
     finished = wait_final(client, run, timeout=60)
     assert finished.state and finished.state.is_cancelled(), finished.state
-    wait_for(lambda: not is_running(pid), 20, f"the cancelled run's process {pid} ending")
+    wait_for(partial(not_running, pid), 20, f"the cancelled run's process {pid} ending")
 
 
 def test_a_run_whose_process_dies_is_crashed_with_its_exit_code(
