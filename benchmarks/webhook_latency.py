@@ -50,7 +50,7 @@ from typing import Any
 
 import httpx
 
-from socialnet_ops.control_plane import pool_job_template
+from socialnet_ops.control_plane import pool_job_template, receiver_command
 from socialnet_ops.paths import repo_root
 from tests.integration.webhooks import payloads
 from tests.integration.webhooks.fake_gitlab import TOKEN, free_port, running_fake_gitlab
@@ -362,16 +362,7 @@ def main() -> None:
         receiver_log = folder / "receiver.log"
         receiver_process = stack.enter_context(
             running_process(
-                [
-                    str(Path(sys.executable).with_name("uvicorn")),
-                    "webhooks.app:create_app",
-                    "--factory",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(receiver_port),
-                    "--no-access-log",
-                ],
+                receiver_command(receiver_port),
                 receiver_env,
                 receiver_log,
                 cwd=repo_root(),

@@ -12,9 +12,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
-from flows.common import StepClock, checked_environment, release_limit
+from flows.common import StepClock, checked_environment, failure_of, release_limit
 from socialnet_ops.backups import BackupError, BackupManifest, BackupTarget, Trigger
 from socialnet_ops.environments import BackupPolicy, Environment
+from socialnet_ops.failures import before_any_change, changed_nothing, one_line
 from tasks.ledger import read_ledger, record_backup
 from tasks.postgres import (
     LEDGER_WAIT_SECONDS,
@@ -39,14 +40,16 @@ def backup_policy(environment: Environment) -> BackupPolicy:
 
 
 def announce_backup_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_failure hook: `socialnet.backup.failed` with the reason, for alerting automations."""
+    """on_failure hook: `socialnet.backup.failed` with the reason, for alerting automations;
+    `socialnet.backup.rejected` (which pages nobody) when the run refused its input."""
+    error = failure_of(state)
     parameters = flow_run.parameters
     emit(
-        "backup.failed",
-        parameters.get("env", "unknown"),
+        "backup.rejected" if changed_nothing(error, state.message) else "backup.failed",
+        str(parameters.get("env", "unknown")),
         flow=flow.name,
         trigger=parameters.get("trigger", "scheduled"),
-        reason=str(state.message or "")[:300],
+        reason=one_line(error if error is not None else str(state.message or "")),
     )
 
 
@@ -86,8 +89,8 @@ def backup(
 ) -> dict[str, Any]:
     """pg_dump → S3 (streamed, checksummed, encrypted), then GFS retention; `target` overrides
     where the database and bucket are (default: the environment's platform and policy)."""
-    environment = checked_environment(env)
-    policy = backup_policy(environment)
+    with before_any_change():
+        policy = backup_policy(checked_environment(env))
     clock = StepClock()
     target = target or resolve_backup_target(env)
     ensure_bucket(target.store)
@@ -147,8 +150,8 @@ def base_backup(
     env: str, retention_dry_run: bool = False, target: BackupTarget | None = None
 ) -> dict[str, Any]:
     """pg_basebackup → S3, then retention of base backups and of the WAL none of them needs."""
-    environment = checked_environment(env)
-    policy = backup_policy(environment)
+    with before_any_change():
+        policy = backup_policy(checked_environment(env))
     logger = get_run_logger()
     target = target or resolve_backup_target(env)
     ensure_bucket(target.store)

@@ -44,6 +44,7 @@ from socialnet_ops.canary import (
     progress_percent,
 )
 from socialnet_ops.environments import Analysis
+from socialnet_ops.failures import before_any_change
 from socialnet_ops.ledger import CanaryRecord
 from tasks.git import build_release_task
 from tasks.health import smoke_test
@@ -335,31 +336,33 @@ def canary(
     settings: dict[str, str] | None = None,
     allow_contracting_migrations: bool = False,
 ) -> dict[str, Any]:
-    environment = checked_environment(env)
-    check_version(version)
-    source_identity(ref)  # a bad ref fails here, before anything changes
-    runtime_settings = checked_release_settings(settings)
-    policy = environment.release
-    steps = plan(policy.steps, policy.analysis)
-    check_plan(steps, env)
+    with before_any_change():
+        environment = checked_environment(env)
+        check_version(version)
+        source_identity(ref)  # a bad ref fails here, before anything changes
+        runtime_settings = checked_release_settings(settings)
+        policy = environment.release
+        steps = plan(policy.steps, policy.analysis)
+        check_plan(steps, env)
     logger = get_run_logger()
     clock = StepClock()
     started_at = time.time()
     with release_slot(env) as slot:
-        materialize_secrets(env)  # as the deploy flow: from Vault to the platform, first
-        stable_version = current_stable_version(env)
-        if stable_version is None:
-            raise NoStableReleaseError(
-                f"{env} serves no stable release: a canary needs one to compare with; "
-                f"deploy one first (deploy env={env})"
+        with before_any_change():
+            stable_version = current_stable_version(env)
+            if stable_version is None:
+                raise NoStableReleaseError(
+                    f"{env} serves no stable release: a canary needs one to compare with; "
+                    f"deploy one first (deploy env={env})"
+                )
+            if stable_version == version:
+                raise ValueError(f"{version} already serves {env}: nothing to release")
+            with clock("build"):
+                build = build_release_task(env, version, ref, runtime_settings)
+            materialize_secrets(env)  # as the deploy flow: Vault's values before migrations
+            pending = check_migrations(
+                env, version, allow_contracting_migrations or policy.allow_contracting_migrations
             )
-        if stable_version == version:
-            raise ValueError(f"{version} already serves {env}: nothing to release")
-        with clock("build"):
-            build = build_release_task(env, version, ref, runtime_settings)
-        pending = check_migrations(
-            env, version, allow_contracting_migrations or policy.allow_contracting_migrations
-        )
         journal = UndoJournal()
         try:
             with undoable(journal):  # a failed migration restores the pre-deploy backup

@@ -13,6 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 
 from socialnet_ops.environments import Environment, environment_names, load_environment
+from socialnet_ops.failures import RejectedError, before_any_change, changed_nothing, one_line
 from socialnet_ops.holds import Holds
 
 P = ParamSpec("P")
@@ -91,7 +92,7 @@ def checked_release_settings(settings: dict[str, str] | None) -> dict[str, str]:
     checked = {}
     for key, value in (settings or {}).items():
         if not key.startswith("SOCIALNET_") or any(word in key for word in _SECRET_LOOKING):
-            raise ValueError(
+            raise RejectedError(
                 f"settings.{key}: only non-secret SOCIALNET_* settings may be given to a release; "
                 "secrets come from Vault"
             )
@@ -101,7 +102,8 @@ def checked_release_settings(settings: dict[str, str] | None) -> dict[str, str]:
 
 def checked_environment(name: str) -> Environment:
     """Load and validate the environment before anything changes; errors name file and key."""
-    return load_environment(name)
+    with before_any_change():
+        return load_environment(name)
 
 
 class StepClock:
@@ -122,30 +124,80 @@ class StepClock:
         return [f"{step}: {seconds} s" for step, seconds in self.seconds.items()]
 
 
-def announce_release_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_failure hook: `socialnet.release.failed`, which the rollback automation listens for.
+def failure_of(state: Any) -> BaseException | None:
+    """The exception a failed run ended with, when Prefect can give it back."""
+    try:
+        result = state.result(raise_on_failure=False)
+    except Exception:  # a result that cannot be read: judge by the state's message alone
+        return None
+    return result if isinstance(result, BaseException) else None
 
-    A run whose own undo hooks put everything back (`ReleaseUndoneError`) has nothing left for
-    the automation: it emitted `socialnet.release.undone` instead.
+
+ROLLBACK_LABEL = "socialnet.rollback"
+
+
+def _has_recorded_release(environment: str) -> bool:
+    from tasks.ledger import load_ledger
+
+    try:
+        return load_ledger(environment).stable is not None
+    except Exception:  # unreadable ledger: no automation may act on a guess
+        return False
+
+
+def _rollback_wanted(environment: str, flow_run: Any) -> bool:
+    """A failed release is rolled back only where the policy asks and something was recorded,
+    and only once: a subflow (deploy or canary inside release) leaves it to its parent."""
+    if getattr(flow_run, "parent_task_run_id", None) is not None:
+        return False
+    try:
+        wanted = load_environment(environment).release.rollback_on_failure
+    except Exception:  # an environment that does not load has nothing to roll back
+        return False
+    return wanted and _has_recorded_release(environment)
+
+
+def announce_release_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_failure hook: what the failure means, as the one event automations act on.
+
+    - `socialnet.release.rejected`: it failed before changing anything; nothing reacts.
+    - nothing more when the run's own undo hooks put everything back (`ReleaseUndoneError`):
+      it emitted `socialnet.release.undone` itself.
+    - `socialnet.rollback.failed` for a rollback's own failure: alerted, never rolled back, so a
+      rollback can never start another.
+    - `socialnet.release.failed` otherwise, labelled `socialnet.rollback: requested` only when
+      the policy asks for it and the ledger records a release to return to; the rollback
+      automation matches that label.
     """
     from tasks.reporting import emit
     from tasks.undo import ReleaseUndoneError
 
-    if ReleaseUndoneError.__name__ in str(state.message or ""):
-        return
+    error = failure_of(state)
     parameters = flow_run.parameters
-    environment = parameters.get("env", "unknown")
-    try:
-        rollback = load_environment(environment).release.rollback_on_failure
-    except Exception:
-        rollback = False
+    environment = str(parameters.get("env", "unknown"))
+    kind = "rollback" if flow.name == "rollback" else "release"
+    details = {
+        "flow": flow.name,
+        "version": parameters.get("version"),
+        "reason": one_line(error if error is not None else str(state.message or "")),
+    }
+    if changed_nothing(error, state.message):
+        emit(f"{kind}.rejected", environment, **details)
+        return
+    if isinstance(error, ReleaseUndoneError) or (
+        ReleaseUndoneError.__name__ in str(state.message or "")
+    ):
+        return
+    if kind == "rollback":
+        emit("rollback.failed", environment, **details)
+        return
+    rollback = _rollback_wanted(environment, flow_run)
     emit(
         "release.failed",
         environment,
-        flow=flow.name,
-        version=parameters.get("version"),
-        reason=str(state.message or "")[:300],
+        labels={ROLLBACK_LABEL: "requested" if rollback else "not-requested"},
         rollback=rollback,
+        **details,
     )
 
 

@@ -14,6 +14,7 @@ from flows.common import (
     release_slot,
 )
 from socialnet_ops.builds import check_version, source_identity
+from socialnet_ops.failures import before_any_change
 from tasks.git import build_release_task
 from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release
@@ -32,21 +33,24 @@ def deploy(
     settings: dict[str, str] | None = None,
     allow_contracting_migrations: bool = False,
 ) -> dict[str, Any]:
-    environment = checked_environment(env)
-    check_version(version)
-    source_identity(ref)  # a bad ref fails here, before anything changes
-    runtime_settings = checked_release_settings(settings)
+    with before_any_change():
+        environment = checked_environment(env)
+        check_version(version)
+        source_identity(ref)  # a bad ref fails here, before anything changes
+        runtime_settings = checked_release_settings(settings)
     clock = StepClock()
     with release_slot(env) as slot:
-        materialize_secrets(env)  # from Vault to the platform, before migrations and replicas
-        previous = read_ledger(env).stable
-        with clock("build"):
-            build = build_release_task(env, version, ref, runtime_settings)
-        pending = check_migrations(
-            env,
-            version,
-            allow_contracting_migrations or environment.release.allow_contracting_migrations,
-        )
+        # A build that fails, or migrations the policy refuses, change nothing: rejected.
+        with before_any_change():
+            previous = read_ledger(env).stable
+            with clock("build"):
+                build = build_release_task(env, version, ref, runtime_settings)
+            materialize_secrets(env)  # Vault's values, again: before migrations and replicas
+            pending = check_migrations(
+                env,
+                version,
+                allow_contracting_migrations or environment.release.allow_contracting_migrations,
+            )
         journal = UndoJournal()
         try:
             # A failed migration restores the pre-deploy backup; failed replicas return to the

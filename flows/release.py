@@ -39,6 +39,7 @@ from flows.rollback import rollback
 from flows.secrets import secrets
 from socialnet_ops.builds import check_version, source_identity
 from socialnet_ops.environments import Environment
+from socialnet_ops.failures import before_any_change
 from socialnet_ops.gitflow import promotion_refusal
 from tasks.health import smoke_test
 from tasks.ledger import load_ledger
@@ -195,11 +196,12 @@ def release(
 
     `provision_infra`, `configure_nodes` and `take_backup` leave out a stage (said in the report).
     """
-    target = checked_environment(env)
-    source = target.promotion.source if target.promotion else None
-    check_version(version)
-    _, sha = source_identity(ref)  # a bad ref fails here, before anything changes
-    runtime_settings = checked_release_settings(settings)
+    with before_any_change():
+        target = checked_environment(env)
+        source = target.promotion.source if target.promotion else None
+        check_version(version)
+        _, sha = source_identity(ref)  # a bad ref fails here, before anything changes
+        runtime_settings = checked_release_settings(settings)
     environments = [source, env] if source else [env]
     report = ReleaseReport(env, version)
     journal = UndoJournal()

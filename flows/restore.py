@@ -8,16 +8,15 @@ against the manifest) and only then renamed into place. Restoring over an existi
 
 from __future__ import annotations
 
-import os
 import socket
-import tempfile
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
 
-from flows.common import checked_environment
+from flows.common import checked_environment, failure_of
 from socialnet_ops.backups import BackupError, BackupTarget
+from socialnet_ops.failures import RejectedError, changed_nothing, one_line
 from tasks.postgres import (
     database_exists,
     drop_database,
@@ -28,30 +27,28 @@ from tasks.postgres import (
 from tasks.reporting import artifact_key, emit, markdown_report
 
 
-class OverwriteNotConfirmedError(BackupError):
+class OverwriteNotConfirmedError(BackupError, RejectedError):
     """The target database exists and the run did not say it may be replaced."""
 
 
 def announce_restore_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    parameters = flow_run.parameters
+    """on_failure hook: `socialnet.restore.failed` / `socialnet.backup.drill.failed` (alerted),
+    or `socialnet.restore.rejected` when the run refused its input and changed nothing."""
+    error = failure_of(state)
+    event = "restore.failed" if flow.name == "restore" else "backup.drill.failed"
+    if changed_nothing(error, state.message):
+        event = "restore.rejected"
     emit(
-        "restore.failed" if flow.name == "restore" else "backup.drill.failed",
-        parameters.get("env", "unknown"),
+        event,
+        str(flow_run.parameters.get("env", "unknown")),
         flow=flow.name,
-        backup_id=parameters.get("backup_id", "latest"),
-        reason=str(state.message or "")[:300],
+        backup_id=flow_run.parameters.get("backup_id", "latest"),
+        reason=one_line(error if error is not None else str(state.message or "")),
     )
 
 
 def _stamp() -> str:
     return f"{datetime.now(UTC):%Y%m%d%H%M%S}"
-
-
-def _new_restore_dir(env: str) -> str:
-    folder = tempfile.mkdtemp(prefix=f"socialnet-pitr-{env}-")
-    # Traversable by the restored server (PostgreSQL's own user); the data inside stays 0700.
-    os.chmod(folder, 0o755)  # noqa: S103
-    return folder
 
 
 def _free_port() -> int:
@@ -97,8 +94,8 @@ def restore(
     checked_environment(env)
     target = target or resolve_backup_target(env)
     if point_in_time is not None:
-        folder = restore_dir or _new_restore_dir(env)
-        result = restore_point_in_time(target, point_in_time, folder, _free_port())
+        # No folder made here: the task makes it once the time is known to be recoverable.
+        result = restore_point_in_time(target, point_in_time, restore_dir, _free_port())
         markdown_report(
             artifact_key("restore", env),
             f"{env} restored to {point_in_time.isoformat()}",

@@ -8,6 +8,7 @@ from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment, release_flow, release_slot
 from socialnet_ops.builds import check_version, load_build
+from socialnet_ops.failures import RejectedError, before_any_change
 from socialnet_ops.ledger import Ledger, ReleaseRecord
 from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release
@@ -15,8 +16,8 @@ from tasks.platform import restore_replicas, serving_version
 from tasks.reporting import artifact_key, emit, markdown_report
 
 
-class NothingToRollBackError(Exception):
-    pass
+class NothingToRollBackError(RejectedError):
+    """No recorded release to return to: the rollback changes nothing."""
 
 
 def choose_target(ledger: Ledger, version: str | None, to_recorded: bool) -> ReleaseRecord:
@@ -46,10 +47,11 @@ def rollback(
     checked_environment(env)
     clock = StepClock()
     with release_slot(env):
-        ledger = read_ledger(env)
-        target = choose_target(ledger, version, to_recorded_stable)
-        build = load_build(env, target.version)  # the stored build must still be there
-        serving = serving_version(env)
+        with before_any_change():
+            ledger = read_ledger(env)
+            target = choose_target(ledger, version, to_recorded_stable)
+            build = load_build(env, target.version)  # the stored build must still be there
+            serving = serving_version(env)
         with clock("replicas"):
             restore_replicas(env, target.version)
         with clock("smoke test"):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from socialnet_ops.failures import RejectedError
 from socialnet_ops.retention import BackupPoint
 
 if TYPE_CHECKING:
@@ -40,12 +41,16 @@ class BackupError(Exception):
     """A backup or restore that cannot go on; the message names the object and the way out."""
 
 
-class BackupNotFoundError(BackupError):
+class BackupNotFoundError(BackupError, RejectedError):
     pass
 
 
 class VerificationError(BackupError):
     """The restored data does not match what the backup recorded; the target was not touched."""
+
+
+class OutsideRecoveryWindowError(BackupError, RejectedError):
+    """The asked time cannot be recovered to: refused before anything is created."""
 
 
 class WalGapError(BackupError):
@@ -403,7 +408,9 @@ def plan_recovery(
 ) -> RecoveryPlan:
     """The base backup and the WAL segments a recovery to `target` needs; errors say the window."""
     if target.tzinfo is None:
-        raise BackupError(f"target time {target.isoformat()} has no time zone; give it in UTC")
+        raise OutsideRecoveryWindowError(
+            f"target time {target.isoformat()} has no time zone; give it in UTC"
+        )
     bases = sorted(bases, key=lambda base: base.finished_at)
     archived = sorted(
         (segment for segment in wal if is_segment_name(segment.name)),
@@ -413,7 +420,7 @@ def plan_recovery(
     span = f"{window[0].isoformat()} to {window[1].isoformat()}" if window else "empty"
     candidates = [base for base in bases if base.finished_at <= target]
     if not candidates:
-        raise BackupError(
+        raise OutsideRecoveryWindowError(
             f"no base backup finished before {target.isoformat()}; the recoverable window is {span}"
         )
     base = candidates[-1]
@@ -433,7 +440,7 @@ def plan_recovery(
         if segment is None:
             name = Segment(start.timeline, number).name
             if number > last_number:
-                raise BackupError(
+                raise OutsideRecoveryWindowError(
                     f"{target.isoformat()} is after the last archived WAL "
                     f"({archived[-1].archived_at.isoformat() if archived else 'none'}); the "
                     f"recoverable window is {span}"

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Annotated, Any
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from socialnet_ops.environments import EnvironmentError, load_catalog
+from socialnet_ops.backups import BackupError
+from socialnet_ops.builds import BuildError, check_version, source_identity
+from socialnet_ops.environments import (
+    Environment,
+    EnvironmentError,
+    load_catalog,
+    load_environment,
+)
+from socialnet_ops.failures import RejectedError, one_line
 from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.process import ToolError
+
+R = TypeVar("R")
 
 app = typer.Typer(
     name="socialnet-ops",
@@ -21,6 +35,17 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+_options = {"verbose": False}
+
+
+@app.callback()
+def _global_options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks of failed runs.")
+    ] = False,
+) -> None:
+    _options["verbose"] = verbose
+
 
 EnvOption = Annotated[
     str,
@@ -30,7 +55,7 @@ RefOption = Annotated[str | None, typer.Option(help="Git ref to build; default: 
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -100,9 +125,12 @@ def status(
         if control_plane.get("webhook_url"):
             console.print(f"GitLab webhook: {control_plane['webhook_url']}")
         for alert in control_plane.get("recent_alerts") or []:
+            console.print("alert", style="red", end=" ")
             console.print(
-                f"[red]alert[/red] {alert['received_at']} {alert['subject']}: {alert['body']}"
+                f"{alert['received_at']} {alert['subject']}: {alert['body']}", markup=False
             )
+        for line in control_plane.get("webhook_notices") or []:
+            console.print(f"webhook {line}", markup=False)
 
 
 def _local_platforms(env: str | None) -> list[Any]:
@@ -161,9 +189,38 @@ def down() -> None:
                 console.print(f"stopped the nodes of {platform.environment}")
 
 
+class _NoTracebacks(logging.Filter):
+    """Keeps tracebacks (and the engine's hook chatter) off the terminal: the CLI says the
+    reason in one line; the run's logs in the UI keep everything (the API handler is another
+    handler: this filter does not touch what it sends)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return record.exc_info is None and not message.startswith(("Running hook", "Hook '"))
+
+
+def _quiet_prefect_console() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(existing, _NoTracebacks) for existing in handler.filters
+        ):
+            handler.addFilter(_NoTracebacks())
+
+
+def _run_url(state: Any) -> str | None:
+    from prefect.settings import PREFECT_UI_URL
+
+    run_id = getattr(getattr(state, "state_details", None), "flow_run_id", None)
+    base = PREFECT_UI_URL.value()
+    return f"{str(base).rstrip('/')}/runs/flow-run/{run_id}" if run_id and base else None
+
+
 def _run_flow(flow_name: str, module_name: str | None = None, **parameters: Any) -> Any:
     """Run a flow (from `flows/<module_name or flow_name>.py`) here, reported to the control
-    plane so it shows in the UI."""
+    plane so it shows in the UI. A failure is one line and the run's link; `--verbose` adds the
+    traceback."""
     from socialnet_ops import control_plane
 
     if control_plane.control_plane_status()["state"] != "running":
@@ -171,11 +228,39 @@ def _run_flow(flow_name: str, module_name: str | None = None, **parameters: Any)
             "the control plane is not running: start it with `socialnet-ops up` (or `make up`)"
         )
     module = __import__(f"flows.{module_name or flow_name}", fromlist=[flow_name])
+    if not _options["verbose"]:
+        _quiet_prefect_console()
+    with control_plane.connected():
+        state = getattr(module, flow_name)(**parameters, return_state=True)
+        url = _run_url(state)
+        # Results live in the control plane's storage: read them while connected.
+        if state.is_completed():
+            return state.result()
+        error = state.result(raise_on_failure=False)
+    if _options["verbose"] and isinstance(error, BaseException):
+        traceback.print_exception(error)
+    reason = one_line(error if isinstance(error, BaseException) else str(state.message or ""))
+    if url:
+        console.print(f"run: {url}", highlight=False, soft_wrap=True)
+    raise _fail(f"{flow_name} failed: {reason}")
+
+
+def _checked(check: Callable[[], R]) -> R:
+    """Input checked before a flow run exists: a mistake is one line, and no failed run."""
     try:
-        with control_plane.connected():
-            return getattr(module, flow_name)(**parameters)
-    except Exception as error:
-        raise _fail(f"{flow_name} failed: {error}") from None
+        return check()
+    except (EnvironmentError, BuildError, RejectedError, BackupError) as error:
+        raise _fail(one_line(error)) from None
+
+
+def _checked_environment(env: str) -> Environment:
+    return _checked(lambda: load_environment(env))
+
+
+def _checked_release(env: str, version: str, ref: str | None) -> None:
+    _checked_environment(env)
+    _checked(lambda: check_version(version))
+    _checked(lambda: source_identity(ref))
 
 
 def _fault_settings(error_rate: float, latency_ms: int) -> dict[str, str]:
@@ -202,6 +287,7 @@ def deploy(
     allow_contracting_migrations: bool = False,
 ) -> None:
     """Roll a release onto an environment (rolling strategy)."""
+    _checked_release(env, version, ref)
     result = _run_flow(
         "deploy",
         env=env,
@@ -225,6 +311,7 @@ def release(
     take_backup: Annotated[bool, typer.Option(help="Back up when released.")] = True,
 ) -> None:
     """The whole lifecycle: provision, configure, secrets, staging, gate, production, backup."""
+    _checked_release(env, version, ref)
     result = _run_flow(
         "release",
         env=env,
@@ -249,8 +336,12 @@ def configure(
     tags: Annotated[list[str] | None, typer.Option(help="Only tasks with these tags.")] = None,
 ) -> None:
     """Configure an environment's nodes with the Ansible roles."""
+    _checked_environment(env)
     result = _run_flow("configure", env=env, check=check, limit=limit, tags=tags)
-    console.print(f"[green]configured[/green] {env}: {result.get('hosts', result)}")
+    hosts = result.get("hosts") if isinstance(result, dict) else None
+    console.print(
+        f"[green]configured[/green] {env}: {', '.join(map(str, hosts or [])) or 'no hosts'}"
+    )
 
 
 @app.command()
@@ -259,8 +350,14 @@ def provision(
     plan_only: Annotated[bool, typer.Option(help="Stop after the plan artifact.")] = False,
 ) -> None:
     """Plan and apply an environment's Terraform stack."""
+    _checked_environment(env)
     result = _run_flow("provision", env=env, apply_changes=not plan_only)
-    console.print(f"[green]provisioned[/green] {env}: {result.get('summary', result)}")
+    verb = "planned" if plan_only else "provisioned"
+    counts = result.get("changes") or {}
+    changes = ", ".join(f"{count} to {action}" for action, count in counts.items() if count)
+    console.print(
+        f"[green]{verb}[/green] {env}: {result['status']}" + (f" ({changes})" if changes else "")
+    )
 
 
 @app.command()
@@ -270,15 +367,55 @@ def canary(
     ref: RefOption = None,
 ) -> None:
     """Release by canary with automated analysis (promote or abort)."""
+    _checked_release(env, version, ref)
     result = _run_flow("canary", env=env, version=version, ref=ref)
     console.print(f"canary {version} on {env}: {result['outcome']} ({result['reason']})")
 
 
 @app.command()
 def backup(env: EnvOption) -> None:
-    """Back the environment's database up to its bucket now."""
+    """Back the environment's database up to its bucket now (a logical dump)."""
+    _checked_backup_policy(env)
     result = _run_flow("backup", env=env, trigger="manual")
-    console.print(f"[green]backed up[/green] {env}: {result.get('id', result)}")
+    console.print(
+        f"[green]backed up[/green] {env}: {result['backup_id']} ({result['size_bytes']} bytes)"
+    )
+
+
+@app.command("base-backup")
+def base_backup(env: EnvOption) -> None:
+    """Take a base backup now: point-in-time recovery works from it on (with the archived WAL)."""
+    _checked_backup_policy(env)
+    result = _run_flow("base_backup", "backup", env=env)
+    console.print(
+        f"[green]base backup[/green] {env}: {result['backup_id']} ({result['size_bytes']} bytes, "
+        f"WAL from {result['start_wal']})"
+    )
+    if result.get("archiving_problem"):
+        console.print(f"[yellow]warning:[/yellow] {result['archiving_problem']}")
+
+
+def _checked_backup_policy(env: str) -> None:
+    environment = _checked_environment(env)
+    if environment.backup is None:
+        raise _fail(
+            f"deployments/environments/{env}.yaml: backup: no backup policy; add one (schedule, "
+            "bucket, retention) to back this environment up"
+        )
+
+
+def _checked_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _fail(
+            f"{option}: {value!r} is not an ISO 8601 time (e.g. 2026-12-07T10:30:00+00:00)"
+        ) from None
+    if moment.tzinfo is None:
+        raise _fail(f"{option}: {value!r} has no time zone: add one (e.g. +00:00 or Z)")
+    return moment
 
 
 @app.command()
@@ -288,15 +425,32 @@ def restore(
     point_in_time: Annotated[str | None, typer.Option(help="ISO timestamp for PITR.")] = None,
 ) -> None:
     """Restore a backup (verified) into a new database, or to a point in time."""
-    result = _run_flow("restore", env=env, backup_id=backup_id, point_in_time=point_in_time)
-    console.print(f"[green]restored[/green] {env}: {result}")
+    moment = _checked_time(point_in_time, "--point-in-time")
+    _checked_backup_policy(env)
+    result = _run_flow("restore", env=env, backup_id=backup_id, point_in_time=moment)
+    if moment is None:
+        console.print(
+            f"[green]restored[/green] {env}: backup {result['backup_id']} into "
+            f"{result['database']}, verified ({result['rows']} rows in {result['tables']} tables)"
+        )
+        return
+    console.print(
+        f"[green]restored[/green] {env} as it was at {moment.isoformat()}: from base backup "
+        f"{result['base_backup']}, {result['wal_segments']} WAL segments replayed; serving on "
+        f"{result['host']}:{result['port']}"
+    )
+    console.print(f"stop it with: {result['stop_with']}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 def drift(envs: Annotated[list[str] | None, typer.Option("--env", "-e")] = None) -> None:
     """Plan environments against reality and report drift."""
+    for name in envs or []:
+        _checked_environment(name)
     result = _run_flow("drift", envs=envs)
-    console.print(result)
+    for name, report in result.items():
+        addresses = ", ".join(report["addresses"][:10])
+        console.print(f"{name}: {report['status']}" + (f" ({addresses})" if addresses else ""))
 
 
 @app.command()
@@ -307,8 +461,25 @@ def rollback(
     ] = None,
 ) -> None:
     """Return an environment to the previous (or a named) release."""
+    _checked_rollback_target(env, version)
     result = _run_flow("rollback", env=env, version=version, reason="requested from the CLI")
     console.print(f"[green]rolled back[/green] {env} from {result['from']} to {result['version']}")
+
+
+def _checked_rollback_target(env: str, version: str | None) -> None:
+    """A version never released, or nothing to return to, is refused before a run exists."""
+    from flows.rollback import choose_target
+    from socialnet_ops import control_plane
+    from tasks.ledger import load_ledger
+
+    _checked_environment(env)
+    if version is not None:
+        _checked(lambda: check_version(version))
+    if control_plane.control_plane_status()["state"] != "running":
+        return  # _run_flow says so
+    with control_plane.connected():
+        ledger = load_ledger(env)
+    _checked(lambda: choose_target(ledger, version, False))
 
 
 @app.command()
@@ -322,6 +493,7 @@ def secrets(
     ] = None,
 ) -> None:
     """Bootstrap the environment's Vault, create missing secrets, install them on the platform."""
+    _checked_environment(env)
     result = _run_flow("secrets", env=env, replace=replace or [])
     for row in [*result["layout"], *result["secrets"]]:
         console.print(f"{row['item']}: {row['action']}")
@@ -344,6 +516,7 @@ def rotate(
     ] = False,
 ) -> None:
     """Rotate secrets under traffic: database password (dual login) and token signing key."""
+    _checked_environment(env)
     if end_overlap:
         database, token_key = False, False
     result = _run_flow(
@@ -370,7 +543,22 @@ def demo() -> None:
     raise typer.Exit(code=run_demo(console))
 
 
+def _prefect_environment() -> None:
+    """Prefect reads its settings when first imported: give every client of this process (the
+    events and log workers flushing at exit included) the control plane's server, and never an
+    ephemeral one of its own (it would start a server and reach for the internet)."""
+    from socialnet_ops import control_plane
+
+    os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+    if control_plane.control_plane_status()["state"] == "not started":
+        return
+    for key, value in control_plane.prefect_settings().items():
+        if key.startswith("PREFECT_") and not key.startswith("PREFECT_SERVER_"):
+            os.environ.setdefault(key, value)
+
+
 def main() -> None:
+    _prefect_environment()
     app()
 
 

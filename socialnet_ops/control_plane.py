@@ -159,15 +159,26 @@ def _programs(port: int) -> dict[str, list[str]]:
     server = f"{prefect} server start --host 127.0.0.1 --port {port} --analytics-off"
     # Prefect's process worker, with runs started in a spare engine process (socialnet_ops.worker).
     worker = f"{sys.executable} -m socialnet_ops.worker --pool {WORK_POOL} --limit 4"
-    receiver = (
-        f"{find_binary('uvicorn')} webhooks.app:create_app --factory --host 127.0.0.1 "
-        f"--port {_webhook_port()} --no-access-log --timeout-graceful-shutdown 10"
-    )
     return {
         "prefect-server": server.split(),
         "prefect-worker": worker.split(),
-        "webhook-receiver": receiver.split(),
+        "webhook-receiver": receiver_command(_webhook_port()),
     }
+
+
+def receiver_command(port: int) -> list[str]:
+    """The webhook receiver's command line (the benchmark runs the same).
+
+    uvicorn has no header-read timeout: webhooks.server.ReceiverProtocol (h11) closes a
+    connection whose headers take over 10 s (SOCIALNET_WEBHOOK_HEADER_TIMEOUT); h11 caps them
+    at 16 KiB; idle kept-alive connections close after 5 s.
+    """
+    return (
+        f"{find_binary('uvicorn')} webhooks.app:create_app --factory --host 127.0.0.1 "
+        f"--port {port} --no-access-log --timeout-graceful-shutdown 10 "
+        "--http webhooks.server:ReceiverProtocol --h11-max-incomplete-event-size 16384 "
+        "--timeout-keep-alive 5"
+    ).split()
 
 
 def _write_config(port: int) -> Path:
@@ -261,8 +272,14 @@ def _register_automations() -> list[str]:
                 name=name,
                 description=f"Restore the recorded stable release of {environment.name} when a deploy fails.",
                 trigger=EventTrigger(
+                    # Only a failure that changed something, in an environment with a recorded
+                    # release, asks for a rollback (flows/common.announce_release_failure); a
+                    # rollback's own failure is `socialnet.rollback.failed`, so none feeds itself.
                     expect={"socialnet.release.failed"},
-                    match={"prefect.resource.id": f"socialnet.environment.{environment.name}"},
+                    match={
+                        "prefect.resource.id": f"socialnet.environment.{environment.name}",
+                        "socialnet.rollback": "requested",
+                    },
                     posture=Posture.Reactive,
                     threshold=1,
                 ),
@@ -327,7 +344,8 @@ def _register_zombie_detection() -> list[str]:
 
 
 ALERT_BLOCK = "socialnet-alerts"
-# What raises an alert: a failed backup, restore drill or WAL archiving, and drift.
+# What raises an alert: a failed backup, restore drill or WAL archiving, a rollback that failed
+# (the release is left as it was: a person must look), and drift. Rejected runs raise none.
 ALERTING_EVENTS = {
     "notify-when-backup-fails": (
         {
@@ -337,6 +355,11 @@ ALERTING_EVENTS = {
         },
         "Backup problem in {{ event.resource['socialnet.environment'] }}",
         "{{ event.event }}: {{ event.payload.get('reason') or event.payload.get('problem', '') }}",
+    ),
+    "notify-when-rollback-fails": (
+        {"socialnet.rollback.failed", "socialnet.release.undo-incomplete"},
+        "Rollback problem in {{ event.resource['socialnet.environment'] }}",
+        "{{ event.event }}: {{ event.payload.get('reason', '') }}",
     ),
     "notify-when-drift-is-found": (
         {"socialnet.infra.drift"},
@@ -361,10 +384,21 @@ def _register_notifications() -> list[str]:
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import EventTrigger, Posture
 
+    from tasks.gitlab import read_secret_file
+
+    # The local inbox takes the receiver's token, as /hooks/gitlab does; an external webhook
+    # never sees it. The block keeps a copy: a rotated webhook token needs `up` again.
+    local_inbox = not os.environ.get("SOCIALNET_ALERT_WEBHOOK_URL")
     block = CustomWebhookNotificationBlock(
         name=ALERT_BLOCK,
         url=alert_webhook_url(),
         json_data={"subject": "{{subject}}", "body": "{{body}}", "text": "{{subject}}: {{body}}"},
+        headers={"X-Gitlab-Token": "{{webhook_token}}"} if local_inbox else None,
+        secrets={
+            "webhook_token": read_secret_file(webhook_token_file(), "SOCIALNET_WEBHOOK_TOKEN_FILE")
+        }
+        if local_inbox
+        else {},
     )
     block_id = block.save(ALERT_BLOCK, overwrite=True)
     created = []

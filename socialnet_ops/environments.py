@@ -247,6 +247,14 @@ class Retention(Model):
     daily: Annotated[int, Field(ge=0)] = 7
     weekly: Annotated[int, Field(ge=0)] = 4
     monthly: Annotated[int, Field(ge=0)] = 12
+    on_demand_days: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="Days a manual or pre-deploy backup is kept whatever the daily, weekly "
+            "and monthly rules pick: a later scheduled backup of the same day does not replace it.",
+        ),
+    ] = 7
 
     @model_validator(mode="after")
     def _keeps_something(self) -> Retention:
@@ -366,6 +374,15 @@ def parse_environment(document: Any, source: str) -> Environment:
         raise EnvironmentError(details) from None
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """`line:column: not valid YAML: problem`, one line (PyYAML's own text is six)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{mark.line + 1}:{mark.column + 1}:" if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    return f"{where} not valid YAML: {problem}" + (f" ({context})" if context else "")
+
+
 def load_environment_file(path: Path) -> Environment:
     source = _display_path(path)
     try:
@@ -375,7 +392,7 @@ def load_environment_file(path: Path) -> Environment:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise EnvironmentError(f"{source}: not valid YAML: {error}") from None
+        raise EnvironmentError(f"{source}:{_yaml_problem(error)}") from None
     environment = parse_environment(document, source)
     if environment.name != path.stem:
         raise EnvironmentError(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import subprocess
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +41,22 @@ def redactor(secrets: Sequence[str]) -> Callable[[str], str]:
     return redact
 
 
+def start_in_this_context(
+    target: Callable[..., object], *args: object, name: str
+) -> threading.Thread:
+    """A started daemon thread running `target(*args)` with the calling thread's context variables.
+
+    A new thread starts with an empty context, where Prefect finds neither the run nor the
+    settings: a run started by the CLI reports to the control plane through the caller's settings
+    context (the process-wide settings point elsewhere), so a run logger used from a bare thread
+    prints to the terminal and its records never reach the run's logs.
+    """
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target, *args), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 def stream(
     command: Sequence[str],
     on_line: Callable[[str], None],
@@ -49,7 +67,10 @@ def stream(
     ok_codes: Sequence[int] = (0,),
     keep_lines: int = 500,
 ) -> ToolResult:
-    """Run `command`, streaming merged stdout/stderr line by line; raise ToolError on a bad exit."""
+    """Run `command`, streaming merged stdout/stderr line by line; raise ToolError on a bad exit.
+
+    `on_line` is called in the calling thread (a Prefect run logger works there).
+    """
     redact = redactor(secrets)
     full_env = {**os.environ, **(env or {})}
     kept: deque[str] = deque(maxlen=keep_lines)

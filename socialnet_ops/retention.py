@@ -5,8 +5,12 @@ periods that *have* a backup (days, ISO weeks, months, in UTC), as restic and pg
 backups stop for a while, the old ones are not aged out by the calendar alone. On top of the rules:
 
 - the newest backup is always kept, whatever the policy says;
-- the newest `keep_predeploy` pre-deploy backups are kept (a deploy names its backup in its report,
-  so the next scheduled run must not delete it an hour later).
+- a manual or pre-deploy backup is kept for `on_demand_days` days whatever the rules pick:
+  someone asked for that one (before a risky change, or a deploy names it in its report), so the
+  next scheduled backup of the same day must not replace it. Its age is counted from the newest
+  backup, not from the clock, so an outage does not age it out either;
+- the newest `keep_predeploy` pre-deploy backups are kept however old (the releases they precede
+  may still be the ones a rollback returns to).
 
 Only complete backups (those with a manifest) are ever given to this module; a half-written
 object is not a backup and never appears here.
@@ -16,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 PREDEPLOY_KEEP = 3
+ON_DEMAND_TRIGGERS = ("manual", "pre-deploy")
 
 
 class RetentionRules(Protocol):
@@ -31,6 +36,9 @@ class RetentionRules(Protocol):
 
     @property
     def monthly(self) -> int: ...
+
+    @property
+    def on_demand_days(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,15 @@ def plan_retention(
             if period not in seen:
                 seen.add(period)
                 reasons[point.id].append(_label(rule, moment))
+    newest = _utc(newest_first[0].taken_at)
+    on_demand_age = timedelta(days=rules.on_demand_days)
+    for point in newest_first:
+        taken = _utc(point.taken_at)
+        if point.trigger in ON_DEMAND_TRIGGERS and newest - taken < on_demand_age:
+            until = f"{taken + on_demand_age:%Y-%m-%d %H:%M}Z"
+            reasons[point.id].append(
+                f"{point.trigger} backup, kept {rules.on_demand_days} days (to {until})"
+            )
     predeploy = [point for point in newest_first if point.trigger == "pre-deploy"]
     for point in predeploy[:keep_predeploy]:
         reasons[point.id].append(f"pre-deploy backup of {point.release or 'a release'}")

@@ -110,10 +110,23 @@ def _with_records(rows: list[dict[str, Any]]) -> None:
                 row["records"] = f"unreadable: {str(error).splitlines()[0][:120]}"
 
 
+def webhook_notices(newest: int = 5) -> list[str]:
+    """The receiver's recent deliveries that started nothing for a reason a person should see
+    (refused by the promotion gate, ignored for want of setup, invalid), one line each."""
+    from webhooks.records import recent_notices
+
+    return [
+        f"{notice.get('at', '?')} {notice.get('event') or '-'} {notice.get('status', '?')} "
+        f"({notice.get('code', '?')}): {notice.get('reason', '')}"
+        for notice in recent_notices(newest)
+    ]
+
+
 def collect_status() -> dict[str, Any]:
     catalog = load_catalog()
     report: dict[str, Any] = {"environments": [environment_status(env) for env in catalog.values()]}
     report["control_plane"] = control_plane_status()
+    report["control_plane"]["webhook_notices"] = webhook_notices()
     if report["control_plane"].get("state") in {"running", "degraded"}:
         _with_records(report["environments"])
     return report

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections import deque
@@ -41,6 +42,7 @@ from socialnet_ops.backups import (
     BackupManifest,
     BackupTarget,
     DatabaseAccess,
+    RecoveryPlan,
     Trigger,
     VerificationError,
     backup_target_for,
@@ -58,7 +60,7 @@ from socialnet_ops.environments import Retention, load_environment
 from socialnet_ops.holds import Holds
 from socialnet_ops.migrations import contracting_statements
 from socialnet_ops.platforms import platform_for
-from socialnet_ops.process import stream
+from socialnet_ops.process import ToolError, start_in_this_context, stream
 from socialnet_ops.retention import plan_retention
 from tasks.storage import (
     DOWNLOAD_CHUNK,
@@ -79,7 +81,7 @@ class ContractingMigrationError(Exception):
     """A pending migration would break the release still serving."""
 
 
-def _alembic(environment: str, version: str, *arguments: str, quiet: bool = False) -> list[str]:
+def _alembic(environment: str, version: str, *arguments: str) -> list[str]:
     logger = get_run_logger()
     build = load_build(environment, version)
     assert build.path is not None
@@ -93,7 +95,7 @@ def _alembic(environment: str, version: str, *arguments: str, quiet: bool = Fals
             str(build.path / "app/api/alembic.ini"),
             *arguments,
         ],
-        (lambda _line: None) if quiet else logger.info,
+        logger.info,  # every line, also of the runs only parsed here: the run shows what ran
         cwd=build.path,
         # The build's runtime settings reach migrations too (a migration fault drill).
         env={"PYTHONPATH": str(build.path), **build.runtime_env, **platform.database_env()},
@@ -104,10 +106,10 @@ def _alembic(environment: str, version: str, *arguments: str, quiet: bool = Fals
 @task(name="check-migrations-expand-only")
 def check_migrations(environment: str, version: str, allow_contracting: bool = False) -> list[str]:
     """The SQL the pending migrations would run, refused when it drops, renames or retypes."""
-    current_lines = _alembic(environment, version, "current", quiet=True)
+    current_lines = _alembic(environment, version, "current")
     revisions = [line.split()[0] for line in current_lines if line and not line.startswith("INFO")]
     start = revisions[0] if revisions else "base"
-    sql = "\n".join(_alembic(environment, version, "upgrade", f"{start}:head", "--sql", quiet=True))
+    sql = "\n".join(_alembic(environment, version, "upgrade", f"{start}:head", "--sql"))
     contracting = contracting_statements(sql)
     if contracting and not allow_contracting:
         listed = "; ".join(f"{why}: {statement[:120]}" for statement, why in contracting)
@@ -185,7 +187,7 @@ class _ToolOutput:
     """A tool's stdout as a file; at its end the exit status is checked, so a failed tool is an
     error of the reader (and the upload reading it aborts) instead of a short, 'complete' object."""
 
-    def __init__(self, process: subprocess.Popen[bytes], name: str, errors: _StderrLog) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], name: str, errors: _OutputLog) -> None:
         self.process = process
         self.name = name
         self.errors = errors
@@ -203,15 +205,17 @@ class _ToolOutput:
         return data
 
 
-class _StderrLog:
-    """Streams a tool's stderr into the run log line by line and keeps the last lines."""
+class _OutputLog:
+    """Streams a tool's messages (stderr, or stdout and stderr merged) into the run log line by
+    line and keeps the last lines. The pipe is read in a thread (the task's thread is busy moving
+    the data); that thread carries the task's context, without which the lines would reach the
+    terminal but not the run's logs."""
 
     def __init__(self, stream: IO[bytes] | None, prefix: str) -> None:
         self.lines: deque[str] = deque(maxlen=30)
         self.logger = get_run_logger()
         self.prefix = prefix
-        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self.thread.start()
+        self.thread = start_in_this_context(self._pump, stream, name=f"{prefix}-output")
 
     def _pump(self, stream: IO[bytes] | None) -> None:
         if stream is None:
@@ -326,7 +330,7 @@ def dump_to_store(target: BackupTarget, trigger: Trigger, release: str | None) -
                 command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
             )
             _widen_pipe(process.stdout)
-            errors = _StderrLog(process.stderr, "pg_dump")
+            errors = _OutputLog(process.stderr, "pg_dump")
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="row-counts") as counter:
                 counts = counter.submit(count_rows, connection)
                 try:
@@ -538,7 +542,7 @@ def take_base_backup(target: BackupTarget) -> BackupManifest:
         logger.info("base backup of %s to s3://%s/%s", access.describe(), target.store.bucket, key)
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         _widen_pipe(process.stdout)
-        errors = _StderrLog(process.stderr, "pg_basebackup")
+        errors = _OutputLog(process.stderr, "pg_basebackup")
         try:
             uploaded = upload_stream(
                 target.store,
@@ -722,8 +726,14 @@ def restore_dump_into(
         if access.owner_role:
             command.append(f"--role={access.owner_role}")
         env = {**os.environ, **access.libpq_env(scratch)}
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        errors = _StderrLog(process.stderr, "pg_restore")
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        errors = _OutputLog(process.stdout, "pg_restore")
         try:
             _widen_pipe(process.stdin)
             size, sha256, read_error = _feed(
@@ -879,13 +889,41 @@ def _chown_tree(root: Path, user: pwd.struct_passwd) -> None:
             os.chown(os.path.join(folder, name), user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
+def _server_log_lines(path: Path) -> list[str]:
+    with contextlib.suppress(OSError):
+        return path.read_text(errors="replace").splitlines()
+    return []
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` that does not exist yet: what mkdir(parents=True) makes."""
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def stop_command(data_dir: Path) -> str:
+    """The shell command that stops a restored server, as a person on this machine runs it."""
+    command = [_tool("pg_ctl"), "-D", str(data_dir), "stop"]
+    user = _server_user()
+    if user is not None:
+        # The server runs as its own user and pg_ctl refuses to run as root.
+        command = ["runuser", "-u", user.pw_name, "--", *command]
+    return shlex.join(command)
+
+
 def restore_to_time(
-    target: BackupTarget, when: datetime, restore_dir: Path, port: int
+    target: BackupTarget, when: datetime, restore_dir: Path | None, port: int
 ) -> dict[str, Any]:
     """Base backup before `when` into a new data directory, WAL replayed up to `when`, promoted.
 
-    The server keeps running on 127.0.0.1:`port` (archiving off, so it never writes into the
-    environment's archive); stop it with `pg_ctl -D <data_dir> stop`.
+    The request is checked against the base backups and the archived WAL before anything is
+    created; without `restore_dir` the data goes into a new `socialnet-pitr-<env>-*` folder of
+    the temporary directory. A failed restore leaves nothing behind: a server it started is
+    stopped, what it created removed. The server keeps running on 127.0.0.1:`port` (archiving
+    off, so it never writes into the environment's archive); the result's `stop_with` stops it.
     """
     logger = get_run_logger()
     bases = list_manifests(target, "base")
@@ -894,34 +932,64 @@ def restore_to_time(
         for stored in list_objects(target.store, target.wal_prefix)
     ]
     plan = plan_recovery(when, bases, archived)
+    if restore_dir is not None:
+        given = restore_dir / "data"
+        if given.exists() and any(given.iterdir()):
+            raise BackupError(f"{given} is not empty; give a new directory for the restored server")
     logger.info(
         "recovering to %s from base backup %s and %d WAL segments (%s..%s)",
         when.isoformat(), plan.base.id, len(plan.segments), plan.segments[0], plan.segments[-1],
     )  # fmt: skip
+    created: Path | None  # the outermost folder this run made, removed again if it fails
+    if restore_dir is None:
+        restore_dir = Path(tempfile.mkdtemp(prefix=f"socialnet-pitr-{target.environment}-"))
+        created = restore_dir
+    else:
+        created = _first_missing(restore_dir)
+        restore_dir.mkdir(parents=True, exist_ok=True)
     data_dir = restore_dir / "data"
-    if data_dir.exists() and any(data_dir.iterdir()):
-        raise BackupError(f"{data_dir} is not empty; give a new directory for the restored server")
-    if not restore_dir.exists():
-        restore_dir.mkdir(parents=True)
-        restore_dir.chmod(0o755)  # ours: the server's user must traverse it
-    data_dir.mkdir(exist_ok=True)
-    data_dir.chmod(0o700)
+    try:
+        if created is not None:
+            restore_dir.chmod(0o755)  # ours: the server's user must traverse it
+        data_dir.mkdir(exist_ok=True)
+        data_dir.chmod(0o700)
+        return _recover(target, plan, data_dir, port)
+    except BaseException:
+        if (data_dir / "postmaster.pid").exists():
+            stop_restored_server(data_dir, lambda line: logger.info("pg_ctl: %s", line))
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        else:  # a data directory given empty stays, empty
+            for child in data_dir.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
+
+
+def _recover(target: BackupTarget, plan: RecoveryPlan, data_dir: Path, port: int) -> dict[str, Any]:
+    logger = get_run_logger()
     reader = _HashingStream(_prefetch(read_chunks(target.store, plan.base.key)))
-    with tarfile.open(fileobj=io.BufferedReader(reader, DOWNLOAD_CHUNK), mode="r|") as archive:
-        archive.extractall(data_dir, filter="tar")
-    reader.drain()
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(reader, DOWNLOAD_CHUNK), mode="r|") as archive:
+            archive.extractall(data_dir, filter="tar")
+        reader.drain()
+    except tarfile.TarError as error:
+        raise VerificationError(
+            f"base backup {plan.base.id} is damaged: not a readable tar ({error})"
+        ) from None
     problems = verification_problems(
         plan.base, size_bytes=reader.size, sha256=reader.digest.hexdigest(),
         schema_revision=None, row_counts={},
     )  # fmt: skip
     if problems:
-        shutil.rmtree(data_dir, ignore_errors=True)
         raise VerificationError(f"base backup {plan.base.id} is damaged: " + "; ".join(problems))
     (data_dir / "recovery.signal").touch()
     settings = {
         **plan.base.server_settings,
         "restore_command": wal_command("fetch", target.store, target.wal_prefix.rstrip("/")),
-        "recovery_target_time": when.astimezone(UTC).isoformat(),
+        "recovery_target_time": plan.target.astimezone(UTC).isoformat(),
         "recovery_target_action": "promote",
         "archive_mode": "off",
         "listen_addresses": "127.0.0.1",
@@ -951,46 +1019,51 @@ def restore_to_time(
             options,
         ]
     )
-    started = subprocess.run(command, capture_output=True, text=True, check=False)
-    if started.returncode != 0:
-        raise BackupToolError(
-            f"the restored server did not start ({started.stdout.strip()}); {log}:\n{_log_tail(log)}"
-        )
     access = target.database.model_copy(update={"host": "127.0.0.1", "port": port})
-    deadline = time.monotonic() + 600
-    while True:
+    try:
         try:
-            with psycopg.connect(**access.connect_kwargs(), autocommit=True) as connection:
-                if not connection.execute("SELECT pg_is_in_recovery()").fetchone()[0]:  # type: ignore[index]
-                    counts = count_rows(connection)
-                    break
-        except psycopg.OperationalError as error:
-            if not (data_dir / "postmaster.pid").exists():
+            stream(command, lambda line: logger.info("pg_ctl: %s", line))
+        except ToolError as error:
+            raise BackupToolError(
+                f"the restored server did not start (pg_ctl exited with {error.returncode}: "
+                f"{' | '.join(error.tail[-3:])}); the end of its log:\n{_log_tail(log)}"
+            ) from None
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                with psycopg.connect(**access.connect_kwargs(), autocommit=True) as connection:
+                    if not connection.execute("SELECT pg_is_in_recovery()").fetchone()[0]:  # type: ignore[index]
+                        counts = count_rows(connection)
+                        break
+            except psycopg.OperationalError as error:
+                if not (data_dir / "postmaster.pid").exists():
+                    raise BackupToolError(
+                        f"the restored server stopped: {error}; the end of its log:\n"
+                        + _log_tail(log)
+                    ) from None
+            if time.monotonic() > deadline:
                 raise BackupToolError(
-                    f"the restored server stopped: {error}; {log}:\n{_log_tail(log)}"
-                ) from None
-        if time.monotonic() > deadline:
-            raise BackupToolError(f"recovery did not finish within 600 s; {log}:\n{_log_tail(log)}")
-        time.sleep(0.3)
-    stop_line = next(
-        (
-            line
-            for line in log.read_text(errors="replace").splitlines()
-            if "recovery stopping" in line
-        ),
-        "",
-    )
+                    f"recovery did not finish within 600 s; the end of its log:\n{_log_tail(log)}"
+                )
+            time.sleep(0.3)
+    finally:
+        # The server writes to its log file, not to us: its recovery is copied into the run's
+        # logs, also when the data directory (and the file) is then removed.
+        server_log = _server_log_lines(log)
+        for line in server_log:
+            logger.info("restored server: %s", line)
+    stop_line = next((line for line in server_log if "recovery stopping" in line), "")
     logger.info("restored server promoted on port %d: %s", port, stop_line or "end of WAL")
     return {
         "base_backup": plan.base.id,
-        "target_time": when.isoformat(),
+        "target_time": plan.target.isoformat(),
         "wal_segments": len(plan.segments),
         "recovery_stop": stop_line.split("LOG:", 1)[-1].strip(),
         "host": "127.0.0.1",
         "port": port,
         "data_dir": str(data_dir),
         "log": str(log),
-        "stop_with": f"pg_ctl -D {data_dir} stop",
+        "stop_with": stop_command(data_dir),
         "database": access.database,
         "row_counts": counts,
     }
@@ -998,14 +1071,13 @@ def restore_to_time(
 
 @task(name="restore-to-point-in-time")
 def restore_point_in_time(
-    target: BackupTarget, when: datetime, restore_dir: str, port: int
+    target: BackupTarget, when: datetime, restore_dir: str | None, port: int
 ) -> dict[str, Any]:
-    return restore_to_time(target, when, Path(restore_dir), port)
+    return restore_to_time(target, when, Path(restore_dir) if restore_dir else None, port)
 
 
-def stop_restored_server(data_dir: Path) -> None:
-    subprocess.run(
-        _as_server_user([_tool("pg_ctl"), "stop", "-D", str(data_dir), "-m", "fast", "-w"]),
-        capture_output=True,
-        check=False,
-    )
+def stop_restored_server(data_dir: Path, on_line: Callable[[str], None] | None = None) -> None:
+    """Fast shutdown of a restored server; nothing when none runs there."""
+    command = _as_server_user([_tool("pg_ctl"), "stop", "-D", str(data_dir), "-m", "fast", "-w"])
+    with contextlib.suppress(ToolError):
+        stream(command, on_line or (lambda _line: None))

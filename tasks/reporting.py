@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
+from prefect.exceptions import MissingContextError
 
 from tasks.undo import UndoJournal
 
@@ -21,14 +23,26 @@ def environment_resource(environment: str) -> dict[str, str]:
     }
 
 
-def emit(event: str, environment: str, **payload: Any) -> None:
-    """Emit `socialnet.<event>` about an environment; automations match on these."""
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run's logger, or a plain one where no run context exists (a hook of a run whose
+    parameters failed validation runs outside it)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("socialnet_ops.events")
+
+
+def emit(
+    event: str, environment: str, labels: dict[str, str] | None = None, **payload: Any
+) -> None:
+    """Emit `socialnet.<event>` about an environment; automations match on these (and on the
+    resource's `labels`)."""
     emit_event(
         event=f"{EVENT_PREFIX}.{event}",
-        resource=environment_resource(environment),
+        resource={**environment_resource(environment), **(labels or {})},
         payload={"environment": environment, **payload},
     )
-    get_run_logger().info("event %s.%s %s", EVENT_PREFIX, event, payload)
+    run_logger().info("event %s.%s %s", EVENT_PREFIX, event, payload)
 
 
 def artifact_key(*parts: str) -> str:

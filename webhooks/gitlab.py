@@ -6,9 +6,10 @@ allowed. See https://docs.gitlab.com/user/project/integrations/webhook_events/.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from socialnet_ops.gitflow import GitEvent
 
@@ -23,6 +24,21 @@ EVENT_HEADERS = {
 
 class PayloadError(ValueError):
     """A body that is not a valid payload of its event; the message names the field."""
+
+
+_COMMIT_ID = re.compile(r"[0-9a-fA-F]{40}")
+
+
+def _commit_id(value: str) -> str:
+    # The sha becomes a run's `ref`, its version and the commit status target: a name such as
+    # HEAD or a branch would deploy whatever it points at when the run starts, not this event.
+    if not _COMMIT_ID.fullmatch(value):
+        shown = repr(value) if len(value) <= 60 else repr(value[:60]) + "..."
+        raise ValueError(f"{shown} is not a 40-hex commit id")
+    return value.lower()
+
+
+CommitId = Annotated[str, AfterValidator(_commit_id)]
 
 
 class Payload(BaseModel):
@@ -43,18 +59,18 @@ class User(Payload):
 class PushEvent(Payload):
     object_kind: Literal["push", "tag_push"]
     ref: str = Field(pattern=r"^refs/(heads|tags)/.+")
-    before: str | None = None
-    after: str
+    before: CommitId | None = None
+    after: CommitId
     # The commit checked out at the ref; null when the ref was deleted. For an annotated tag
     # `after` is the tag object, `checkout_sha` the commit it points at.
-    checkout_sha: str | None = None
+    checkout_sha: CommitId | None = None
     user_username: str = "unknown"
     project_id: int
     project: Project
 
 
 class LastCommit(Payload):
-    id: str
+    id: CommitId
 
 
 class MergeRequestAttributes(Payload):
@@ -62,7 +78,7 @@ class MergeRequestAttributes(Payload):
     action: str | None = None
     source_branch: str
     target_branch: str
-    oldrev: str | None = None
+    oldrev: CommitId | None = None
     last_commit: LastCommit
     url: str | None = None
 
@@ -78,7 +94,7 @@ class PipelineAttributes(Payload):
     id: int
     ref: str
     tag: bool = False
-    sha: str
+    sha: CommitId
     status: str
     source: str | None = None
     url: str | None = None
@@ -94,7 +110,9 @@ class PipelineEvent(Payload):
 def _problem(error: ValidationError) -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"]) or "(body)"
-    message = "missing" if first["type"] == "missing" else first["msg"]
+    message = (
+        "missing" if first["type"] == "missing" else first["msg"].removeprefix("Value error, ")
+    )
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{location}: {message}{more}"
 

@@ -1,8 +1,9 @@
 """Starting runs off the request path: a bounded queue drained by a few workers.
 
-The receiver answers GitLab as soon as a delivery is validated and mapped; a worker then reads what
-the decision needs (a merge request's changed files, the promotion source's ledger), creates the
-flow runs with the async Prefect client and reports a commit status. Duplicates are Prefect's to
+The receiver answers GitLab as soon as a delivery is validated, mapped and past the promotion gate
+(the promotion source's ledger is read before answering, so a refusal is said in the reply); a
+worker then reads a merge request's changed files, creates the flow runs with the async Prefect
+client and reports a commit status, also for what was refused. Duplicates are Prefect's to
 drop: every run is created with an idempotency key derived from the delivery, so a retried or
 replayed delivery returns the run that already exists, whichever worker or replica sends it.
 """
@@ -49,7 +50,9 @@ MAX_DEFER_SECONDS = 2.0
 @dataclass
 class Job:
     event: GitEvent
-    rules: list[Rule]
+    rules: list[Rule]  # to start
+    # Rules the receiver refused (rule, reason): only their failed commit status is left to send.
+    refused: list[tuple[Rule, str]] = field(default_factory=list)
     received_at: float = field(default_factory=time.time)
 
 
@@ -151,7 +154,8 @@ class Launcher:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             return False
-        self.counts["accepted"] += 1
+        if job.rules:
+            self.counts["accepted"] += 1
         return True
 
     async def drain(self) -> None:
@@ -181,6 +185,10 @@ class Launcher:
 
     async def _handle(self, job: Job) -> None:
         event = job.event
+        for rule, reason in job.refused:
+            for launch in launches(self.mapping, rule, event):
+                self.outcomes.append(Outcome(event.delivery_id, launch.deployment, refused=reason))
+                await self._status(event, launch.status_name, "failed", reason)
         for rule in job.rules:
             changed: list[str] | None = None
             if rule.needs_changed_paths:
@@ -225,18 +233,6 @@ class Launcher:
     async def _launch(self, event: GitEvent, launch: Launch) -> None:
         outcome = Outcome(event.delivery_id, launch.deployment)
         try:
-            if launch.requires_promotion:
-                outcome.refused = await self._promotion_refusal(event, launch)
-                if outcome.refused:
-                    self.counts["refused"] += 1
-                    logger.info(
-                        "delivery %s: %s refused: %s",
-                        event.delivery_id,
-                        launch.deployment,
-                        outcome.refused,
-                    )
-                    await self._status(event, launch.status_name, "failed", outcome.refused)
-                    return
             run = await self._create_run(launch)
             outcome.flow_run_id = str(run.id)
             self.counts["started"] += 1
@@ -268,15 +264,26 @@ class Launcher:
         finally:
             self.outcomes.append(outcome)
 
-    async def _promotion_refusal(self, event: GitEvent, launch: Launch) -> str | None:
-        source = self.promotion_sources[launch.environment]
+    async def promotion_refusal(self, event: GitEvent, rule: Rule) -> str | None:
+        """Why `rule` may not promote the event's commit, or None (rules without the gate: None).
+
+        The receiver asks before answering; the gate's environment is the rule's fixed
+        parameters.env (checked at start, gitflow.check_against_catalog).
+        """
+        if not rule.requires_promotion:
+            return None
+        source = self.promotion_sources[str(rule.parameters["env"])]
         client = self._require_client()
         variable = await _with_retries(lambda: client.read_variable_by_name(f"ledger-{source}"))
         if variable is None or variable.value is None:
             ledger = Ledger(environment=source)
         else:
             ledger = Ledger.model_validate(variable.value)
-        return promotion_refusal(source, ledger, event.sha)
+        refusal = promotion_refusal(source, ledger, event.sha)
+        if refusal:
+            self.counts["refused"] += 1
+            logger.info("delivery %s: rule %s refused: %s", event.delivery_id, rule.name, refusal)
+        return refusal
 
     async def _deployment(self, name: str) -> _Deployment:
         cached = self._deployments.get(name)

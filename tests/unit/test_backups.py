@@ -28,6 +28,7 @@ from socialnet_ops.backups import (
     verification_problems,
     wal_to_delete,
 )
+from socialnet_ops.failures import changed_nothing
 
 pytestmark = pytest.mark.unit
 
@@ -186,10 +187,16 @@ def test_recovery_names_the_missing_segment_and_the_window() -> None:
     gap = [segment for segment in SEGMENTS if segment.name != "000000010000000000000003"]
     with pytest.raises(WalGapError, match="000000010000000000000003 is missing"):
         plan_recovery(T0 + timedelta(minutes=15), bases, gap)
-    with pytest.raises(BackupError, match="after the last archived WAL"):
+    with pytest.raises(BackupError, match="after the last archived WAL") as late:
         plan_recovery(T0 + timedelta(hours=5), bases, SEGMENTS)
-    with pytest.raises(BackupError, match="no base backup finished before"):
+    with pytest.raises(BackupError, match="no base backup finished before") as early:
         plan_recovery(T0 - timedelta(hours=1), bases, SEGMENTS)
+    # A time outside the window is the asker's mistake (rejected: no alert); a gap in the
+    # archive is the platform's problem (failed: alerted).
+    assert changed_nothing(late.value) and changed_nothing(early.value)
+    with pytest.raises(WalGapError) as gap_error:
+        plan_recovery(T0 + timedelta(minutes=15), bases, gap)
+    assert not changed_nothing(gap_error.value)
 
 
 def test_wal_retention_keeps_what_the_oldest_kept_base_needs() -> None:

@@ -139,6 +139,15 @@ def test_invalid_yaml_and_non_mapping_files_are_reported_with_the_file(tmp_path:
     assert "must hold a mapping" in error_for(tmp_path, "- just\n- a list\n")
 
 
+def test_invalid_yaml_is_one_line_with_file_line_and_column(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "name: production\nplatform:\n  kind: [local\nfoo: 1\n")
+    assert message == (
+        f"{tmp_path / 'production.yaml'}:4:4: not valid YAML: expected ',' or ']', but got ':' "
+        "(while parsing a flow sequence)"
+    )
+    assert "<unicode string>" not in message
+
+
 def test_the_name_inside_must_match_the_file_name(tmp_path: Path) -> None:
     message = error_for(tmp_path, mutated(lambda d: d.__setitem__("name", "prod")))
     assert "name: 'prod' differs from the file name 'production'" in message

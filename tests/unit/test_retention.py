@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from socialnet_ops.environments import Retention
 from socialnet_ops.retention import BackupPoint, plan_retention
@@ -82,7 +83,8 @@ def test_recent_predeploy_backups_are_kept_beyond_the_gfs_rules() -> None:
         BackupPoint("p2", day + timedelta(hours=2), trigger="pre-deploy", release="v2"),
         BackupPoint("s2", day + timedelta(hours=3)),
     ]
-    plan = plan_retention(backups, Retention(daily=1, weekly=0, monthly=0), keep_predeploy=1)
+    rules = Retention(daily=1, weekly=0, monthly=0, on_demand_days=0)  # the count rule alone
+    plan = plan_retention(backups, rules, keep_predeploy=1)
     assert set(plan.keep) == {"s2", "p2"}
     assert plan.keep["p2"] == ["pre-deploy backup of v2"]
     assert plan.delete_ids == ["s1", "p1"]  # oldest first
@@ -102,3 +104,52 @@ def test_no_backups_means_nothing_to_do_and_naive_times_are_refused() -> None:
     assert plan_retention([], Retention()).delete == []
     with pytest.raises(ValueError, match="no time zone"):
         plan_retention([BackupPoint("x", datetime(2025, 1, 1))], Retention())
+
+
+def test_a_manual_backup_is_not_replaced_by_the_next_scheduled_backup_of_the_same_day() -> None:
+    backups = [
+        BackupPoint("s-0300", START),
+        BackupPoint("m-1000", START + timedelta(hours=7), trigger="manual"),
+        BackupPoint("s-2300", START + timedelta(hours=20)),
+    ]
+    plan = plan_retention(backups, Retention())
+    assert plan.keep["m-1000"] == ["manual backup, kept 7 days (to 2025-01-08 10:00Z)"]
+    assert plan.delete_ids == ["s-0300"]  # GFS still keeps one scheduled backup per day
+
+
+def test_pre_deploy_backups_beyond_the_newest_few_are_kept_for_their_days() -> None:
+    """Five deploys in a day: the two oldest pre-deploy backups are not among the newest three,
+    and a scheduled backup of the same day is newer; their own retention keeps them."""
+    backups = [
+        BackupPoint(
+            f"p{hour}", START + timedelta(hours=hour), trigger="pre-deploy", release=f"v{hour}"
+        )
+        for hour in range(1, 6)
+    ] + [BackupPoint("s", START + timedelta(hours=12))]
+    plan = plan_retention(backups, Retention(daily=7, weekly=4, monthly=12), keep_predeploy=3)
+    assert plan.delete_ids == []
+    assert plan.keep["p1"] == ["pre-deploy backup, kept 7 days (to 2025-01-08 04:00Z)"]
+    assert plan.keep["p5"][-1] == "pre-deploy backup of v5"
+
+
+def test_on_demand_backups_age_out_after_their_days_counted_from_the_newest_backup() -> None:
+    newest = START + timedelta(days=10)
+    backups = [
+        BackupPoint("m-old", newest - timedelta(days=7, hours=1), trigger="manual"),
+        BackupPoint("m-recent", newest - timedelta(days=6, hours=23), trigger="manual"),
+        BackupPoint("s-recent", newest - timedelta(days=6, hours=22)),  # that day's keeper
+        BackupPoint("s-newest", newest),
+    ]
+    plan = plan_retention(backups, Retention(daily=7, weekly=0, monthly=0, on_demand_days=7))
+    assert plan.delete_ids == ["m-old"]
+    assert "m-recent" in plan.keep
+    # 0 days: on-demand backups are kept only by the rules, as scheduled ones are.
+    plan = plan_retention(backups, Retention(daily=7, weekly=0, monthly=0, on_demand_days=0))
+    assert plan.delete_ids == ["m-old", "m-recent"]
+
+
+def test_the_on_demand_retention_is_a_policy_setting_with_a_default() -> None:
+    assert Retention().on_demand_days == 7
+    assert Retention.model_validate({"daily": 7, "on_demand_days": 2}).on_demand_days == 2
+    with pytest.raises(ValidationError, match="on_demand_days"):
+        Retention.model_validate({"on_demand_days": -1})

@@ -9,11 +9,19 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 import boto3
 import psycopg
 import pytest
 from moto.server import ThreadedMotoServer
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 
 from socialnet_ops.backups import BackupTarget, DatabaseAccess, ObjectStore, archiving_settings
 from socialnet_ops.s3 import ensure_bucket_exists
@@ -109,6 +117,20 @@ def data_digest(server: PostgresServer, database: str) -> str:
         check=True,
     )
     return hashlib.sha256(result.stdout).hexdigest()
+
+
+def task_run_lines(flow_run_id: UUID, task_name: str) -> list[str]:
+    """The messages the flow run's task `task_name` (its one run) logged, read from the server."""
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+        ids = {run.id for run in task_runs if run.name.startswith(f"{task_name}-")}
+        assert len(ids) == 1, [run.name for run in task_runs]
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return [log.message for log in logs if log.task_run_id in ids]
 
 
 def create_app_database(server: PostgresServer, name: str, users: int = 50) -> None:

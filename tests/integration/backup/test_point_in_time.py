@@ -1,22 +1,33 @@
 """Point-in-time recovery: a base backup, WAL archived by archive_command, a moment between two
-writes; and a missing WAL segment named before anything is started."""
+writes; the command the result prints stops the server; a refused or failed restore leaves no
+folder behind; and a missing WAL segment named before anything is started."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from flows.backup import base_backup
 from flows.restore import restore
-from socialnet_ops.backups import BackupTarget, WalGapError
+from socialnet_ops.backups import BackupError, BackupTarget, VerificationError, WalGapError
 from tasks.postgres import stop_restored_server
-from tests.integration.backup.conftest import Emulator, execute, fetch, target_for
+from tests.integration.backup.conftest import (
+    Emulator,
+    execute,
+    fetch,
+    target_for,
+    task_run_lines,
+)
 from tests.support.postgres import PostgresServer
 from tests.support.waiting import wait_for
 
@@ -91,6 +102,95 @@ def test_restore_to_a_moment_between_two_writes(
     assert result["row_counts"]["public.events"] == 1
     # The live server still has both writes: the restore ran beside it, on its own port.
     assert fetch(archiving_server, "pitr", "SELECT count(*) FROM events") == [(2,)]
+
+
+@pytest.fixture
+def private_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """$TMPDIR of this test alone (tempfile reads it again once its cached choice is cleared);
+    in /tmp, not under pytest's 0700 folder: the restored server's user must traverse it."""
+    folder = Path(tempfile.mkdtemp(prefix="socialnet-tmpdir-test-"))
+    folder.chmod(0o755)
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    yield folder
+    for data_dir in folder.glob("socialnet-pitr-*/data"):
+        stop_restored_server(data_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def restore_folders(tmpdir: Path) -> list[Path]:
+    return sorted(tmpdir.glob("socialnet-pitr-*"))
+
+
+def test_the_printed_stop_command_stops_the_restored_server_and_pg_ctl_is_in_the_logs(
+    history: History, archiving_server: PostgresServer, private_tmpdir: Path
+) -> None:
+    state = restore(
+        env="local", point_in_time=history.between, target=history.target, return_state=True
+    )
+    result = state.result()
+    data_dir = Path(result["data_dir"])
+    assert data_dir.parent in restore_folders(private_tmpdir)  # made by the task, not asked
+    assert fetch(archiving_server, "pitr", "SELECT 1", port=result["port"]) == [(1,)]
+    stopped = subprocess.run(
+        shlex.split(result["stop_with"]), capture_output=True, text=True, timeout=60
+    )
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not (data_dir / "postmaster.pid").exists()
+    with pytest.raises(psycopg.OperationalError):
+        fetch(archiving_server, "pitr", "SELECT 1", port=result["port"])
+
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+
+    def logged() -> bool:
+        lines = task_run_lines(flow_run_id, "restore-to-point-in-time")
+        return "pg_ctl: server started" in lines and any(
+            line.startswith("restored server: ") and "recovery stopping before commit" in line
+            for line in lines
+        )
+
+    wait_for(logged, timeout_s=15, what="pg_ctl's and the server's lines in the run's logs")
+
+
+def test_a_refused_restore_creates_no_folder(history: History, private_tmpdir: Path) -> None:
+    with pytest.raises(BackupError, match="no base backup finished before 2000-01-01"):
+        restore(
+            env="local",
+            point_in_time=datetime(2000, 1, 1, tzinfo=UTC),
+            target=history.target,
+        )
+    assert restore_folders(private_tmpdir) == []
+
+
+def test_a_restore_failing_after_it_made_its_folder_removes_it(
+    history: History, archiving_server: PostgresServer, emulator: Emulator, private_tmpdir: Path
+) -> None:
+    """A damaged base backup is found once downloaded into the new folder: the folder goes."""
+    server = archiving_server
+    # A dry run of retention: the newer base backup must not prune the history's older one.
+    taken = base_backup(env="local", target=history.target, retention_dry_run=True)
+    execute(server, "pitr", "INSERT INTO events VALUES (3, 'after the damaged base backup')")
+    switch_and_wait(server)
+    time.sleep(1.2)  # S3 keeps archive times to the second
+    moment = fetch(server, "postgres", "SELECT clock_timestamp()")[0][0]
+    time.sleep(1.2)
+    execute(server, "pitr", "INSERT INTO events VALUES (4, 'later')")
+    switch_and_wait(server)
+    s3 = emulator.client()
+    key = f"basebackups/local/{taken['backup_id']}.tar"
+    body = s3.get_object(Bucket="socialnet-backups-local", Key=key)["Body"].read()
+    middle = len(body) // 2
+    flipped = bytes(byte ^ 0xFF for byte in body[middle : middle + 64])
+    s3.put_object(
+        Bucket="socialnet-backups-local",
+        Key=key,
+        Body=body[:middle] + flipped + body[middle + 64 :],
+    )
+
+    with pytest.raises(VerificationError, match=f"base backup {taken['backup_id']} is damaged"):
+        restore(env="local", point_in_time=moment, target=history.target)
+    assert restore_folders(private_tmpdir) == []
 
 
 def test_a_missing_wal_segment_is_named_and_nothing_is_started(

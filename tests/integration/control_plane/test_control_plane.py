@@ -10,7 +10,9 @@ import secrets
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -91,36 +93,113 @@ def test_up_again_changes_nothing(control_plane: dict[str, Any]) -> None:
     assert status["control_plane"]["ui_url"] == control_plane["control_plane"]["ui_url"]
 
 
-def test_a_failed_deploy_run_by_the_worker_triggers_the_rollback_deployment(
+def _runs_of(client: httpx.Client, deployment: str) -> list[dict[str, Any]]:
+    found = client.get(f"/deployments/name/{deployment}").json()
+    runs: list[dict[str, Any]] = client.post(
+        "/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": [found["id"]]}}}
+    ).json()
+    return runs
+
+
+def _start(client: httpx.Client, deployment: str, parameters: dict[str, Any]) -> str:
+    found = client.get(f"/deployments/name/{deployment}").json()
+    # The server's SQLite may answer 5xx for a moment under the suite's load: ask again.
+    for _ in range(5):
+        created = client.post(
+            f"/deployments/{found['id']}/create_flow_run", json={"parameters": parameters}
+        )
+        if created.status_code < 500:
+            break
+        time.sleep(2)
+    assert created.status_code == 201, f"{created.status_code}: {created.text}"
+    return str(created.json()["id"])
+
+
+def _events(client: httpx.Client, name: str, since: float) -> list[dict[str, Any]]:
+    answer = client.post(
+        "/events/filter",
+        json={
+            "filter": {
+                "event": {"name": [name]},
+                "occurred": {"since": datetime.fromtimestamp(since, UTC).isoformat()},
+            },
+            "limit": 50,
+        },
+    )
+    answer.raise_for_status()
+    events: list[dict[str, Any]] = answer.json()["events"]
+    return events
+
+
+# Long enough for the automation to have started a run had it been triggered (it takes ~1-5 s).
+AUTOMATION_QUIET_SECONDS = 25
+
+
+def test_deploys_and_rollbacks_that_change_nothing_are_rejected_and_start_no_rollback(
     control_plane: dict[str, Any],
 ) -> None:
+    # A bad version, a ref that is no commit and a version never released: each run fails
+    # before it changes anything. Before the fix each emitted `socialnet.release.failed` with
+    # `rollback: true` and the automation started `rollback-local`.
+    since = time.time()
     with api(control_plane) as client:
-        deployment = client.get("/deployments/name/deploy/deploy-local").json()
-        run = client.post(
-            f"/deployments/{deployment['id']}/create_flow_run",
-            json={"parameters": {"env": "local", "version": "bad/version"}},
-        ).json()
-        deadline = time.monotonic() + 120
-        state = None
-        while time.monotonic() < deadline:
-            state = client.get(f"/flow_runs/{run['id']}").json()["state"]["type"]
-            if state in {"FAILED", "COMPLETED", "CRASHED"}:
-                break
-            time.sleep(1)
-        assert state == "FAILED", (
-            "the worker should run the deploy and it should fail on the bad version"
+        rollbacks_before = len(_runs_of(client, "rollback/rollback-local"))
+        runs = [
+            _start(client, "deploy/deploy-local", {"env": "local", "version": "bad/version"}),
+            _start(
+                client, "deploy/deploy-local", {"env": "local", "version": "x", "ref": "no-ref"}
+            ),
+            _start(
+                client, "rollback/rollback-local", {"env": "local", "version": "never-released"}
+            ),
+        ]
+        for run in runs:
+            assert _wait_state(client, run, {"FAILED", "COMPLETED", "CRASHED"}, 120) == "FAILED"
+        time.sleep(AUTOMATION_QUIET_SECONDS)
+        assert len(_runs_of(client, "rollback/rollback-local")) == rollbacks_before + 1, (
+            "a rejected run started a rollback"
         )
-        rollback = client.get("/deployments/name/rollback/rollback-local").json()
-        rollback_runs: list[dict[str, Any]] = []
-        while time.monotonic() < deadline and not rollback_runs:
-            rollback_runs = client.post(
-                "/flow_runs/filter",
-                json={"flow_runs": {"deployment_id": {"any_": [rollback["id"]]}}},
-            ).json()
-            time.sleep(1)
-    assert rollback_runs, "the automation did not run the rollback deployment"
-    assert rollback_runs[0]["parameters"]["to_recorded_stable"] is True
-    assert rollback_runs[0]["parameters"]["env"] == "local"
+        rejected = _events(client, "socialnet.release.rejected", since)
+        assert len(rejected) == 2
+        assert any("does not name a commit" in e["payload"]["reason"] for e in rejected)
+        assert len(_events(client, "socialnet.rollback.rejected", since)) == 1
+        assert _events(client, "socialnet.release.failed", since) == []
+
+
+def test_cli_mistakes_are_one_line_and_create_no_run(control_plane: dict[str, Any]) -> None:
+    mistakes = {
+        ("deploy", "--env", "local", "--version", "x", "--ref", "no-such-ref"): "git ref",
+        ("rollback", "--env", "local", "--version", "never-released"): "never released",
+        ("backup", "--env", "nosuch"): "unknown environment 'nosuch'",
+        ("restore", "--env", "local", "--point-in-time", "yesterday"): "not an ISO 8601 time",
+        ("canary", "--env", "nosuch", "--version", "v1"): "unknown environment",
+    }
+    with api(control_plane) as client:
+        runs_before = len(client.post("/flow_runs/filter", json={}).json())
+        for arguments, expected in mistakes.items():
+            result = cli(*arguments, check=False)
+            output = (result.stdout + result.stderr).strip()
+            assert result.returncode == 2, output
+            assert len(output.splitlines()) == 1, output
+            assert output.startswith("error: ") and expected in output, output
+        assert len(client.post("/flow_runs/filter", json={}).json()) == runs_before
+    alerts = json.loads(cli("status", "--json").stdout)["control_plane"]["recent_alerts"]
+    assert not [alert for alert in alerts if "nosuch" in alert["subject"]]
+
+
+def test_a_failed_flow_is_one_error_line_and_the_run_link(control_plane: dict[str, Any]) -> None:
+    # A canary needs a release serving to compare with: the run fails inside the flow.
+    result = cli("canary", "--env", "local", "--version", "v-none", check=False)
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 2
+    assert lines[-1].startswith("error: canary failed: local serves no stable release")
+    assert lines[-2].startswith("run: " + control_plane["control_plane"]["ui_url"] + "/runs/")
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Encountered exception" not in result.stdout + result.stderr
+    # No temporary Prefect server of the CLI's own, at exit or ever.
+    assert "Starting temporary server" not in result.stdout + result.stderr
+    verbose = cli("--verbose", "canary", "--env", "local", "--version", "v-none", check=False)
+    assert "Traceback" in verbose.stdout + verbose.stderr
 
 
 def test_the_webhook_receiver_answers_and_refuses_a_wrong_token(
@@ -147,7 +226,15 @@ def test_a_failed_backup_raises_an_alert_through_the_notification_block(
     finally:
         supervisor.call("startProcess", "moto", True)
     assert failed.returncode != 0
-    deadline = time.monotonic() + 90
+    alerts = _alerts_with_subject("Backup problem in local", timeout=90)
+    assert alerts, "no alert arrived within 90 s of the failed backup"
+    assert alerts[-1]["body"].startswith("socialnet.backup.failed: ")
+    assert "s3://socialnet-backups-local" in alerts[-1]["body"]
+
+
+def _alerts_with_subject(subject: str, timeout: float) -> list[dict[str, Any]]:
+    """The alerts `status` shows with this subject, once the first arrives (or none)."""
+    deadline = time.monotonic() + timeout
     alerts: list[dict[str, Any]] = []
     while time.monotonic() < deadline and not alerts:
         time.sleep(2)
@@ -155,11 +242,9 @@ def test_a_failed_backup_raises_an_alert_through_the_notification_block(
         alerts = [
             alert
             for alert in status["control_plane"].get("recent_alerts", [])
-            if alert["subject"] == "Backup problem in local"
+            if alert["subject"] == subject
         ]
-    assert alerts, "no alert arrived within 90 s of the failed backup"
-    assert alerts[-1]["body"].startswith("socialnet.backup.failed: ")
-    assert "s3://socialnet-backups-local" in alerts[-1]["body"]
+    return alerts
 
 
 def _kill_worker_with_its_runs() -> None:
@@ -240,3 +325,55 @@ def test_a_release_whose_worker_dies_resumes_when_rerun(control_plane: dict[str,
     assert all(version in name for name in replicas), replicas
     with httpx.Client(base_url=status.endpoints.edge_url, timeout=5) as edge:  # type: ignore[union-attr]
         assert {edge.get("/version").json()["version"] for _ in range(10)} == {version}
+
+
+def test_a_failing_rollback_never_starts_another_and_is_alerted_once(
+    control_plane: dict[str, Any],
+) -> None:
+    """The storm drill: a deploy that changed `local` failed (the event its failure hook sends),
+    the automation starts one rollback, and that rollback fails too (the front is down, so its
+    smoke test fails). Before the fix its failure emitted `socialnet.release.failed` again and
+    started the next rollback, without end."""
+    platform = LocalPlatform(load_environment("local"))
+    assert platform.status().stable_version, "the drill needs a recorded release (test above)"
+    since = time.time()
+    with api(control_plane) as client:
+        rollbacks_before = {run["id"] for run in _runs_of(client, "rollback/rollback-local")}
+        platform.supervisor.call("stopProcess", "front", True)
+        try:
+            client.post(
+                "/events",
+                json=[
+                    {
+                        "id": str(uuid.uuid4()),
+                        "occurred": datetime.now(UTC).isoformat(),
+                        "event": "socialnet.release.failed",
+                        "resource": {
+                            "prefect.resource.id": "socialnet.environment.local",
+                            "socialnet.environment": "local",
+                            "socialnet.rollback": "requested",
+                        },
+                        "payload": {"environment": "local", "reason": "drill"},
+                    }
+                ],
+            ).raise_for_status()
+            deadline = time.monotonic() + 60
+            started: list[dict[str, Any]] = []
+            while time.monotonic() < deadline and not started:
+                started = [
+                    run
+                    for run in _runs_of(client, "rollback/rollback-local")
+                    if run["id"] not in rollbacks_before
+                ]
+                time.sleep(1)
+            assert len(started) == 1, "the automation did not start the rollback"
+            assert started[0]["parameters"]["to_recorded_stable"] is True
+            assert _wait_state(client, started[0]["id"], {"FAILED", "COMPLETED"}, 180) == "FAILED"
+        finally:
+            platform.supervisor.call("startProcess", "front", True)
+        time.sleep(AUTOMATION_QUIET_SECONDS)
+        assert len(_runs_of(client, "rollback/rollback-local")) == len(rollbacks_before) + 1
+        assert len(_events(client, "socialnet.rollback.failed", since)) == 1
+    alerts = _alerts_with_subject("Rollback problem in local", timeout=60)
+    assert len(alerts) == 1, alerts
+    assert alerts[0]["body"].startswith("socialnet.rollback.failed: ")

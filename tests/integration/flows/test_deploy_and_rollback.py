@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from flows.deploy import deploy
+from flows.restore import restore
 from flows.rollback import NothingToRollBackError, rollback
 from socialnet_ops.builds import BuildError
 from socialnet_ops.environments import UnknownEnvironmentError
 from socialnet_ops.platforms.local import LocalPlatform
 from tasks.ledger import load_ledger
 from tests.integration.flows.conftest import served_versions
+from tests.support.prefect import socialnet_events
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +81,7 @@ def test_two_deploys_of_one_environment_run_one_after_the_other(
 
 
 def test_bad_input_is_a_clear_error_before_anything_changes(local_platform: LocalPlatform) -> None:
+    since = datetime.now(UTC)
     serving_before = served_versions(local_platform)
     ledger_before = ledger_versions()
     with pytest.raises(UnknownEnvironmentError, match="unknown environment 'moon'"):
@@ -90,5 +94,17 @@ def test_bad_input_is_a_clear_error_before_anything_changes(local_platform: Loca
         rollback(env="local", version="v42")
     with pytest.raises(ValueError, match=r"settings\.SOCIALNET_DB_PASSWORD: only non-secret"):
         deploy(env="local", version="v9", settings={"SOCIALNET_DB_PASSWORD": "x"})
+    # A time that is no time fails Prefect's parameter validation: the failure hook still runs
+    # (it crashed with MissingContextError before) and says the run was rejected.
+    failed = restore(env="local", point_in_time="yesterday", return_state=True)  # type: ignore[arg-type]
+    assert failed.is_failed()
     assert served_versions(local_platform) == serving_before
     assert ledger_versions() == ledger_before
+    # Each says "rejected": nothing changed, so no rollback or alert automation reacts.
+    rejected = socialnet_events("release.rejected", since)
+    assert {event["payload"]["environment"] for event in rejected} == {"moon", "local"}
+    assert len(rejected) == 4
+    assert len(socialnet_events("rollback.rejected", since, settle_s=1)) == 1
+    [restore_rejected] = socialnet_events("restore.rejected", since, settle_s=1)
+    assert "point_in_time" in restore_rejected["payload"]["reason"]
+    assert socialnet_events("release.failed", since, settle_s=1) == []

@@ -6,8 +6,10 @@ have no work pool: a created run stays Scheduled, which is all these tests look 
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest_asyncio
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun
+from starlette.applications import Starlette
 
 from socialnet_ops.gitflow import gitflow_file
 from tests.integration.webhooks.fake_gitlab import TOKEN, FakeGitLab, running_fake_gitlab
@@ -73,6 +76,7 @@ def gitlab_env(fake_gitlab: FakeGitLab, tmp_path_factory: pytest.TempPathFactory
         "SOCIALNET_WEBHOOK_TOKEN_FILE": str(_secret_file(folder, "webhook-token", WEBHOOK_TOKEN)),
         "SOCIALNET_GITLAB_URL": fake_gitlab.url,
         "SOCIALNET_GITLAB_TOKEN_FILE": str(_secret_file(folder, "gitlab-token", TOKEN)),
+        "SOCIALNET_WEBHOOK_NOTICES_FILE": str(folder / "webhook-notices.jsonl"),
     }
     previous = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
@@ -103,6 +107,7 @@ def webhook_deployments(prefect_server: None) -> dict[str, UUID]:
 class Receiver:
     http: httpx.AsyncClient
     launcher: Launcher
+    app: Starlette
 
     async def deliver(
         self,
@@ -146,4 +151,20 @@ async def receiver(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as http:
-            yield Receiver(http, app.state.launcher)
+            yield Receiver(http, app.state.launcher, app)
+
+
+def delivery() -> str:
+    """A fresh X-Gitlab-Event-UUID."""
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def receiver_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The receiver's log lines (its logger does not propagate: it writes plain lines itself)."""
+    log = logging.getLogger("socialnet.webhooks")
+    log.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        log.removeHandler(caplog.handler)

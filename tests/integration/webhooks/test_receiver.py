@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from prefect.client.schemas.objects import StateType
@@ -14,25 +13,10 @@ from prefect.variables import Variable
 
 from socialnet_ops.ledger import Ledger, ReleaseRecord
 from tests.integration.webhooks import payloads
-from tests.integration.webhooks.conftest import MAX_BODY, WEBHOOK_TOKEN, Receiver
+from tests.integration.webhooks.conftest import MAX_BODY, WEBHOOK_TOKEN, Receiver, delivery
 from tests.integration.webhooks.fake_gitlab import FakeGitLab
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
-
-
-def delivery() -> str:
-    return str(uuid.uuid4())
-
-
-@pytest.fixture
-def receiver_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """The receiver's log lines (its logger does not propagate: it writes plain lines itself)."""
-    log = logging.getLogger("socialnet.webhooks")
-    log.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        log.removeHandler(caplog.handler)
 
 
 async def test_a_push_to_develop_starts_deploy_staging_for_that_commit(
@@ -216,13 +200,21 @@ async def set_staging_ledger(*shas: str) -> None:
 async def test_a_tag_of_a_build_that_never_served_staging_is_refused_with_a_status(
     receiver: Receiver, fake_gitlab: FakeGitLab
 ) -> None:
-    passed, untested = payloads.new_sha(), payloads.new_sha()
-    await set_staging_ledger(passed, payloads.new_sha())
+    passed, serving, untested = payloads.new_sha(), payloads.new_sha(), payloads.new_sha()
+    await set_staging_ledger(passed, serving)
     event_id = delivery()
     response = await receiver.deliver("tag_push", payloads.tag_push("v2.0.0", untested), event_id)
-    assert response.status_code == 202 and response.json()["planned"] == [
-        "canary/canary-production"
-    ]
+    # Said in the reply, which GitLab shows in its hook log; 2xx: a decision, not a failure.
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "refused",
+        "delivery": event_id,
+        "rules": ["release-tag-to-production"],
+        "reason": f"commit {untested[:8]} never served staging (it serves develop-1 "
+        f"({serving[:8]})); deploy it to staging first",
+        "sha": untested,
+        "ref": "v2.0.0",
+    }
     assert await receiver.runs(event_id) == []
     (status,) = fake_gitlab.statuses(untested)
     assert status["state"] == "failed" and status["name"] == "socialnet-ops/canary-production"
