@@ -11,6 +11,7 @@ install:
 lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run lint-imports
 
 typecheck: install
 	$(UV) run mypy socialnet_ops flows tasks app webhooks

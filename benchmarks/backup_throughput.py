@@ -31,7 +31,7 @@ import psycopg
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script: make `tests.support` importable
 
-from socialnet_ops.backups import BackupTarget, DatabaseAccess, ObjectStore  # noqa: E402
+from socialnet_ops.core.backups import BackupTarget, DatabaseAccess, ObjectStore  # noqa: E402
 from tests.support.postgres import PostgresServer, free_port  # noqa: E402
 
 BUCKET = "socialnet-backups-bench"

@@ -42,7 +42,7 @@ from flows.canary import CanaryAbortedError, canary  # noqa: E402
 from flows.common import ensure_release_limits  # noqa: E402
 from flows.deploy import deploy  # noqa: E402
 from flows.rollback import rollback  # noqa: E402
-from socialnet_ops.environments import load_environment  # noqa: E402
+from socialnet_ops.core.environments import load_environment  # noqa: E402
 from socialnet_ops.platforms.local import LocalPlatform  # noqa: E402
 from tests.integration.canary.traffic import UserTraffic  # noqa: E402
 from tests.support.prefect import running_local_platform  # noqa: E402

@@ -1,7 +1,7 @@
 """Configure fan-out: the configure flow on 1 node versus 4, and the flow versus plain Ansible.
 
 Every run starts from fresh nodes (systemd-nspawn containers from the cached base image, see
-socialnet_ops/nodes.py), so each one is a full converge. Needs root, mmdebstrap and
+socialnet_ops/adapters/nodes.py), so each one is a full converge. Needs root, mmdebstrap and
 systemd-nspawn (infrastructure/bootstrap/install-node-tools.sh).
 
 Prints one JSON line: {"benchmark": "configure_fanout", "one_node_s", "four_nodes_s", "ratio",
@@ -36,7 +36,7 @@ def _variables(nodes: Any) -> dict[str, Any]:
 
 def flow_run(groups: dict[str, int], folder: Path) -> tuple[float, dict[str, Any]]:
     from flows.configure import configure
-    from socialnet_ops.nodes import running_nodes
+    from socialnet_ops.adapters.nodes import running_nodes
 
     with running_nodes(groups) as nodes:
         inventory = nodes.write_inventory(folder / "flow-inventory.yml", _variables(nodes))
@@ -48,7 +48,7 @@ def flow_run(groups: dict[str, int], folder: Path) -> tuple[float, dict[str, Any
 
 def raw_run(groups: dict[str, int], folder: Path) -> float:
     """`ansible-playbook` as a person would run it: same playbook, config and kind of nodes."""
-    from socialnet_ops.nodes import running_nodes
+    from socialnet_ops.adapters.nodes import running_nodes
     from tasks.ansible import ANSIBLE_DIR, PLAYBOOK, playbook_environment
 
     with running_nodes(groups) as nodes:
@@ -70,7 +70,7 @@ def raw_run(groups: dict[str, int], folder: Path) -> float:
 def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
-    from socialnet_ops.nodes import ensure_image, requirements_problem
+    from socialnet_ops.adapters.nodes import ensure_image, requirements_problem
     from tasks.ansible import strategy
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -1,6 +1,6 @@
 """GitLab webhook receiver: reply latency under 100 concurrent deliveries, and delivery -> Running.
 
-Everything real on 127.0.0.1: a Prefect server, the control plane's worker (`socialnet_ops.worker`:
+Everything real on 127.0.0.1: a Prefect server, the control plane's worker (`socialnet_ops.control.worker`:
 Prefect's process worker with a spare engine process) polling every second, the receiver run by
 uvicorn exactly as the control plane runs it, and a fake GitLab API taking the statuses.
 
@@ -50,8 +50,8 @@ from typing import Any
 
 import httpx
 
-from socialnet_ops.control_plane import pool_job_template, receiver_command
-from socialnet_ops.paths import repo_root
+from socialnet_ops.control.control_plane import pool_job_template, receiver_command
+from socialnet_ops.core.paths import repo_root
 from tests.integration.webhooks import payloads
 from tests.integration.webhooks.fake_gitlab import TOKEN, free_port, running_fake_gitlab
 from tests.support.processes import running_process
@@ -346,7 +346,7 @@ def main() -> None:
         worker_log = folder / "worker.log"
         stack.enter_context(
             running_process(
-                [sys.executable, "-m", "socialnet_ops.worker", "--pool", POOL],
+                [sys.executable, "-m", "socialnet_ops.control.worker", "--pool", POOL],
                 prefect_env,
                 worker_log,
                 cwd=repo_root(),

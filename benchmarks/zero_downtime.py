@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from socialnet_ops.load import SteadyLoad, percentile_ms
+from socialnet_ops.control.load import SteadyLoad, percentile_ms
 
 RATE = 100.0
 WARMUP_S = 10.0

@@ -13,9 +13,9 @@ from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
 from flows.common import StepClock, checked_environment, failure_of, release_limit
-from socialnet_ops.backups import BackupError, BackupManifest, BackupTarget, Trigger
-from socialnet_ops.environments import BackupPolicy, Environment
-from socialnet_ops.failures import before_any_change, changed_nothing, one_line
+from socialnet_ops.core.backups import BackupError, BackupManifest, BackupTarget, Trigger
+from socialnet_ops.core.environments import BackupPolicy, Environment
+from socialnet_ops.core.failures import before_any_change, changed_nothing, one_line
 from tasks.ledger import read_ledger, record_backup
 from tasks.postgres import (
     LEDGER_WAIT_SECONDS,

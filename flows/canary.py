@@ -1,7 +1,7 @@
 """canary: release a build to a share of users, judge it against stable, promote or abort.
 
 The flow walks the environment's release policy (set weight, pause, analysis) like an Argo Rollouts
-canary; the judgement is `socialnet_ops.canary.judge`, a pure function of what Prometheus saw for
+canary; the judgement is `socialnet_ops.core.canary.judge`, a pure function of what Prometheus saw for
 both tracks. Fail, no data for too long, a refused or unanswered approval: abort (weight 0, canary
 replicas stopped, stable untouched, ledger unchanged). Every step passed: promote.
 """
@@ -31,8 +31,8 @@ from flows.common import (
     release_flow,
     release_slot,
 )
-from socialnet_ops.builds import check_version, source_identity
-from socialnet_ops.canary import (
+from socialnet_ops.adapters.builds import check_version, source_identity
+from socialnet_ops.core.canary import (
     AnalysisTally,
     Decision,
     Measurement,
@@ -43,9 +43,9 @@ from socialnet_ops.canary import (
     plan,
     progress_percent,
 )
-from socialnet_ops.environments import Analysis
-from socialnet_ops.failures import before_any_change
-from socialnet_ops.ledger import CanaryRecord
+from socialnet_ops.core.environments import Analysis
+from socialnet_ops.core.failures import before_any_change
+from socialnet_ops.core.ledger import CanaryRecord
 from tasks.git import build_release_task
 from tasks.health import smoke_test
 from tasks.ledger import record_canary, record_release

@@ -12,9 +12,13 @@ from prefect import Flow, flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 
-from socialnet_ops.environments import Environment, environment_names, load_environment
-from socialnet_ops.failures import RejectedError, before_any_change, changed_nothing, one_line
-from socialnet_ops.holds import Holds
+from socialnet_ops.core.environments import Environment, environment_names, load_environment
+from socialnet_ops.core.failures import RejectedError, before_any_change, changed_nothing, one_line
+from socialnet_ops.core.holds import Holds
+from tasks.gitlab import gitlab_status_hooks
+from tasks.ledger import load_ledger
+from tasks.reporting import emit
+from tasks.undo import ReleaseUndoneError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -137,7 +141,6 @@ ROLLBACK_LABEL = "socialnet.rollback"
 
 
 def _has_recorded_release(environment: str) -> bool:
-    from tasks.ledger import load_ledger
 
     try:
         return load_ledger(environment).stable is not None
@@ -169,8 +172,6 @@ def announce_release_failure(flow: Any, flow_run: Any, state: Any) -> None:
       the policy asks for it and the ledger records a release to return to; the rollback
       automation matches that label.
     """
-    from tasks.reporting import emit
-    from tasks.undo import ReleaseUndoneError
 
     error = failure_of(state)
     parameters = flow_run.parameters
@@ -205,7 +206,6 @@ def release_flow(
     name: str, flow_run_name: str, announce_failure: Callable[..., None] | None = None
 ) -> Callable[[Callable[P, R]], Flow[P, R]]:
     """`@flow` with the hooks every release flow has: its failure event, statuses to GitLab."""
-    from tasks.gitlab import gitlab_status_hooks
 
     gitlab = gitlab_status_hooks()
     return flow(

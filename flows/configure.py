@@ -8,15 +8,15 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment
-from socialnet_ops.environments import load_environment
-from socialnet_ops.inventory import (
+from socialnet_ops.adapters.nodes import NodeError, requirements_problem, up
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.inventory import (
     HostRecap,
     TaskFailure,
     failed_hosts,
     merge_recaps,
     unreachable_hosts,
 )
-from socialnet_ops.nodes import NodeError, requirements_problem, up
 from tasks.ansible import (
     PLAYBOOK,
     ConfigurationError,
@@ -107,7 +107,7 @@ def configure_launcher_nodes(env: str = "local") -> dict[str, Any]:
 
     Returns the flow's result with `"configured": True`, or `"configured": False` and the
     reason (not root, mmdebstrap or systemd-nspawn missing). The nodes keep running until
-    `python -m socialnet_ops.nodes down <env>`.
+    `python -m socialnet_ops.adapters.nodes down <env>`.
     """
     problem = requirements_problem()
     if problem:

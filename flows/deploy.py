@@ -13,8 +13,8 @@ from flows.common import (
     release_flow,
     release_slot,
 )
-from socialnet_ops.builds import check_version, source_identity
-from socialnet_ops.failures import before_any_change
+from socialnet_ops.adapters.builds import check_version, source_identity
+from socialnet_ops.core.failures import before_any_change
 from tasks.git import build_release_task
 from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release

@@ -9,7 +9,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import checked_environment
-from socialnet_ops.environments import environment_names
+from socialnet_ops.core.environments import environment_names
 from tasks.ledger import record_drift
 from tasks.reporting import artifact_key, emit, table_report
 from tasks.terraform import DriftReport, check_drift

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 
 from flows.common import StepClock, checked_environment
-from socialnet_ops.terraform import GATED_ENVIRONMENTS, needs_approval
+from socialnet_ops.adapters.terraform import GATED_ENVIRONMENTS, needs_approval
 from tasks.reporting import emit
 from tasks.terraform import (
     apply,

@@ -37,10 +37,10 @@ from flows.deploy import deploy
 from flows.provision import provision
 from flows.rollback import rollback
 from flows.secrets import secrets
-from socialnet_ops.builds import check_version, source_identity
-from socialnet_ops.environments import Environment
-from socialnet_ops.failures import before_any_change
-from socialnet_ops.gitflow import promotion_refusal
+from socialnet_ops.adapters.builds import check_version, source_identity
+from socialnet_ops.core.environments import Environment
+from socialnet_ops.core.failures import before_any_change
+from socialnet_ops.core.gitflow import promotion_refusal
 from tasks.health import smoke_test
 from tasks.ledger import load_ledger
 from tasks.reporting import artifact_key, emit, report_undo, table_report

@@ -15,8 +15,8 @@ from typing import Any
 from prefect import flow
 
 from flows.common import checked_environment, failure_of
-from socialnet_ops.backups import BackupError, BackupTarget
-from socialnet_ops.failures import RejectedError, changed_nothing, one_line
+from socialnet_ops.core.backups import BackupError, BackupTarget
+from socialnet_ops.core.failures import RejectedError, changed_nothing, one_line
 from tasks.postgres import (
     database_exists,
     drop_database,

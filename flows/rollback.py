@@ -7,9 +7,9 @@ from typing import Any
 from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment, release_flow, release_slot
-from socialnet_ops.builds import check_version, load_build
-from socialnet_ops.failures import RejectedError, before_any_change
-from socialnet_ops.ledger import Ledger, ReleaseRecord
+from socialnet_ops.adapters.builds import check_version, load_build
+from socialnet_ops.core.failures import RejectedError, before_any_change
+from socialnet_ops.core.ledger import Ledger, ReleaseRecord
 from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release
 from tasks.platform import restore_replicas, serving_version

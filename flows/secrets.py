@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.common import StepClock, checked_environment, release_slot
-from socialnet_ops.secrets_catalog import SECRET_NAMES
+from socialnet_ops.core.secrets_catalog import SECRET_NAMES
 from tasks.reporting import artifact_key, emit, markdown_report, table_report
 from tasks.vault import (
     bootstrap_vault_layout,

@@ -19,8 +19,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import StepClock, checked_environment
-from socialnet_ops.environments import KubernetesPlatform as KubernetesSettings
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSettings
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.platforms.kubernetes.helm import Helm
 from socialnet_ops.platforms.kubernetes.tools import (

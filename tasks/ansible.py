@@ -22,8 +22,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.variables import Variable
 
-from socialnet_ops.environments import Environment, load_environment
-from socialnet_ops.inventory import (
+from socialnet_ops.adapters.nodes import launcher_inventory_path
+from socialnet_ops.adapters.terraform import shared_state_name
+from socialnet_ops.core.environments import Environment, load_environment
+from socialnet_ops.core.inventory import (
     HostRecap,
     InventoryError,
     build_inventory,
@@ -36,9 +38,7 @@ from socialnet_ops.inventory import (
     task_failures,
     terraform_nodes,
 )
-from socialnet_ops.nodes import launcher_inventory_path
-from socialnet_ops.paths import environment_state_dir, repo_root
-from socialnet_ops.terraform import shared_state_name
+from socialnet_ops.core.paths import environment_state_dir, repo_root
 from tasks.reporting import artifact_key, markdown_report, table_report
 
 ANSIBLE_DIR = repo_root() / "infrastructure" / "ansible"
@@ -112,7 +112,7 @@ def build_node_inventory(env: str, inventory_path: str | None = None) -> list[st
         if not hosts_file.is_file():
             raise InventoryError(
                 f"{catalog}: ansible.source is launcher, but no nodes run for {env}: start them "
-                f"with `python -m socialnet_ops.nodes up {env}` (root, mmdebstrap, systemd-nspawn)"
+                f"with `python -m socialnet_ops.adapters.nodes up {env}` (root, mmdebstrap, systemd-nspawn)"
             )
     else:
         name = shared_state_name(env)

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 
-from socialnet_ops.builds import (
+from socialnet_ops.adapters.builds import (
     MANIFEST,
     build_release,
     check_version,

@@ -12,7 +12,7 @@ from prefect import task
 from prefect.runtime import flow_run
 from prefect.variables import Variable
 
-from socialnet_ops.ledger import CanaryRecord, Ledger, ReleaseRecord, Strategy
+from socialnet_ops.core.ledger import CanaryRecord, Ledger, ReleaseRecord, Strategy
 from socialnet_ops.platforms.base import Build
 
 if TYPE_CHECKING:

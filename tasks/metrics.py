@@ -15,7 +15,7 @@ import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from socialnet_ops.canary import Measurement, TrackSample
+from socialnet_ops.core.canary import Measurement, TrackSample
 from tasks.platform import environment_platform
 
 USER_ROUTES = "/api/.+"

@@ -6,8 +6,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction
 
-from socialnet_ops.builds import load_build
-from socialnet_ops.environments import load_environment
+from socialnet_ops.adapters.builds import load_build
+from socialnet_ops.core.environments import load_environment
 from socialnet_ops.platforms import platform_for
 from socialnet_ops.platforms.base import Endpoints, Platform
 from tasks.undo import recalled, remember, undo_step

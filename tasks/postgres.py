@@ -34,7 +34,10 @@ from prefect.concurrency.sync import concurrency
 from prefect.transactions import Transaction
 from psycopg import sql
 
-from socialnet_ops.backups import (
+from socialnet_ops.adapters.builds import load_build
+from socialnet_ops.adapters.postgres import read_archiver_status
+from socialnet_ops.adapters.process import ToolError, start_in_this_context, stream
+from socialnet_ops.core.backups import (
     RECOVERY_CRITICAL_SETTINGS,
     ArchivedSegment,
     BackupError,
@@ -45,23 +48,21 @@ from socialnet_ops.backups import (
     RecoveryPlan,
     Trigger,
     VerificationError,
-    backup_target_for,
     new_backup_id,
     object_metadata,
     pick_manifest,
     plan_recovery,
-    read_archiver_status,
     verification_problems,
     wal_command,
     wal_to_delete,
 )
-from socialnet_ops.builds import load_build
-from socialnet_ops.environments import Retention, load_environment
-from socialnet_ops.holds import Holds
-from socialnet_ops.migrations import contracting_statements
-from socialnet_ops.platforms import platform_for
-from socialnet_ops.process import ToolError, start_in_this_context, stream
-from socialnet_ops.retention import plan_retention
+from socialnet_ops.core.environments import Retention, load_environment
+from socialnet_ops.core.holds import Holds
+from socialnet_ops.core.migrations import contracting_statements
+from socialnet_ops.core.retention import plan_retention
+from socialnet_ops.platforms import backup_target_for, platform_for
+from tasks.ledger import record_backup
+from tasks.reporting import emit
 from tasks.storage import (
     DOWNLOAD_CHUNK,
     StorageError,
@@ -135,7 +136,7 @@ def migrate(environment: str, version: str) -> None:
 # --- backups and restores ---------------------------------------------------------------------
 #
 # The tool work (pg_dump, pg_basebackup, pg_restore, pg_ctl) lives here; what a backup *is*
-# (ids, manifests, verification, WAL ranges) is in socialnet_ops.backups, S3 in tasks.storage.
+# (ids, manifests, verification, WAL ranges) is in socialnet_ops.core.backups, S3 in tasks.storage.
 
 BACKUP_LOCK_WAIT_SECONDS = 3600
 LEDGER_WAIT_SECONDS = 120
@@ -394,8 +395,6 @@ def resolve_backup_target(environment: str) -> BackupTarget:
 @task(name="take-predeploy-backup")
 def take_predeploy_backup(environment: str, version: str) -> dict[str, str]:
     """The backup a deploy takes before migrating; its id goes into the deploy's report."""
-    from tasks.ledger import record_backup
-    from tasks.reporting import emit
 
     try:
         target = backup_target_for(load_environment(environment))

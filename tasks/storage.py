@@ -21,8 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 from prefect import get_run_logger, task
 
-from socialnet_ops.backups import ObjectStore
-from socialnet_ops.s3 import (
+from socialnet_ops.adapters.s3 import (
     DOWNLOAD_CHUNK,
     PART_SIZE,
     PARTS_IN_FLIGHT,
@@ -31,6 +30,7 @@ from socialnet_ops.s3 import (
     reason,
     s3_client,
 )
+from socialnet_ops.core.backups import ObjectStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -29,10 +29,8 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.variables import Variable
 
-from socialnet_ops.environments import Environment, load_environment
-from socialnet_ops.paths import environments_dir, repo_root
-from socialnet_ops.process import ToolError, stream
-from socialnet_ops.terraform import (
+from socialnet_ops.adapters.process import ToolError, stream
+from socialnet_ops.adapters.terraform import (
     MissingCredentialsError,
     PlanSummary,
     ResourceChange,
@@ -57,6 +55,9 @@ from socialnet_ops.terraform import (
     sync_code,
     terraform_environ,
 )
+from socialnet_ops.core.environments import Environment, load_environment
+from socialnet_ops.core.paths import environments_dir, repo_root
+from socialnet_ops.platforms import platform_for
 from tasks.reporting import artifact_key, markdown_report, table_report
 
 TERRAFORM = "terraform"
@@ -79,7 +80,6 @@ def _source(environment: Environment) -> str:
 
 def local_emulator_endpoint(environment: Environment) -> str:
     """The local platform's AWS emulator (moto), for environments whose cloud.endpoint is `local`."""
-    from socialnet_ops.platforms import platform_for
 
     try:
         return platform_for(environment).endpoints().extra["aws_endpoint_url"]

@@ -14,15 +14,21 @@ from typing import Any, Literal, cast
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from socialnet_ops import vault
-from socialnet_ops.environments import Environment, load_environment
-from socialnet_ops.platforms import platform_for
-from socialnet_ops.platforms.base import PlatformError
-from socialnet_ops.secrets_catalog import (
+from socialnet_ops.adapters import vault
+from socialnet_ops.core.environments import Environment, load_environment
+from socialnet_ops.core.secrets_catalog import (
     SECRET_NAMES,
     RuntimeSecrets,
     kubernetes_secret_body,
 )
+from socialnet_ops.platforms import (
+    platform_for,
+    vault_address,
+    vault_admin_token_file,
+    vault_secret_id_file,
+)
+from socialnet_ops.platforms.base import PlatformError
+from socialnet_ops.platforms.local import LocalPlatform
 
 ADMIN_TOKEN_FILE_VARIABLE = "SOCIALNET_VAULT_ADMIN_TOKEN_FILE"  # noqa: S105 - a variable name
 Purpose = Literal["bootstrap", "secrets", "deploy", "rotate"]
@@ -44,7 +50,7 @@ def secret_block_value(name: str) -> str | None:
 
 
 def _secret_id_reader(environment: Environment) -> Any:
-    path = vault.secret_id_file(environment)
+    path = vault_secret_id_file(environment)
     block = f"vault-secret-id-{environment.name}"
 
     def read() -> str:
@@ -64,7 +70,7 @@ def _secret_id_reader(environment: Environment) -> Any:
 
 def flows_session(environment: Environment) -> vault.VaultSession:
     """The flows' identity on the environment's Vault (AppRole, or a token for `method: token`)."""
-    address = vault.resolve_address(environment)
+    address = vault_address(environment)
     auth = environment.vault.auth
     key = (address, f"{auth.method}:{auth.role}")
     with _sessions_lock:
@@ -85,8 +91,8 @@ def flows_session(environment: Environment) -> vault.VaultSession:
 def admin_session(environment: Environment) -> vault.VaultSession | None:
     """Who may create the mount, policies and roles: the local dev root token, an operator token
     file (SOCIALNET_VAULT_ADMIN_TOKEN_FILE) or the Secret block `vault-admin-token-<env>`."""
-    address = vault.resolve_address(environment)
-    local = vault.local_admin_token_file(environment)
+    address = vault_address(environment)
+    local = vault_admin_token_file(environment)
     if local is not None:
         return vault.VaultSession(
             address,
@@ -168,8 +174,6 @@ def bootstrap_vault_layout(environment: str) -> list[dict[str, str]]:
         flows_role=settings.vault.auth.role,
     )
     if settings.is_local:
-        from socialnet_ops.platforms.local import LocalPlatform
-
         local = LocalPlatform(settings)
         for consumer in ("flows", "webhooks"):
             role = vault.consumer_role(consumer, environment, settings.vault.auth.role)
@@ -188,8 +192,6 @@ def create_missing_secrets(environment: str, replace: list[str]) -> list[dict[st
     settings = load_environment(environment)
     recover = None
     if settings.is_local:
-        from socialnet_ops.platforms.local import LocalPlatform
-
         recover = LocalPlatform(settings).installed_secret
     changes = vault.ensure_secrets(
         flows_session(settings),
@@ -207,8 +209,6 @@ def _install(settings: Environment, secrets: RuntimeSecrets) -> str:
     logger = get_run_logger()
     platform = platform_for(settings)
     if settings.is_local:
-        from socialnet_ops.platforms.local import LocalPlatform
-
         assert isinstance(platform, LocalPlatform)
         platform.install_secrets(secrets, progress=logger.info)
         return f"0600 files under {platform.state_dir / 'secrets'}"
@@ -332,7 +332,6 @@ def _local_platform(environment: str) -> Any:
             "platform only for now (on Kubernetes: rotate in Vault, then the secrets flow and a "
             "deploy)"
         )
-    from socialnet_ops.platforms.local import LocalPlatform
 
     return LocalPlatform(settings)
 

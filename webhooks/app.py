@@ -1,7 +1,7 @@
 """The GitLab webhook receiver (ASGI): `POST /hooks/gitlab`, `GET /healthz` (and the local alert
 inbox `POST /hooks/alerts`, webhooks/alerts.py).
 
-Run it as the control plane does (socialnet_ops/control_plane.py `_programs`):
+Run it as the control plane does (socialnet_ops/control/control_plane.py `_programs`):
 `uvicorn webhooks.app:create_app --factory --host 127.0.0.1 --port 8088
 --http webhooks.server:ReceiverProtocol --timeout-keep-alive 5` (webhooks/server.py bounds the wait
 for a request's headers).
@@ -22,7 +22,7 @@ Settings (environment):
   SOCIALNET_WEBHOOK_MAX_BODY      largest accepted body in bytes (default 2 MiB)
   SOCIALNET_WEBHOOK_WORKERS       background workers starting runs (default 8)
   SOCIALNET_WEBHOOK_QUEUE         deliveries waiting for a worker before 503 (default 1000)
-  SOCIALNET_GITLAB_URL, SOCIALNET_GITLAB_TOKEN_FILE   feedback to GitLab (tasks/gitlab.py)
+  SOCIALNET_GITLAB_URL, SOCIALNET_GITLAB_TOKEN_FILE   feedback to GitLab (socialnet_ops/adapters/gitlab.py)
   SOCIALNET_ALERTS_FILE           where the alert inbox keeps alerts (unset: no inbox)
   SOCIALNET_WEBHOOK_NOTICES_FILE  deliveries not honoured (default in the control plane's folder)
   SOCIALNET_WEBHOOK_HEADER_TIMEOUT  seconds a request's headers may take (default 10, server.py)
@@ -47,8 +47,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from socialnet_ops.environments import load_catalog
-from socialnet_ops.gitflow import (
+from socialnet_ops.adapters.gitlab import GitLabConfigError, gitlab_settings
+from socialnet_ops.core.environments import load_catalog
+from socialnet_ops.core.gitflow import (
     GitEvent,
     GitflowMapping,
     Rule,
@@ -58,7 +59,6 @@ from socialnet_ops.gitflow import (
     load_mapping,
     matching_rules,
 )
-from tasks.gitlab import GitLabConfigError, gitlab_settings
 from webhooks.alerts import alert_inbox
 from webhooks.body import BODY_SECONDS, BodyRefused, check_token, json_object, read_body
 from webhooks.gitlab import EVENT_HEADERS, PayloadError, parse_event

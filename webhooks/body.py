@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from tasks.gitlab import GitLabConfigError
+from socialnet_ops.adapters.gitlab import GitLabConfigError
 from webhooks.token import TokenSource
 
 logger = logging.getLogger("socialnet.webhooks")

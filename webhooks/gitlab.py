@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from socialnet_ops.gitflow import GitEvent
+from socialnet_ops.core.gitflow import GitEvent
 
 # X-Gitlab-Event header -> object_kind of the body.
 EVENT_HEADERS = {

@@ -23,9 +23,16 @@ import httpx
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.settings import PREFECT_UI_URL
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from socialnet_ops.gitflow import (
+from socialnet_ops.adapters.gitlab import (
+    flow_run_url,
+    gitlab_settings,
+    report_commit_status,
+    shared_gitlab_api,
+)
+from socialnet_ops.core.gitflow import (
     GitEvent,
     GitflowMapping,
     Launch,
@@ -33,8 +40,7 @@ from socialnet_ops.gitflow import (
     launches,
     promotion_refusal,
 )
-from socialnet_ops.ledger import Ledger
-from tasks.gitlab import flow_run_url, gitlab_settings, report_commit_status, shared_gitlab_api
+from socialnet_ops.core.ledger import Ledger
 
 logger = logging.getLogger("socialnet.webhooks")
 T = TypeVar("T")
@@ -250,7 +256,7 @@ class Launcher:
                     launch.status_name,
                     "pending",
                     f"{run.name} scheduled",
-                    flow_run_url(run.id),
+                    flow_run_url(PREFECT_UI_URL.value(), run.id),
                 )
         except Exception as error:
             self.counts["failed"] += 1

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from socialnet_ops.paths import state_root
+from socialnet_ops.core.paths import state_root
 
 logger = logging.getLogger("socialnet.webhooks")
 

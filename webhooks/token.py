@@ -11,7 +11,7 @@ import hmac
 import os
 from pathlib import Path
 
-from tasks.gitlab import read_secret_file
+from socialnet_ops.adapters.gitlab import read_secret_file
 
 TOKEN_FILE_VARIABLE = "SOCIALNET_WEBHOOK_TOKEN_FILE"  # noqa: S105 - a variable name, not a secret
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from socialnet_ops.adapters import vault
+from socialnet_ops.core.backups import BackupError, BackupTarget, DatabaseAccess, ObjectStore
+from socialnet_ops.core.environments import Environment
 from socialnet_ops.platforms.base import Platform, PlatformError
 
 if TYPE_CHECKING:
-    from socialnet_ops.environments import Environment
+    from socialnet_ops.platforms.local import LocalPlatform
 
 
 def platform_for(environment: Environment) -> Platform:
-    """The platform an environment runs on (imported lazily: each pulls its own tools)."""
+    """The platform an environment runs on.
+
+    Each implementation is imported here, when asked for: it pulls its own tools (the Kubernetes
+    client, supervisor), and both import `platforms.base`, which runs this package first.
+    """
     kind = environment.platform.kind
     if kind == "local":
         from socialnet_ops.platforms.local import LocalPlatform
@@ -22,3 +31,68 @@ def platform_for(environment: Environment) -> Platform:
 
         return KubernetesPlatform(environment)
     raise PlatformError(f"environment {environment.name!r}: unknown platform kind {kind!r}")
+
+
+def backup_target_for(environment: Environment) -> BackupTarget:
+    """The database and bucket of an environment, from its platform and its backup policy."""
+    if environment.backup is None:
+        raise BackupError(
+            f"deployments/environments/{environment.name}.yaml: backup: the environment has no "
+            "backup policy; add one (schedule, bucket, retention) to back it up"
+        )
+    platform = platform_for(environment)
+    endpoint = environment.cloud.endpoint
+    if endpoint == "local":
+        endpoint = platform.endpoints().extra.get("aws_endpoint_url")
+        if not endpoint:
+            raise BackupError(f"the {environment.name} platform exposes no AWS emulator endpoint")
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+    return BackupTarget(
+        environment=environment.name,
+        database=DatabaseAccess.from_socialnet_env(platform.database_env()),
+        store=ObjectStore(
+            bucket=environment.backup.bucket,
+            region=environment.cloud.region,
+            endpoint_url=endpoint,
+            create_bucket=environment.cloud.endpoint == "local",
+        ),
+        database_label=environment.backup.database,
+    )
+
+
+# --- where an environment's Vault is (the local platform runs its own OpenBao) ---------------------
+
+
+def _local(environment: Environment) -> LocalPlatform:
+    from socialnet_ops.platforms.local import LocalPlatform
+
+    return LocalPlatform(environment)
+
+
+def vault_address(environment: Environment) -> str:
+    """`vault.address`, where `local` is the local platform's OpenBao (its port in state.json)."""
+    if environment.vault.address != "local":
+        return environment.vault.address.rstrip("/")
+    try:
+        return _local(environment).vault_address
+    except Exception as error:
+        raise vault.VaultUnavailableError(
+            f"environment {environment.name}: vault.address is `local` but the local platform "
+            f"has no OpenBao yet ({error}); start it with `socialnet-ops up`"
+        ) from None
+
+
+def vault_secret_id_file(environment: Environment) -> Path | None:
+    """`vault.auth.secret_id_file`, or the local platform's `.local/<env>/secrets/vault-secret-id`."""
+    if environment.vault.auth.secret_id_file:
+        return Path(environment.vault.auth.secret_id_file)
+    if environment.is_local:
+        return _local(environment).vault_secret_id_file("flows")
+    return None
+
+
+def vault_admin_token_file(environment: Environment) -> Path | None:
+    """The local dev server's root token (the local bootstrap's only credential)."""
+    if not (environment.is_local and environment.vault.address == "local"):
+        return None
+    return _local(environment).vault_token_file

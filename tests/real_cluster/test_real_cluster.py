@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from socialnet_ops.environments import parse_environment
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.environments import parse_environment
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.base import Build
 from socialnet_ops.platforms.kubernetes import KubernetesPlatform
 from tests.support.kube_tools import require_helm

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from socialnet_ops.environments import Environment, load_environment
+from socialnet_ops.core.environments import Environment, load_environment
 from socialnet_ops.platforms.local import LocalPlatform
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from socialnet_ops.backups import (
+from socialnet_ops.core.backups import (
     ArchivedSegment,
     BackupError,
     BackupManifest,
@@ -28,7 +28,7 @@ from socialnet_ops.backups import (
     verification_problems,
     wal_to_delete,
 )
-from socialnet_ops.failures import changed_nothing
+from socialnet_ops.core.failures import changed_nothing
 
 pytestmark = pytest.mark.unit
 
@@ -226,7 +226,7 @@ def test_archiving_settings_and_archiver_health() -> None:
 
 
 def test_request_bodies_are_signed_except_on_loopback() -> None:
-    from socialnet_ops.s3 import s3_client
+    from socialnet_ops.adapters.s3 import s3_client
 
     def signing(endpoint: str | None) -> object:
         store = ObjectStore(bucket="b", region="eu-west-3", endpoint_url=endpoint)

@@ -12,7 +12,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from socialnet_ops.wal_archive import SHA256_HEADER, main, signed_request
+from socialnet_ops.adapters.wal_archive import SHA256_HEADER, main, signed_request
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from socialnet_ops.builds import BuildError, build_release, list_versions, load_build, resolve_ref
+from socialnet_ops.adapters.builds import (
+    BuildError,
+    build_release,
+    list_versions,
+    load_build,
+    resolve_ref,
+)
 
 pytestmark = pytest.mark.unit
 

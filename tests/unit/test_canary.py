@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from socialnet_ops.canary import (
+from socialnet_ops.core.canary import (
     LATENCY_FLOOR_SECONDS,
     AnalysisTally,
     Decision,
@@ -23,7 +23,7 @@ from socialnet_ops.canary import (
     progress_percent,
     two_proportion_z_test,
 )
-from socialnet_ops.environments import Analysis, ReleasePolicy
+from socialnet_ops.core.environments import Analysis, ReleasePolicy
 
 pytestmark = pytest.mark.unit
 

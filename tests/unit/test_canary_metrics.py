@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from socialnet_ops.canary import TrackSample
+from socialnet_ops.core.canary import TrackSample
 from tasks.metrics import MIN_WINDOW_SECONDS, measure, track_queries
 
 pytestmark = pytest.mark.unit

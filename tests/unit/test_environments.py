@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from socialnet_ops.environments import (
+from socialnet_ops.core.environments import (
     EnvironmentError,
     KubernetesPlatform,
     LocalPlatform,
@@ -19,7 +19,7 @@ from socialnet_ops.environments import (
     load_catalog,
     load_environment,
 )
-from socialnet_ops.paths import environments_dir
+from socialnet_ops.core.paths import environments_dir
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from socialnet_ops.failures import (
+from socialnet_ops.core.failures import (
     RejectedError,
     before_any_change,
     changed_nothing,

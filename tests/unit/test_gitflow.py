@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from socialnet_ops.environments import load_catalog
-from socialnet_ops.gitflow import (
+from socialnet_ops.core.environments import load_catalog
+from socialnet_ops.core.gitflow import (
     GitEvent,
     GitflowError,
     GitflowMapping,
@@ -24,7 +24,7 @@ from socialnet_ops.gitflow import (
     promotion_refusal,
     push_version,
 )
-from socialnet_ops.ledger import Ledger, ReleaseRecord
+from socialnet_ops.core.ledger import Ledger, ReleaseRecord
 from tests.integration.webhooks import payloads
 from webhooks.gitlab import PayloadError, parse_event
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from socialnet_ops.gitflow import GitflowMapping, load_mapping
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.gitflow import GitflowMapping, load_mapping
+from socialnet_ops.core.paths import repo_root
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import contextvars
 
 import pytest
 
-from socialnet_ops.holds import Holds
+from socialnet_ops.core.holds import Holds
 
 pytestmark = pytest.mark.unit
 

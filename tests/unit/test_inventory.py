@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from socialnet_ops.inventory import (
+from socialnet_ops.core.inventory import (
     HostRecap,
     InventoryError,
     InventoryNode,
@@ -26,7 +26,7 @@ from socialnet_ops.inventory import (
     terraform_nodes,
     unreachable_hosts,
 )
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.paths import repo_root
 
 pytestmark = pytest.mark.unit
 
@@ -276,7 +276,7 @@ def test_every_role_has_the_galaxy_layout() -> None:
 
 
 def test_role_package_lists_feed_the_node_image(tmp_path: Path) -> None:
-    from socialnet_ops.nodes import role_packages
+    from socialnet_ops.adapters.nodes import role_packages
 
     packages = role_packages()
     assert {"chrony", "prometheus-node-exporter", "unattended-upgrades", "conntrack"} <= set(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from socialnet_ops import nodes
-from socialnet_ops.nodes import ImageRecipe, debian_mirrors, node_names
+from socialnet_ops.adapters import nodes
+from socialnet_ops.adapters.nodes import ImageRecipe, debian_mirrors, node_names
 
 pytestmark = pytest.mark.unit
 

@@ -13,9 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from socialnet_ops.environments import KubernetesPlatform as KubernetesSettings
-from socialnet_ops.environments import load_environment
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSettings
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.kubernetes.platform import KubernetesPlatform
 from tests.support.kube_tools import require_helm, sandbox_env
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.kubernetes.tools import load_tool_releases, observability_values
 from tests.support.kube_tools import require_tool
 

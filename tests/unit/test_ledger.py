@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from socialnet_ops.ledger import HISTORY_LIMIT, CanaryRecord, Ledger, ReleaseRecord
+from socialnet_ops.core.ledger import HISTORY_LIMIT, CanaryRecord, Ledger, ReleaseRecord
 
 pytestmark = pytest.mark.unit
 

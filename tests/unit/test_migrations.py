@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from socialnet_ops.migrations import contracting_statements
+from socialnet_ops.core.migrations import contracting_statements
 
 pytestmark = pytest.mark.unit
 

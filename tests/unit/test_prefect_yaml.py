@@ -9,8 +9,8 @@ import pytest
 import yaml
 from prefect import Flow
 
-from socialnet_ops.environments import load_catalog
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.environments import load_catalog
+from socialnet_ops.core.paths import repo_root
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from socialnet_ops.environments import Retention
-from socialnet_ops.retention import BackupPoint, plan_retention
+from socialnet_ops.core.environments import Retention
+from socialnet_ops.core.retention import BackupPoint, plan_retention
 
 pytestmark = pytest.mark.unit
 

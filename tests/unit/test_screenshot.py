@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from socialnet_ops import screenshot
-from socialnet_ops.screenshot import (
+from socialnet_ops.control import screenshot
+from socialnet_ops.control.screenshot import (
     PrefectUrls,
     ScreenshotError,
     chromium_executable,

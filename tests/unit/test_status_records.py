@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from socialnet_ops.ledger import Ledger, ReleaseRecord
-from socialnet_ops.status import age, recorded_state
+from socialnet_ops.control.status import age, recorded_state
+from socialnet_ops.core.ledger import Ledger, ReleaseRecord
 
 pytestmark = pytest.mark.unit
 

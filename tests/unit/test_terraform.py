@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from socialnet_ops.environments import load_environment
-from socialnet_ops.paths import repo_root
-from socialnet_ops.terraform import (
+from socialnet_ops.adapters.terraform import (
     MIRROR_SETTING,
     SHARED_STATE_LIMIT,
     LockInfo,
@@ -33,6 +31,8 @@ from socialnet_ops.terraform import (
     summarize_plan,
     sync_code,
 )
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.paths import repo_root
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from socialnet_ops.environments import load_environment
+from socialnet_ops.core.environments import load_environment
 from tasks.terraform import EMULATOR_CREDENTIALS, _error_block, aws_environ, endpoint_for
 
 pytestmark = pytest.mark.unit

@@ -7,8 +7,9 @@ import re
 import pytest
 
 from flows.secrets import checked_secret_names
-from socialnet_ops.environments import environment_names
-from socialnet_ops.secrets_catalog import (
+from socialnet_ops.adapters.vault import CONSUMERS, render_policy
+from socialnet_ops.core.environments import environment_names
+from socialnet_ops.core.secrets_catalog import (
     CATALOG,
     DB_LOGIN_ROLES,
     RuntimeSecrets,
@@ -16,7 +17,6 @@ from socialnet_ops.secrets_catalog import (
     kubernetes_secret_body,
     next_login_role,
 )
-from socialnet_ops.vault import CONSUMERS, render_policy
 
 pytestmark = pytest.mark.unit
 

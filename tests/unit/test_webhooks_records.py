@@ -8,8 +8,8 @@ import pytest
 from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from socialnet_ops import control_plane
-from socialnet_ops.status import webhook_notices
+from socialnet_ops.control import control_plane
+from socialnet_ops.control.status import webhook_notices
 from webhooks.alerts import one_line
 from webhooks.records import KEEP_NOTICES, append_bounded, read_newest, record_notice
 from webhooks.server import ReceiverProtocol, header_timeout

@@ -10,7 +10,7 @@ import pytest
 from prefect.client.schemas.objects import FlowRun
 from prefect.utilities.processutils import command_to_string
 
-from socialnet_ops.worker import EngineSpares, run_environment, spares_enabled
+from socialnet_ops.control.worker import EngineSpares, run_environment, spares_enabled
 
 pytestmark = pytest.mark.unit
 

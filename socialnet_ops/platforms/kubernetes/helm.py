@@ -1,4 +1,4 @@
-"""The helm CLI, run with its output streamed line by line (socialnet_ops.process.stream)."""
+"""The helm CLI, run with its output streamed line by line (socialnet_ops.adapters.process.stream)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from socialnet_ops.paths import repo_root
+from socialnet_ops.adapters.process import ToolError, stream
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.base import PlatformError
-from socialnet_ops.process import ToolError, stream
 
 INSTALL_HINT = (
     "run infrastructure/bootstrap/install-helm.sh (or set SOCIALNET_HELM to a helm binary)"

@@ -25,9 +25,10 @@ from typing import Any
 
 import yaml
 
-from socialnet_ops.environments import Environment
-from socialnet_ops.environments import KubernetesPlatform as KubernetesSettings
-from socialnet_ops.paths import repo_root
+from socialnet_ops.adapters.process import ToolError
+from socialnet_ops.core.environments import Environment
+from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSettings
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.base import (
     Build,
     Endpoints,
@@ -39,7 +40,6 @@ from socialnet_ops.platforms.base import (
 )
 from socialnet_ops.platforms.kubernetes.helm import Helm, Revision
 from socialnet_ops.platforms.kubernetes.rollout import RolloutState, rollout_state
-from socialnet_ops.process import ToolError
 
 CHART = Path("infrastructure/helm/socialnet")
 # Extra values files layered after the environment's (os.pathsep-separated): one-off overrides,

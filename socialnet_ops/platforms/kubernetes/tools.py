@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.base import PlatformError
 
 OBSERVABILITY = Path("infrastructure/observability")

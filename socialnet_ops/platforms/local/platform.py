@@ -2,7 +2,7 @@
 
 Programs: PostgreSQL, the API replicas (stable and canary tracks), the front, HAProxy (the edge,
 weights changed through its runtime API), Prometheus, the AWS emulator and an OpenBao dev server.
-State, configuration and logs live under `.local/<env>/` (see `socialnet_ops.paths`).
+State, configuration and logs live under `.local/<env>/` (see `socialnet_ops.core.paths`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ from typing import Any
 
 import httpx
 
-from socialnet_ops.environments import Environment
-from socialnet_ops.environments import LocalPlatform as LocalSettings
-from socialnet_ops.paths import environment_state_dir, repo_root
+from socialnet_ops.adapters import vault
+from socialnet_ops.core.backups import ObjectStore, archiving_settings
+from socialnet_ops.core.environments import Environment
+from socialnet_ops.core.environments import LocalPlatform as LocalSettings
+from socialnet_ops.core.paths import environment_state_dir, repo_root
+from socialnet_ops.core.secrets_catalog import DB_LOGIN_ROLES, DB_OWNER, RuntimeSecrets
 from socialnet_ops.platforms.base import (
     Build,
     Endpoints,
@@ -61,7 +64,6 @@ from socialnet_ops.platforms.local.tools import (
     tail,
     write_atomic,
 )
-from socialnet_ops.secrets_catalog import DB_LOGIN_ROLES, DB_OWNER, RuntimeSecrets
 
 DB_NAME = "socialnet"
 # The owner role of the database (NOLOGIN); replicas log in as one of DB_LOGIN_ROLES, named in Vault.
@@ -536,7 +538,6 @@ class LocalPlatform:
         The dev server keeps everything in memory: after a restart, a missing secret is re-seeded
         from the copy installed last, so Vault, PostgreSQL and the replicas keep agreeing.
         """
-        from socialnet_ops import vault
 
         environment = self._environment_model
         check = vault.check_health(self.vault_address, wait=15)
@@ -747,7 +748,6 @@ class LocalPlatform:
         policy = self._environment_model.backup
         if policy is None:
             return []
-        from socialnet_ops.backups import ObjectStore, archiving_settings
 
         store = ObjectStore(
             bucket=policy.bucket,

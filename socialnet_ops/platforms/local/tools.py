@@ -9,10 +9,10 @@ import shutil
 import socket
 import string
 import sys
-import tempfile
 from pathlib import Path
 
-from socialnet_ops.paths import repo_root
+from socialnet_ops.adapters.files import write_atomic as write_atomic  # the platform writes many
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.base import PlatformError
 
 TEMPLATES_DIR = repo_root() / "infrastructure" / "local"
@@ -82,26 +82,6 @@ def port_answers(port: int, timeout: float = 0.5) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout):
         return True
     return False
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
-    """Write `text` to `path` through a temporary file and a rename; False when unchanged."""
-    if path.exists() and path.read_text() == text:
-        if (path.stat().st_mode & 0o777) != mode:
-            path.chmod(mode)
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return True
 
 
 def ensure_secret(path: Path) -> Path:

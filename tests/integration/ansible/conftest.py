@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from socialnet_ops.nodes import NodeSet, ensure_image, requirements_problem, running_nodes
+from socialnet_ops.adapters.nodes import NodeSet, ensure_image, requirements_problem, running_nodes
 from tests.support.requirements import unavailable
 
 # Ansible logs in as the image's bootstrap user; `common` adds this administrator with the same key.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flows.configure import configure
-from socialnet_ops.nodes import NodeSet, running_nodes
+from socialnet_ops.adapters.nodes import NodeSet, running_nodes
 from tests.integration.ansible.conftest import ADMIN, inventory_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]

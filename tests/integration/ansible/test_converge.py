@@ -19,7 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.configure import configure
-from socialnet_ops.nodes import NodeSet
+from socialnet_ops.adapters.nodes import NodeSet
 from tasks.ansible import ConfigurationError
 from tests.integration.ansible.conftest import ADMIN, inventory_for
 

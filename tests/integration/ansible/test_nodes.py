@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from socialnet_ops import nodes
+from socialnet_ops.adapters import nodes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 LAUNCH_AND_HANG = """
 import sys, time
-from socialnet_ops.nodes import launch
+from socialnet_ops.adapters.nodes import launch
 launched = launch({"control_plane": 1})
 print(launched.slot, launched.node("cp-0").pid, flush=True)
 time.sleep(600)

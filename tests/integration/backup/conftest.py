@@ -23,8 +23,8 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
-from socialnet_ops.backups import BackupTarget, DatabaseAccess, ObjectStore, archiving_settings
-from socialnet_ops.s3 import ensure_bucket_exists
+from socialnet_ops.adapters.s3 import ensure_bucket_exists
+from socialnet_ops.core.backups import BackupTarget, DatabaseAccess, ObjectStore, archiving_settings
 from tests.support.postgres import PostgresServer
 from tests.support.requirements import unavailable
 

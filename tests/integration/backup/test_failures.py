@@ -11,7 +11,7 @@ import pytest
 
 from flows.backup import backup
 from flows.restore import restore
-from socialnet_ops.backups import BackupError, VerificationError
+from socialnet_ops.core.backups import BackupError, VerificationError
 from tests.integration.backup.conftest import (
     Emulator,
     create_app_database,

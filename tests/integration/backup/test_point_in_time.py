@@ -19,7 +19,7 @@ import pytest
 
 from flows.backup import base_backup
 from flows.restore import restore
-from socialnet_ops.backups import BackupError, BackupTarget, VerificationError, WalGapError
+from socialnet_ops.core.backups import BackupError, BackupTarget, VerificationError, WalGapError
 from tasks.postgres import stop_restored_server
 from tests.integration.backup.conftest import (
     Emulator,

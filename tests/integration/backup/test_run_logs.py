@@ -28,13 +28,13 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 
-# socialnet_ops.cli._run_flow in short: the flow runs here, under the control plane's settings.
+# socialnet_ops.control.cli._run_flow in short: the flow runs here, under the control plane's settings.
 CLI_LIKE_RESTORE = """
 import json, sys
 from prefect.logging.handlers import APILogWorker
 from flows.restore import restore
-from socialnet_ops import control_plane
-from socialnet_ops.backups import BackupTarget
+from socialnet_ops.control import control_plane
+from socialnet_ops.core.backups import BackupTarget
 
 target = BackupTarget.model_validate_json(sys.argv[1])
 with control_plane.connected(json.loads(sys.argv[2])):

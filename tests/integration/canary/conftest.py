@@ -27,8 +27,8 @@ from prefect.flow_runs import resume_flow_run
 
 from flows.common import ensure_release_limits
 from flows.deploy import deploy
-from socialnet_ops.environments import load_environment
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.local import LocalPlatform
 from tests.support.prefect import running_local_platform
 

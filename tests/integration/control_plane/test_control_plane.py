@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from socialnet_ops.environments import load_environment
+from socialnet_ops.core.environments import load_environment
 from socialnet_ops.platforms.local import LocalPlatform
 from tests.support.prefect import state_root
 from tests.support.processes import descendants
@@ -249,7 +249,7 @@ def _alerts_with_subject(subject: str, timeout: float) -> list[dict[str, Any]]:
 
 def _kill_worker_with_its_runs() -> None:
     """What a lost worker machine does to a release: the worker and every run it started die."""
-    from socialnet_ops.control_plane import _supervisor
+    from socialnet_ops.control.control_plane import _supervisor
 
     worker = _supervisor().process("prefect-worker")
     assert worker and worker["pid"], "the worker is not running"

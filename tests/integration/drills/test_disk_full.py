@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from socialnet_ops.builds import (
+from socialnet_ops.adapters.builds import (
     BuildError,
     build_release,
     list_versions,
@@ -30,7 +30,7 @@ from socialnet_ops.builds import (
     releases_dir,
     resolve_ref,
 )
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.base import Build
 from tasks.git import build_release_task
 from tests.support.prefect import state_root

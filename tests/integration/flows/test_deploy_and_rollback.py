@@ -11,8 +11,8 @@ import pytest
 from flows.deploy import deploy
 from flows.restore import restore
 from flows.rollback import NothingToRollBackError, rollback
-from socialnet_ops.builds import BuildError
-from socialnet_ops.environments import UnknownEnvironmentError
+from socialnet_ops.adapters.builds import BuildError
+from socialnet_ops.core.environments import UnknownEnvironmentError
 from socialnet_ops.platforms.local import LocalPlatform
 from tasks.ledger import load_ledger
 from tests.integration.flows.conftest import served_versions

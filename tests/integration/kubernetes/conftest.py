@@ -20,11 +20,11 @@ import yaml
 from moto.server import ThreadedMotoServer
 from prefect.variables import Variable
 
-from socialnet_ops.backups import ObjectStore
-from socialnet_ops.environments import Environment, load_environment, parse_environment
-from socialnet_ops.paths import repo_root
+from socialnet_ops.adapters.s3 import ensure_bucket_exists
+from socialnet_ops.core.backups import ObjectStore
+from socialnet_ops.core.environments import Environment, load_environment, parse_environment
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.kubernetes import KubernetesPlatform
-from socialnet_ops.s3 import ensure_bucket_exists
 from tasks.ledger import ledger_variable
 from tests.support.kube_edge import KubeEdge, running_edge
 from tests.support.kube_emulator import KubeEmulator

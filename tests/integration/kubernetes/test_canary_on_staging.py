@@ -25,8 +25,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.canary import CanaryAbortedError, canary
 from flows.deploy import deploy
-from socialnet_ops.environments import load_environment
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.kubernetes import KubernetesPlatform
 from tasks.ledger import load_ledger
 from tasks.reporting import artifact_key

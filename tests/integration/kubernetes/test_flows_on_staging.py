@@ -14,7 +14,7 @@ import pytest
 
 from flows.deploy import deploy
 from flows.rollback import rollback
-from socialnet_ops.environments import load_environment
+from socialnet_ops.core.environments import load_environment
 from socialnet_ops.platforms.kubernetes import KubernetesPlatform
 from tasks.ledger import load_ledger
 from tests.integration.kubernetes.conftest import NAMESPACE, api_template_version, served

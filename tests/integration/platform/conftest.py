@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from socialnet_ops.environments import Environment, load_environment
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.environments import Environment, load_environment
+from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.base import Build, PlatformError
 from socialnet_ops.platforms.local import LocalPlatform
 from socialnet_ops.platforms.local.tools import find_binary, python_executable

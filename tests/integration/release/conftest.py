@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from flows.common import ensure_release_limits
-from socialnet_ops.backups import backup_target_for
-from socialnet_ops.environments import load_environment
-from socialnet_ops.paths import repo_root
+from socialnet_ops.adapters.s3 import ensure_bucket_exists
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.paths import repo_root
+from socialnet_ops.platforms import backup_target_for
 from socialnet_ops.platforms.local import LocalPlatform
-from socialnet_ops.s3 import ensure_bucket_exists
 from tests.integration.canary.conftest import FAST_ANALYSIS
 from tests.support.prefect import environment_variable, state_root
 

@@ -20,8 +20,8 @@ from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.deploy import deploy
 from flows.release import release
-from socialnet_ops.backups import backup_target_for
-from socialnet_ops.environments import load_environment
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.platforms import backup_target_for
 from socialnet_ops.platforms.local import LocalPlatform
 from tasks.ledger import load_ledger
 from tasks.postgres import count_rows

@@ -23,8 +23,8 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from socialnet_ops.paths import repo_root
-from socialnet_ops.terraform import provider_mirror
+from socialnet_ops.adapters.terraform import provider_mirror
+from socialnet_ops.core.paths import repo_root
 from tests.support.prefect import socialnet_events, state_root
 from tests.support.requirements import unavailable
 

@@ -15,13 +15,13 @@ from prefect.flow_runs import resume_flow_run
 
 from flows.drift import drift
 from flows.provision import provision
-from socialnet_ops.environments import UnknownEnvironmentError
-from socialnet_ops.terraform import (
+from socialnet_ops.adapters.terraform import (
     MissingCredentialsError,
     StateLockedError,
     TerraformConfigError,
     TerraformError,
 )
+from socialnet_ops.core.environments import UnknownEnvironmentError
 from tasks.terraform import ApplyRejectedError, read_infra_state
 from tests.integration.terraform.conftest import AppliedStack, Emulator, catalog, environ
 from tests.support.prefect import socialnet_events

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from socialnet_ops.paths import repo_root
-from socialnet_ops.terraform import provider_mirror, render_cli_config
+from socialnet_ops.adapters.terraform import provider_mirror, render_cli_config
+from socialnet_ops.core.paths import repo_root
 from tests.integration.terraform.conftest import require_terraform
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from socialnet_ops import vault
+from socialnet_ops.adapters import vault
 from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.platforms.local.tools import find_binary, free_port
 from tests.support.requirements import unavailable

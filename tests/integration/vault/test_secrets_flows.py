@@ -19,11 +19,11 @@ from prefect.client.orchestration import get_client
 
 from flows.deploy import deploy
 from flows.secrets import rotate, secrets
-from socialnet_ops import vault
-from socialnet_ops.environments import load_environment
+from socialnet_ops.adapters import vault
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.secrets_catalog import SECRET_NAMES
 from socialnet_ops.platforms.local import LocalPlatform
 from socialnet_ops.platforms.local.tools import read_secret
-from socialnet_ops.secrets_catalog import SECRET_NAMES
 from tests.support.prefect import running_local_platform
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

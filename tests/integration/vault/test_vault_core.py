@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from socialnet_ops import vault
-from socialnet_ops.secrets_catalog import SECRET_NAMES, secret_path
+from socialnet_ops.adapters import vault
+from socialnet_ops.core.secrets_catalog import SECRET_NAMES, secret_path
 from tests.integration.vault.conftest import OpenBao, start_openbao, stop_openbao
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun
 from starlette.applications import Starlette
 
-from socialnet_ops.gitflow import gitflow_file
+from socialnet_ops.core.gitflow import gitflow_file
 from tests.integration.webhooks.fake_gitlab import TOKEN, FakeGitLab, running_fake_gitlab
 from webhooks.app import ReceiverSettings, create_app
 from webhooks.launcher import Launcher

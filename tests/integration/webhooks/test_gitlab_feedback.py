@@ -1,4 +1,4 @@
-"""Feedback to GitLab (tasks/gitlab.py) against the fake GitLab API: retries, never failing a
+"""Feedback to GitLab (socialnet_ops/adapters/gitlab.py, tasks/gitlab.py) against the fake GitLab API: retries, never failing a
 release, and the flow state hooks that report a run started from GitLab."""
 
 from __future__ import annotations
@@ -11,12 +11,8 @@ import prefect
 import pytest
 from prefect import flow
 
-from tasks.gitlab import (
-    attach_gitlab_status_hooks,
-    gitlab_status_hooks,
-    post_merge_request_note,
-    report_commit_status,
-)
+from socialnet_ops.adapters.gitlab import post_merge_request_note, report_commit_status
+from tasks.gitlab import attach_gitlab_status_hooks, gitlab_status_hooks
 from tests.integration.webhooks import payloads
 from tests.integration.webhooks.fake_gitlab import TOKEN, FakeGitLab, free_port
 

@@ -11,7 +11,7 @@ import pytest
 from prefect.client.schemas.objects import StateType
 from prefect.variables import Variable
 
-from socialnet_ops.ledger import Ledger, ReleaseRecord
+from socialnet_ops.core.ledger import Ledger, ReleaseRecord
 from tests.integration.webhooks import payloads
 from tests.integration.webhooks.conftest import MAX_BODY, WEBHOOK_TOKEN, Receiver, delivery
 from tests.integration.webhooks.fake_gitlab import FakeGitLab

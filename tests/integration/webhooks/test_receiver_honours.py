@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from socialnet_ops.status import webhook_notices
+from socialnet_ops.control.status import webhook_notices
 from tests.integration.webhooks import payloads
 from tests.integration.webhooks.conftest import WEBHOOK_TOKEN, Receiver, delivery
 from tests.integration.webhooks.fake_gitlab import FakeGitLab

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from socialnet_ops import control_plane
-from socialnet_ops.paths import repo_root
+from socialnet_ops.control import control_plane
+from socialnet_ops.core.paths import repo_root
 from tests.integration.webhooks import payloads
 from tests.integration.webhooks.conftest import WEBHOOK_TOKEN
 from tests.integration.webhooks.fake_gitlab import free_port

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-SPARE = [sys.executable, "-m", "socialnet_ops.prestarted_engine"]
+SPARE = [sys.executable, "-m", "socialnet_ops.control.prestarted_engine"]
 
 
 def test_without_a_hand_off_the_spare_leaves_quietly() -> None:

@@ -1,4 +1,4 @@
-"""The control plane's worker (`python -m socialnet_ops.worker`) against a real Prefect server: runs
+"""The control plane's worker (`python -m socialnet_ops.control.worker`) against a real Prefect server: runs
 start in a spare engine process started before them, with the environment, directory and settings
 Prefect's own starter would give them; cancellation, crashes and worker stops behave as Prefect's."""
 
@@ -24,8 +24,8 @@ from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelling
 from prefect.workers.process import ProcessWorker
 
-from socialnet_ops.control_plane import pool_job_template
-from socialnet_ops.paths import repo_root
+from socialnet_ops.control.control_plane import pool_job_template
+from socialnet_ops.core.paths import repo_root
 from tests.support.processes import (
     command_line,
     descendants,
@@ -38,7 +38,7 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FLOWS = "tests/integration/worker/probe_flows.py"
-SPARE = "socialnet_ops.prestarted_engine"
+SPARE = "socialnet_ops.control.prestarted_engine"
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def running_worker(pool: str, log: Path, **environment: str) -> Iterator[subproc
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         **environment,
     }
-    command = [sys.executable, "-m", "socialnet_ops.worker", "--pool", pool, "--limit", "4"]
+    command = [sys.executable, "-m", "socialnet_ops.control.worker", "--pool", pool, "--limit", "4"]
     with running_process(command, env, log, cwd=repo_root(), stop_timeout_s=30) as worker:
         yield worker
 

@@ -1,5 +1,5 @@
 # What the provision flow passes, from the environment catalog (deployments/environments/ENV.yaml)
-# through socialnet.auto.tfvars.json: see stack_variables in socialnet_ops/terraform.py. Only
+# through socialnet.auto.tfvars.json: see stack_variables in socialnet_ops/adapters/terraform.py. Only
 # names and types here; meaning, defaults and checks are the module's
 # (modules/environment/variables.tf). The optional ones default to null, which the module turns
 # into its own default.

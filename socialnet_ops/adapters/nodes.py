@@ -39,7 +39,9 @@ from typing import Any
 
 import yaml
 
-from socialnet_ops.paths import environment_state_dir, repo_root
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.inventory import InventoryNode, build_inventory
+from socialnet_ops.core.paths import environment_state_dir, repo_root
 
 SUITE = "bookworm"
 CACHE_SETTING = "SOCIALNET_NODE_CACHE"
@@ -607,8 +609,7 @@ class NodeSet:
             _kill_container(node.pid)
 
     def inventory(self, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """An Ansible inventory of these nodes (see socialnet_ops.inventory)."""
-        from socialnet_ops.inventory import InventoryNode, build_inventory
+        """An Ansible inventory of these nodes (see socialnet_ops.core.inventory)."""
 
         connection = {
             "ansible_user": BOOTSTRAP_USER,
@@ -707,7 +708,7 @@ def _claim_slot(keep: str | None) -> tuple[int, Path]:
         (state / "owner.json").write_text(json.dumps(owner))
         return slot, state
     raise NodeError(
-        f"all {MAX_SLOTS} node slots under {RUN_ROOT} are in use; run `python -m socialnet_ops.nodes clean`"
+        f"all {MAX_SLOTS} node slots under {RUN_ROOT} are in use; run `python -m socialnet_ops.adapters.nodes clean`"
     )
 
 
@@ -796,7 +797,7 @@ def down(environment: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m socialnet_ops.nodes up|down|image [ENV]`: nodes for `local` and by hand."""
+    """`python -m socialnet_ops.adapters.nodes up|down|image [ENV]`: nodes for `local` and by hand."""
     parser = argparse.ArgumentParser(prog="socialnet-nodes", description=main.__doc__)
     parser.add_argument("action", choices=["image", "up", "down", "clean"])
     parser.add_argument("environment", nargs="?", default="local")
@@ -805,8 +806,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.action == "image":
             print(ensure_image(print))
         elif arguments.action == "up":
-            from socialnet_ops.environments import load_environment
-
             groups = load_environment(arguments.environment).ansible.groups
             print(up(arguments.environment, groups, on_line=print))
         elif arguments.action == "down":

@@ -14,8 +14,20 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from socialnet_ops.builds import source_identity
-from socialnet_ops.load import SteadyLoad
+from flows.backup import base_backup
+from flows.canary import CanaryAbortedError, canary
+from flows.configure import configure_launcher_nodes
+from flows.deploy import deploy
+from flows.provision import provision
+from flows.release import release
+from flows.restore import restore_drill
+from flows.rollback import rollback
+from flows.secrets import secrets as secrets_flow
+from socialnet_ops.adapters.builds import source_identity
+from socialnet_ops.control import control_plane
+from socialnet_ops.control.load import SteadyLoad
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.platforms import platform_for
 
 DEMO_ENV = "local"
 
@@ -97,7 +109,6 @@ def expect_released(result: dict[str, Any]) -> dict[str, Any]:
 
 def expect_aborted(canary: Callable[..., dict[str, Any]], version: str) -> dict[str, Any]:
     """A build failing 30% of requests must be stopped by the analysis, not by a person."""
-    from flows.canary import CanaryAbortedError
 
     try:
         result = canary(
@@ -110,7 +121,6 @@ def expect_aborted(canary: Callable[..., dict[str, Any]], version: str) -> dict[
 
 def configure_local_nodes(say: Callable[[str], None]) -> dict[str, Any]:
     """Ansible on real local nodes where the machine allows it (root, systemd-nspawn), said otherwise."""
-    from flows.configure import configure_launcher_nodes
 
     result = configure_launcher_nodes(DEMO_ENV)
     if not result.get("configured"):
@@ -119,17 +129,6 @@ def configure_local_nodes(say: Callable[[str], None]) -> dict[str, Any]:
 
 
 def run_demo(console: Console) -> int:
-    from flows.backup import base_backup
-    from flows.canary import canary
-    from flows.deploy import deploy
-    from flows.provision import provision
-    from flows.release import release
-    from flows.restore import restore_drill
-    from flows.rollback import rollback
-    from flows.secrets import secrets as secrets_flow
-    from socialnet_ops import control_plane
-    from socialnet_ops.environments import load_environment
-    from socialnet_ops.platforms import platform_for
 
     say: Callable[[str], None] = lambda line: console.print(f"[dim]{line}[/dim]")  # noqa: E731
     stages: list[Stage] = []

@@ -17,8 +17,8 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from socialnet_ops.paths import environment_state_dir, repo_root
-from socialnet_ops.platforms.base import Build
+from socialnet_ops.core.paths import environment_state_dir, repo_root
+from socialnet_ops.core.release import Build
 
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MANIFEST = "build.json"

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from socialnet_ops.environments import Environment
-from socialnet_ops.paths import environment_state_dir, repo_root
+from socialnet_ops.core.environments import Environment
+from socialnet_ops.core.paths import environment_state_dir, repo_root
 
 MIRROR_SETTING = "SOCIALNET_TF_PROVIDER_MIRROR"
 # Where the machine image keeps its provider mirror; used when it holds registry.terraform.io.

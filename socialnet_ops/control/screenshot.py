@@ -1,6 +1,6 @@
 """A PNG of the Prefect UI showing the run graph of a flow's latest run, for the README.
 
-    uv run python -m socialnet_ops.screenshot [--flow release] [--out docs/release-run.png]
+    uv run python -m socialnet_ops.control.screenshot [--flow release] [--out docs/release-run.png]
                                               [--api-url http://127.0.0.1:4200/api]
 
 Without `--api-url` it asks the local control plane (`make up`) for its URLs, as the CLI does.
@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from socialnet_ops.paths import repo_root
+from socialnet_ops.control import control_plane
+from socialnet_ops.core.paths import repo_root
 
 DEFAULT_FLOW = "release"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
@@ -84,7 +85,6 @@ def control_plane_urls(status: Mapping[str, Any], settings: Mapping[str, str]) -
 
 
 def local_control_plane_urls() -> PrefectUrls:
-    from socialnet_ops import control_plane
 
     status = control_plane.control_plane_status()
     # Asked only once the state file exists: prefect_settings() records a port when there is none.
@@ -227,7 +227,7 @@ def take(flow: str, out: Path, api_url: str | None = None) -> tuple[str, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m socialnet_ops.screenshot",
+        prog="python -m socialnet_ops.control.screenshot",
         description="Screenshot the Prefect UI's run graph of a flow's latest run.",
     )
     parser.add_argument("--flow", default=DEFAULT_FLOW, help="flow name (default: release)")

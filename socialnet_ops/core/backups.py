@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from socialnet_ops.failures import RejectedError
-from socialnet_ops.retention import BackupPoint
+from socialnet_ops.core.failures import RejectedError
+from socialnet_ops.core.retention import BackupPoint
 
 if TYPE_CHECKING:
-    from socialnet_ops.environments import Environment
+    pass
 
 Trigger = Literal["scheduled", "pre-deploy", "manual"]
 BackupKind = Literal["dump", "base"]
@@ -171,35 +171,6 @@ class BackupTarget(Model):
     def manifest_key(self, kind: BackupKind, backup_id: str) -> str:
         prefix = self.dump_prefix if kind == "dump" else self.base_prefix
         return f"{prefix}{backup_id}.json"
-
-
-def backup_target_for(environment: Environment) -> BackupTarget:
-    """The database and bucket of an environment, from its platform and its backup policy."""
-    from socialnet_ops.platforms import platform_for
-
-    if environment.backup is None:
-        raise BackupError(
-            f"deployments/environments/{environment.name}.yaml: backup: the environment has no "
-            "backup policy; add one (schedule, bucket, retention) to back it up"
-        )
-    platform = platform_for(environment)
-    endpoint = environment.cloud.endpoint
-    if endpoint == "local":
-        endpoint = platform.endpoints().extra.get("aws_endpoint_url")
-        if not endpoint:
-            raise BackupError(f"the {environment.name} platform exposes no AWS emulator endpoint")
-    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
-    return BackupTarget(
-        environment=environment.name,
-        database=DatabaseAccess.from_socialnet_env(platform.database_env()),
-        store=ObjectStore(
-            bucket=environment.backup.bucket,
-            region=environment.cloud.region,
-            endpoint_url=endpoint,
-            create_bucket=environment.cloud.endpoint == "local",
-        ),
-        database_label=environment.backup.database,
-    )
 
 
 # --- ids and manifests ---------------------------------------------------------------------------
@@ -472,7 +443,8 @@ def wal_to_delete(kept_bases: Iterable[BackupManifest], archived: Iterable[str])
 
 # --- WAL archiving settings for a PostgreSQL server ---------------------------------------------
 
-WAL_ARCHIVE_SCRIPT = Path(__file__).with_name("wal_archive.py")
+# The archive command PostgreSQL runs (a file path, not an import: it runs under Debian's python3).
+WAL_ARCHIVE_SCRIPT = Path(__file__).parents[1] / "adapters" / "wal_archive.py"
 
 
 def _interpreter() -> str:
@@ -516,30 +488,3 @@ def archiver_problem(stats: Mapping[str, Any]) -> str | None:
         f"{stats.get('last_failed_wal')} at {failed_at}; point-in-time recovery stops at "
         f"{archived_at or 'nothing archived yet'}"
     )
-
-
-def read_archiver_status(access: DatabaseAccess) -> dict[str, Any]:
-    """`pg_stat_archiver` of a server, with `problem` set when WAL is not being archived.
-
-    For `socialnet-ops status` and the base-backup flow; the only function here that connects.
-    """
-    import psycopg
-
-    try:
-        with psycopg.connect(**access.connect_kwargs(), autocommit=True) as connection:
-            cursor = connection.execute(
-                "SELECT current_setting('archive_mode') AS archive_mode, archived_count, "
-                "last_archived_wal, last_archived_time, failed_count, last_failed_wal, "
-                "last_failed_time FROM pg_stat_archiver"
-            )
-            names = [column.name for column in cursor.description or []]
-            row = cursor.fetchone()
-    except psycopg.OperationalError as error:
-        raise BackupError(f"cannot connect to {access.describe()}: {error}".strip()) from None
-    stats: dict[str, Any] = dict(zip(names, row or (), strict=False))
-    stats["problem"] = archiver_problem(stats)
-    if stats.get("archive_mode") == "off":
-        stats["problem"] = (
-            "archive_mode is off: WAL is not archived, point-in-time recovery is impossible"
-        )
-    return stats

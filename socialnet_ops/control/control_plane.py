@@ -3,6 +3,10 @@ run as programs of their own supervisord under `.local/control-plane/`.
 
 `up` also registers the deployments of prefect.yaml, the `release-<env>` concurrency limits and
 the automations; everything is idempotent.
+
+Prefect is imported inside the functions that use it, never at module level: the CLI imports this
+module to find the control plane and must set Prefect's settings before Prefect reads them (it
+reads them once, at import; control/cli.py `_prefect_environment`).
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from typing import Any, cast
 
 import httpx
 
-from socialnet_ops.environments import environment_names, load_catalog
-from socialnet_ops.paths import environment_state_dir, repo_root, state_root
+from socialnet_ops.adapters.gitlab import read_secret_file
+from socialnet_ops.adapters.process import stream
+from socialnet_ops.core.environments import environment_names, load_catalog
+from socialnet_ops.core.paths import environment_state_dir, repo_root, state_root
 from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.platforms.local.supervisor import Supervisor
 from socialnet_ops.platforms.local.tools import (
@@ -35,7 +41,7 @@ from socialnet_ops.platforms.local.tools import (
     supervisor_quote,
     write_atomic,
 )
-from socialnet_ops.process import stream
+from webhooks.alerts import read_alerts
 
 WORK_POOL = "socialnet"
 DEFAULT_API_PORT = 4200
@@ -157,8 +163,8 @@ def connected(settings: dict[str, str] | None = None) -> Iterator[dict[str, str]
 def _programs(port: int) -> dict[str, list[str]]:
     prefect = find_binary("prefect")
     server = f"{prefect} server start --host 127.0.0.1 --port {port} --analytics-off"
-    # Prefect's process worker, with runs started in a spare engine process (socialnet_ops.worker).
-    worker = f"{sys.executable} -m socialnet_ops.worker --pool {WORK_POOL} --limit 4"
+    # Prefect's process worker, with runs started in a spare engine process (socialnet_ops.control.worker).
+    worker = f"{sys.executable} -m socialnet_ops.control.worker --pool {WORK_POOL} --limit 4"
     return {
         "prefect-server": server.split(),
         "prefect-worker": worker.split(),
@@ -384,8 +390,6 @@ def _register_notifications() -> list[str]:
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import EventTrigger, Posture
 
-    from tasks.gitlab import read_secret_file
-
     # The local inbox takes the receiver's token, as /hooks/gitlab does; an external webhook
     # never sees it. The block keeps a copy: a rotated webhook token needs `up` again.
     local_inbox = not os.environ.get("SOCIALNET_ALERT_WEBHOOK_URL")
@@ -431,7 +435,7 @@ def pool_job_template() -> dict[str, Any]:
     from prefect.workers.process import ProcessWorker
 
     # The very command the worker's spare engines stand in for.
-    from socialnet_ops.worker import engine_command
+    from socialnet_ops.control.worker import engine_command
 
     template = ProcessWorker.get_default_base_job_template()
     variables = template["variables"]["properties"]
@@ -518,7 +522,6 @@ def control_plane_status() -> dict[str, Any]:
     except PlatformError as error:
         return {"state": f"unreachable: {error}"}
     state = "running" if all(value == "RUNNING" for value in programs.values()) else "degraded"
-    from webhooks.alerts import read_alerts
 
     return {
         "state": state,

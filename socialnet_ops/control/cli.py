@@ -1,4 +1,10 @@
-"""`socialnet-ops`: the command line in front of every flow."""
+"""`socialnet-ops`: the command line in front of every flow.
+
+Imports of Prefect, the flows (through control/registry.py) and the other control modules sit
+inside the commands that need them, on purpose: Prefect reads its settings once, at import, and
+`main` must set them first (so the CLI never starts a Prefect server of its own); and a command
+that runs no flow (`status`, `environments`, `down`) then starts in a fraction of the time.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +14,23 @@ import os
 import traceback
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from socialnet_ops.backups import BackupError
-from socialnet_ops.builds import BuildError, check_version, source_identity
-from socialnet_ops.environments import (
+from socialnet_ops.adapters.builds import BuildError, check_version, source_identity
+from socialnet_ops.adapters.process import ToolError
+from socialnet_ops.core.backups import BackupError
+from socialnet_ops.core.environments import (
     Environment,
     EnvironmentError,
     load_catalog,
     load_environment,
 )
-from socialnet_ops.failures import RejectedError, one_line
+from socialnet_ops.core.failures import RejectedError, one_line
 from socialnet_ops.platforms.base import PlatformError
-from socialnet_ops.process import ToolError
 
 R = TypeVar("R")
 
@@ -84,7 +90,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable status.")] = False,
 ) -> None:
     """Show the environments and what is running in each."""
-    from socialnet_ops.status import collect_status
+    from socialnet_ops.control.status import collect_status
 
     try:
         report = collect_status()
@@ -153,7 +159,7 @@ def up(
     ] = None,
 ) -> None:
     """Start the control plane (Prefect server + UI, worker) and the local platform; keep them running."""
-    from socialnet_ops import control_plane
+    from socialnet_ops.control import control_plane
 
     try:
         # Platforms first: the local one bootstraps Vault, which holds the receiver's token.
@@ -172,8 +178,8 @@ def up(
 @app.command()
 def down() -> None:
     """Stop the local platforms and the control plane."""
-    from socialnet_ops import control_plane
-    from socialnet_ops.paths import environment_state_dir
+    from socialnet_ops.control import control_plane
+    from socialnet_ops.core.paths import environment_state_dir
 
     for platform in _local_platforms(None):
         if environment_state_dir(platform.environment).exists():
@@ -182,7 +188,7 @@ def down() -> None:
     control_plane.down()
     console.print("stopped the control plane")
     if os.geteuid() == 0:
-        from socialnet_ops import nodes
+        from socialnet_ops.adapters import nodes
 
         for platform in _local_platforms(None):
             if nodes.down(platform.environment):
@@ -217,21 +223,24 @@ def _run_url(state: Any) -> str | None:
     return f"{str(base).rstrip('/')}/runs/flow-run/{run_id}" if run_id and base else None
 
 
-def _run_flow(flow_name: str, module_name: str | None = None, **parameters: Any) -> Any:
-    """Run a flow (from `flows/<module_name or flow_name>.py`) here, reported to the control
-    plane so it shows in the UI. A failure is one line and the run's link; `--verbose` adds the
-    traceback."""
-    from socialnet_ops import control_plane
+def _run_flow(flow_name: str, **parameters: Any) -> Any:
+    """Run a flow of the registry here, reported to the control plane so it shows in the UI.
+    A failure is one line and the run's link; `--verbose` adds the traceback."""
+    from prefect.client.schemas.objects import State
+
+    from socialnet_ops.control import control_plane
+    from socialnet_ops.control.registry import FLOWS
 
     if control_plane.control_plane_status()["state"] != "running":
         raise _fail(
             "the control plane is not running: start it with `socialnet-ops up` (or `make up`)"
         )
-    module = __import__(f"flows.{module_name or flow_name}", fromlist=[flow_name])
     if not _options["verbose"]:
         _quiet_prefect_console()
     with control_plane.connected():
-        state = getattr(module, flow_name)(**parameters, return_state=True)
+        # return_state=True makes the call return the run's final State (Prefect's overloads
+        # do not say so for a flow of unknown signature).
+        state = cast("State[Any]", FLOWS[flow_name](**parameters, return_state=True))
         url = _run_url(state)
         # Results live in the control plane's storage: read them while connected.
         if state.is_completed():
@@ -386,7 +395,7 @@ def backup(env: EnvOption) -> None:
 def base_backup(env: EnvOption) -> None:
     """Take a base backup now: point-in-time recovery works from it on (with the archived WAL)."""
     _checked_backup_policy(env)
-    result = _run_flow("base_backup", "backup", env=env)
+    result = _run_flow("base_backup", env=env)
     console.print(
         f"[green]base backup[/green] {env}: {result['backup_id']} ({result['size_bytes']} bytes, "
         f"WAL from {result['start_wal']})"
@@ -469,7 +478,7 @@ def rollback(
 def _checked_rollback_target(env: str, version: str | None) -> None:
     """A version never released, or nothing to return to, is refused before a run exists."""
     from flows.rollback import choose_target
-    from socialnet_ops import control_plane
+    from socialnet_ops.control import control_plane
     from tasks.ledger import load_ledger
 
     _checked_environment(env)
@@ -521,7 +530,6 @@ def rotate(
         database, token_key = False, False
     result = _run_flow(
         "rotate",
-        "secrets",
         env=env,
         database=database,
         token_key=token_key,
@@ -538,7 +546,7 @@ def rotate(
 @app.command()
 def demo() -> None:
     """The lifecycle on `local`, end to end; the last line is one JSON object."""
-    from socialnet_ops.demo import run_demo
+    from socialnet_ops.control.demo import run_demo
 
     raise typer.Exit(code=run_demo(console))
 
@@ -547,7 +555,7 @@ def _prefect_environment() -> None:
     """Prefect reads its settings when first imported: give every client of this process (the
     events and log workers flushing at exit included) the control plane's server, and never an
     ephemeral one of its own (it would start a server and reach for the internet)."""
-    from socialnet_ops import control_plane
+    from socialnet_ops.control import control_plane
 
     os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
     if control_plane.control_plane_status()["state"] == "not started":

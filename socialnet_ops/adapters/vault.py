@@ -18,9 +18,10 @@ import hvac
 import hvac.exceptions
 import requests
 
-from socialnet_ops.environments import Environment
-from socialnet_ops.paths import repo_root
-from socialnet_ops.secrets_catalog import (
+from socialnet_ops.adapters.files import write_atomic
+from socialnet_ops.core.environments import Environment
+from socialnet_ops.core.paths import repo_root
+from socialnet_ops.core.secrets_catalog import (
     CATALOG,
     CONSUMERS,
     RuntimeSecrets,
@@ -221,41 +222,6 @@ class VaultSession:
 
 
 # --- where an environment's Vault is ---------------------------------------------------------------
-
-
-def resolve_address(environment: Environment) -> str:
-    """`vault.address`, where `local` is the local platform's OpenBao (its port in state.json)."""
-    if environment.vault.address != "local":
-        return environment.vault.address.rstrip("/")
-    from socialnet_ops.platforms.local import LocalPlatform
-
-    try:
-        return LocalPlatform(environment).vault_address
-    except Exception as error:
-        raise VaultUnavailableError(
-            f"environment {environment.name}: vault.address is `local` but the local platform "
-            f"has no OpenBao yet ({error}); start it with `socialnet-ops up`"
-        ) from None
-
-
-def secret_id_file(environment: Environment) -> Path | None:
-    """`vault.auth.secret_id_file`, or the local platform's `.local/<env>/secrets/vault-secret-id`."""
-    if environment.vault.auth.secret_id_file:
-        return Path(environment.vault.auth.secret_id_file)
-    if environment.is_local:
-        from socialnet_ops.platforms.local import LocalPlatform
-
-        return LocalPlatform(environment).vault_secret_id_file("flows")
-    return None
-
-
-def local_admin_token_file(environment: Environment) -> Path | None:
-    """The local dev server's root token (the local bootstrap's only credential)."""
-    if not (environment.is_local and environment.vault.address == "local"):
-        return None
-    from socialnet_ops.platforms.local import LocalPlatform
-
-    return LocalPlatform(environment).vault_token_file
 
 
 def read_token_file(path: Path, what: str) -> str:
@@ -566,8 +532,6 @@ def _seconds(duration: str) -> int:
 
 def ensure_secret_id_file(admin: VaultSession, role: str, path: Path) -> Change:
     """A working secret id for `role` in a 0600 file: kept when it still logs in, else issued."""
-    from socialnet_ops.platforms.local.tools import write_atomic
-
     if path.exists():
         probe = _client(admin.address)
         try:
@@ -711,13 +675,13 @@ def end_token_overlap(session: VaultSession, mount: str, environment: str) -> in
 # --- consumers other than the flows ------------------------------------------------------------------
 
 
-def webhook_token(environment: Environment, secret_id_path: Path) -> str:
+def webhook_token(environment: Environment, address: str, secret_id_path: Path) -> str:
     """The webhook receiver's token, read with its own AppRole (`webhooks-<env>`, read-only).
 
     The seam `webhooks/token.py` can call instead of reading SOCIALNET_WEBHOOK_TOKEN_FILE.
     """
     session = VaultSession(
-        resolve_address(environment),
+        address,
         AppRoleLogin(
             f"webhooks-{environment.name}",
             lambda: read_token_file(secret_id_path, "webhooks AppRole secret id"),

@@ -11,7 +11,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from socialnet_ops.backups import BackupError, ObjectStore
+from socialnet_ops.core.backups import BackupError, ObjectStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

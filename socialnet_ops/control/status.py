@@ -6,9 +6,15 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from socialnet_ops.control_plane import control_plane_status
-from socialnet_ops.environments import Environment, load_catalog
-from socialnet_ops.paths import environment_state_dir
+from socialnet_ops.adapters.postgres import read_archiver_status
+from socialnet_ops.control import control_plane
+from socialnet_ops.control.control_plane import control_plane_status
+from socialnet_ops.core.backups import DatabaseAccess
+from socialnet_ops.core.environments import Environment, load_catalog
+from socialnet_ops.core.paths import environment_state_dir
+from socialnet_ops.platforms import platform_for
+from tasks.ledger import load_drift, load_ledger
+from webhooks.records import recent_notices
 
 
 def environment_status(environment: Environment) -> dict[str, Any]:
@@ -24,7 +30,6 @@ def environment_status(environment: Environment) -> dict[str, Any]:
     if not environment_state_dir(environment.name).exists():
         row["state"] = "not started"
         return row
-    from socialnet_ops.platforms import platform_for
 
     platform = platform_for(environment)
     platform_status = platform.status()
@@ -45,7 +50,6 @@ def environment_status(environment: Environment) -> dict[str, Any]:
 
 def wal_archiving(database_env: dict[str, str]) -> str:
     """`ok, last <segment> at <time>`, or why WAL is not being archived."""
-    from socialnet_ops.backups import DatabaseAccess, read_archiver_status
 
     try:
         archiver = read_archiver_status(DatabaseAccess.from_socialnet_env(database_env))
@@ -99,8 +103,6 @@ def recorded_state(
 
 def _with_records(rows: list[dict[str, Any]]) -> None:
     """Adds the ledger and drift records, read from the running control plane's Prefect server."""
-    from socialnet_ops import control_plane
-    from tasks.ledger import load_drift, load_ledger
 
     with control_plane.connected():
         for row in rows:
@@ -113,7 +115,6 @@ def _with_records(rows: list[dict[str, Any]]) -> None:
 def webhook_notices(newest: int = 5) -> list[str]:
     """The receiver's recent deliveries that started nothing for a reason a person should see
     (refused by the promotion gate, ignored for want of setup, invalid), one line each."""
-    from webhooks.records import recent_notices
 
     return [
         f"{notice.get('at', '?')} {notice.get('event') or '-'} {notice.get('status', '?')} "

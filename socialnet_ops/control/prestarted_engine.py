@@ -2,7 +2,7 @@
 
 Prefect's process worker starts a fresh interpreter for every run, and that interpreter spends
 2-3 s of CPU importing Prefect before the run can be Running (PrefectHQ/prefect#12619). The worker
-(`socialnet_ops.worker`) keeps one of these processes waiting: it has imported the engine and the
+(`socialnet_ops.control.worker`) keeps one of these processes waiting: it has imported the engine and the
 third-party libraries the flows use, and blocks on stdin. The worker writes one JSON line, the
 run's working directory and complete environment, exactly what it would have given
 `python -m prefect.engine`; this process takes them on and becomes that engine. Each run still has

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from socialnet_ops.paths import environments_dir, repo_root
+from socialnet_ops.core.paths import environments_dir, repo_root
 
 ENVIRONMENT_NAME = r"^[a-z][a-z0-9-]{0,30}$"
 

@@ -19,12 +19,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from socialnet_ops.ledger import Ledger
-from socialnet_ops.paths import repo_root
+from socialnet_ops.core.ledger import Ledger
+from socialnet_ops.core.paths import repo_root
 
 EventKind = Literal["push", "tag_push", "merge_request", "pipeline"]
 NULL_SHA = "0" * 40
-# What a version may hold (socialnet_ops.builds.VERSION): branch names are squeezed into it.
+# What a version may hold (socialnet_ops.adapters.builds.VERSION): branch names are squeezed into it.
 _VERSION_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SHORT_SHA = 8  # GitLab's short_id length
 

@@ -13,7 +13,7 @@ for this interpreter and its Python environment; a pool without a command (Prefe
 the deployment's workspace), a deployment with another `command`, or with `PYTHON*` variables of
 its own, gets Prefect's own starter. `SOCIALNET_WORKER_SPARE=0` turns spares off.
 
-Run as `python -m socialnet_ops.worker --pool NAME [--limit N] [--name NAME]`.
+Run as `python -m socialnet_ops.control.worker --pool NAME [--limit N] [--name NAME]`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
     from prefect.runner._control_channel import ControlChannel
 
-SPARE_COMMAND = [sys.executable, "-m", "socialnet_ops.prestarted_engine"]
+SPARE_COMMAND = [sys.executable, "-m", "socialnet_ops.control.prestarted_engine"]
 
 
 def engine_command() -> list[str]:
@@ -280,7 +280,9 @@ async def serve(pool: str, limit: int | None, name: str | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     from prefect.utilities.processutils import setup_signal_handlers_worker
 
-    parser = argparse.ArgumentParser(prog="python -m socialnet_ops.worker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m socialnet_ops.control.worker", description=__doc__
+    )
     parser.add_argument("--pool", required=True, help="the process work pool to poll")
     parser.add_argument("--limit", type=int, default=None, help="runs at once (default: no limit)")
     parser.add_argument("--name", default=None, help="the worker's name in the Prefect UI")

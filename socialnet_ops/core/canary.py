@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
-from socialnet_ops.environments import (
+from socialnet_ops.core.environments import (
     Analysis,
     AnalysisStep,
     CanaryStep,

@@ -1,0 +1,268 @@
+"""Feedback to GitLab: commit statuses and merge-request notes through the REST API (httpx),
+and the changed files of a merge request.
+
+Reporting is best effort: bounded retries with exponential backoff (3 attempts, under 10 s in
+all), then a logged warning. A failure to report never fails a release, so every public function
+here returns a bool instead of raising.
+
+Configuration comes from the environment: `SOCIALNET_GITLAB_URL` (e.g. https://gitlab.example.com)
+and `SOCIALNET_GITLAB_TOKEN_FILE` (a 0600 file holding a token with the `api` scope). Without a
+URL, reporting is off. The token is sent as PRIVATE-TOKEN and never logged.
+
+No Prefect here: `tasks/gitlab.py` wraps it in tasks and flow state hooks; the webhook receiver
+calls it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+from tenacity import (
+    RetryError,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+from tenacity import Retrying as _Retrying
+
+logger = logging.getLogger("socialnet.gitlab")
+
+CommitState = Literal["pending", "running", "success", "failed", "canceled"]
+ATTEMPTS = 3
+REQUEST_TIMEOUT = 2.5  # seconds per attempt: 3 attempts + backoff stay under 10 s
+TOTAL_DEADLINE = 9.5
+DESCRIPTION_LIMIT = 255  # GitLab truncates commit status descriptions there
+NOTE_LIMIT = 60_000
+
+
+class GitLabConfigError(Exception):
+    pass
+
+
+class GitLabAPIError(Exception):
+    """An answer GitLab gave that retrying will not change (4xx other than 429)."""
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """A token from a file only its owner can read (0600); the value never reaches a message."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise GitLabConfigError(f"{what}: {path} does not exist") from None
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise GitLabConfigError(
+            f"{what}: {path} is readable by others (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"chmod 600 {path}"
+        )
+    value = path.read_text().strip()
+    if not value:
+        raise GitLabConfigError(f"{what}: {path} is empty")
+    return value
+
+
+@dataclass(frozen=True)
+class GitLabSettings:
+    url: str
+    token: str
+
+    def __repr__(self) -> str:  # keep the token out of logs and tracebacks
+        return f"GitLabSettings(url={self.url!r}, token=<hidden>)"
+
+
+def gitlab_settings() -> GitLabSettings | None:
+    """From SOCIALNET_GITLAB_URL / SOCIALNET_GITLAB_TOKEN_FILE; None when reporting is off."""
+    url = os.environ.get("SOCIALNET_GITLAB_URL", "").rstrip("/")
+    if not url:
+        return None
+    token_file = os.environ.get("SOCIALNET_GITLAB_TOKEN_FILE")
+    if not token_file:
+        raise GitLabConfigError(
+            "SOCIALNET_GITLAB_URL is set but SOCIALNET_GITLAB_TOKEN_FILE is not: "
+            "point it at a 0600 file holding a GitLab token with the api scope"
+        )
+    return GitLabSettings(url, read_secret_file(Path(token_file), "SOCIALNET_GITLAB_TOKEN_FILE"))
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, httpx.TransportError):
+        return True
+    if isinstance(error, httpx.HTTPStatusError):
+        code = error.response.status_code
+        return code == 429 or code >= 500
+    return False
+
+
+class GitLabAPI:
+    """The few GitLab REST calls the platform makes, with retries on 429, 5xx and network errors."""
+
+    def __init__(
+        self,
+        settings: GitLabSettings,
+        attempts: int = ATTEMPTS,
+        transport: httpx.BaseTransport | None = None,
+        backoff: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.attempts = attempts
+        self.backoff = backoff
+        self._client = httpx.Client(
+            base_url=f"{settings.url}/api/v4",
+            headers={"PRIVATE-TOKEN": settings.token, "User-Agent": "socialnet-ops"},
+            timeout=REQUEST_TIMEOUT,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> GitLabAPI:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        retrying = _Retrying(
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(TOTAL_DEADLINE),
+            wait=wait_exponential(multiplier=self.backoff, max=4),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                response = self._client.request(method, path, **kwargs)
+                if response.status_code == 429 or response.status_code >= 500:
+                    response.raise_for_status()
+                if response.status_code >= 400:
+                    raise GitLabAPIError(
+                        f"{method} {path}: {response.status_code} {response.text[:200]}"
+                    )
+                return response
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def set_commit_status(
+        self,
+        project_id: int | str,
+        sha: str,
+        state: CommitState,
+        name: str,
+        target_url: str | None = None,
+        description: str = "",
+        ref: str | None = None,
+    ) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "state": state,
+            "name": name,
+            "description": description[:DESCRIPTION_LIMIT],
+        }
+        if target_url:
+            data["target_url"] = target_url
+        if ref:
+            data["ref"] = ref
+        project = quote(str(project_id), safe="")
+        response = self._request("POST", f"/projects/{project}/statuses/{sha}", json=data)
+        return dict(response.json())
+
+    def create_merge_request_note(
+        self, project_id: int | str, merge_request_iid: int | str, body: str
+    ) -> dict[str, Any]:
+        project = quote(str(project_id), safe="")
+        response = self._request(
+            "POST",
+            f"/projects/{project}/merge_requests/{merge_request_iid}/notes",
+            json={"body": body[:NOTE_LIMIT]},
+        )
+        return dict(response.json())
+
+    def merge_request_changed_paths(
+        self, project_id: int | str, merge_request_iid: int | str
+    ) -> list[str]:
+        """Old and new paths of every changed file (paginated `diffs`, GitLab 15.7+)."""
+        project = quote(str(project_id), safe="")
+        paths: list[str] = []
+        page: str | None = "1"
+        while page:
+            response = self._request(
+                "GET",
+                f"/projects/{project}/merge_requests/{merge_request_iid}/diffs",
+                params={"page": page, "per_page": 100},
+            )
+            for diff in response.json():
+                paths.extend(p for p in (diff.get("old_path"), diff.get("new_path")) if p)
+            page = response.headers.get("x-next-page") or None
+        return sorted(set(paths))
+
+
+_clients: dict[GitLabSettings, GitLabAPI] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_gitlab_api(settings: GitLabSettings) -> GitLabAPI:
+    """One client per URL and token for the process: making one costs CPU (TLS context, CAs),
+    and the receiver reports from many threads (httpx.Client is thread-safe)."""
+    with _clients_lock:
+        api = _clients.get(settings)
+        if api is None:
+            api = _clients[settings] = GitLabAPI(settings)
+        return api
+
+
+def _with_api(action: str, call: Callable[[GitLabAPI], Any]) -> bool:
+    """Run `call` against the configured GitLab; log and return False on any failure."""
+    try:
+        settings = gitlab_settings()
+    except GitLabConfigError as error:
+        logger.warning("GitLab reporting is misconfigured, %s skipped: %s", action, error)
+        return False
+    if settings is None:
+        logger.debug("SOCIALNET_GITLAB_URL is not set; %s skipped", action)
+        return False
+    try:
+        call(shared_gitlab_api(settings))
+        return True
+    except RetryError as error:  # pragma: no cover - reraise=True makes this rare
+        logger.warning("GitLab %s failed after retries: %s", action, error)
+    except (httpx.HTTPError, GitLabAPIError, ValueError) as error:
+        logger.warning("GitLab %s failed: %s", action, error)
+    return False
+
+
+def report_commit_status(
+    project_id: int | str,
+    sha: str,
+    state: CommitState,
+    target_url: str | None = None,
+    description: str = "",
+    name: str = "socialnet-ops",
+    ref: str | None = None,
+) -> bool:
+    """Set the commit status `name` of `sha`; True when GitLab took it. Never raises."""
+    return _with_api(
+        f"commit status {state} for {sha[:8]}",
+        lambda api: api.set_commit_status(
+            project_id, sha, state, name, target_url, description, ref
+        ),
+    )
+
+
+def post_merge_request_note(project_id: int | str, merge_request_iid: int | str, body: str) -> bool:
+    """Add a note to a merge request; True when GitLab took it. Never raises."""
+    return _with_api(
+        f"note on !{merge_request_iid}",
+        lambda api: api.create_merge_request_note(project_id, merge_request_iid, body),
+    )
+
+
+def flow_run_url(ui_url: str | None, flow_run_id: Any) -> str | None:
+    """The Prefect UI's page of a flow run (None without a UI address)."""
+    return f"{str(ui_url).rstrip('/')}/runs/flow-run/{flow_run_id}" if ui_url else None
