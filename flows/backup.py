@@ -11,11 +11,13 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment, failure_of, release_limit
 from socialnet_ops.core.backups import BackupError, BackupManifest, BackupTarget, Trigger
 from socialnet_ops.core.environments import BackupPolicy, Environment
 from socialnet_ops.core.failures import before_any_change, changed_nothing, one_line
+from socialnet_ops.core.results import BackupResult, BaseBackupResult
 from tasks.ledger import read_ledger, record_backup
 from tasks.postgres import (
     LEDGER_WAIT_SECONDS,
@@ -26,7 +28,7 @@ from tasks.postgres import (
     take_base_backup,
     wal_archiver_status,
 )
-from tasks.reporting import artifact_key, emit, markdown_report
+from tasks.reporting import emit, publish
 from tasks.storage import ensure_bucket
 
 
@@ -71,14 +73,6 @@ def record_last_backup(env: str, manifest: BackupManifest) -> bool:
         return False
 
 
-def _retention_lines(retention: dict[str, Any]) -> list[str]:
-    verb = "would delete" if retention["dry_run"] else "deleted"
-    lines = [f"{verb} {backup_id}" for backup_id in retention["deleted"]]
-    if retention["deleted_wal"]:
-        lines.append(f"{verb} {len(retention['deleted_wal'])} WAL segments")
-    return lines or ["nothing to delete"]
-
-
 @flow(name="backup", flow_run_name="backup-{env}", on_failure=[announce_backup_failure])
 def backup(
     env: str,
@@ -86,7 +80,7 @@ def backup(
     release: str | None = None,
     retention_dry_run: bool = False,
     target: BackupTarget | None = None,
-) -> dict[str, Any]:
+) -> BackupResult:
     """pg_dump → S3 (streamed, checksummed, encrypted), then GFS retention; `target` overrides
     where the database and bucket are (default: the environment's platform and policy)."""
     with before_any_change():
@@ -103,52 +97,34 @@ def backup(
         with clock("retention"):
             retention = apply_retention(target, "dump", policy.retention, retention_dry_run)
     recorded = record_last_backup(env, manifest)
-    markdown_report(
-        artifact_key("backup", env),
-        f"Backup {manifest.id} of {env}",
-        {
-            "object": f"s3://{target.store.bucket}/{manifest.key} (SSE {manifest.encryption})",
-            "database": f"{manifest.database}, release {release or 'unknown'}, schema revision "
-            f"{manifest.schema_revision or 'none'}",
-            "size": f"{manifest.size_bytes} bytes ({manifest.size_bytes / 1048576:.1f} MiB)",
-            "duration": f"{manifest.duration_s} s",
-            "throughput": f"{manifest.throughput_mib_s} MiB/s",
-            "sha256": manifest.sha256,
-            "rows": [f"{table}: {count}" for table, count in manifest.row_counts.items()],
-            "retention": _retention_lines(retention),
-            "ledger": "updated" if recorded else "not updated (a release held the slot)",
-            "timings": clock.rows(),
-        },
+    return publish(
+        BackupResult(
+            environment=env,
+            flow_run_id=flow_run.get_id(),
+            backup_id=manifest.id,
+            trigger=trigger,
+            key=manifest.key,
+            bucket=target.store.bucket,
+            encryption=manifest.encryption,
+            database=manifest.database,
+            release=release,
+            schema_revision=manifest.schema_revision,
+            size_bytes=manifest.size_bytes,
+            sha256=manifest.sha256,
+            duration_s=manifest.duration_s,
+            throughput_mib_s=manifest.throughput_mib_s,
+            row_counts=manifest.row_counts,
+            retention=retention,
+            ledger_updated=recorded,
+            timings=clock.rows(),
+        )
     )
-    emit(
-        "backup.completed",
-        env,
-        backup_id=manifest.id,
-        kind="dump",
-        trigger=trigger,
-        key=manifest.key,
-        size_bytes=manifest.size_bytes,
-        sha256=manifest.sha256,
-        duration_s=manifest.duration_s,
-        release=release,
-        deleted=retention["deleted"],
-    )
-    return {
-        "environment": env,
-        "backup_id": manifest.id,
-        "key": manifest.key,
-        "size_bytes": manifest.size_bytes,
-        "sha256": manifest.sha256,
-        "duration_s": manifest.duration_s,
-        "row_counts": manifest.row_counts,
-        "retention": retention,
-    }
 
 
 @flow(name="base-backup", flow_run_name="base-backup-{env}", on_failure=[announce_backup_failure])
 def base_backup(
     env: str, retention_dry_run: bool = False, target: BackupTarget | None = None
-) -> dict[str, Any]:
+) -> BaseBackupResult:
     """pg_basebackup → S3, then retention of base backups and of the WAL none of them needs."""
     with before_any_change():
         policy = backup_policy(checked_environment(env))
@@ -163,39 +139,22 @@ def base_backup(
     with backup_lock(target.environment):
         manifest = take_base_backup(target)
         retention = apply_retention(target, "base", policy.retention, retention_dry_run)
-    markdown_report(
-        artifact_key("base-backup", env),
-        f"Base backup {manifest.id} of {env}",
-        {
-            "object": f"s3://{target.store.bucket}/{manifest.key} (SSE {manifest.encryption})",
-            "size": f"{manifest.size_bytes} bytes",
-            "duration": f"{manifest.duration_s} s ({manifest.throughput_mib_s} MiB/s)",
-            "sha256": manifest.sha256,
-            "WAL": f"needs {manifest.start_wal} onwards from s3://{target.store.bucket}/"
-            f"{target.wal_prefix}",
-            "archiving": archiver["problem"]
-            or f"healthy, last archived {archiver.get('last_archived_wal')}",
-            "retention": _retention_lines(retention),
-        },
+    return publish(
+        BaseBackupResult(
+            environment=env,
+            flow_run_id=flow_run.get_id(),
+            backup_id=manifest.id,
+            key=manifest.key,
+            bucket=target.store.bucket,
+            encryption=manifest.encryption,
+            start_wal=manifest.start_wal,
+            wal_prefix=target.wal_prefix,
+            size_bytes=manifest.size_bytes,
+            sha256=manifest.sha256,
+            duration_s=manifest.duration_s,
+            throughput_mib_s=manifest.throughput_mib_s,
+            archiving_problem=archiver["problem"],
+            last_archived_wal=archiver.get("last_archived_wal"),
+            retention=retention,
+        )
     )
-    emit(
-        "backup.completed",
-        env,
-        backup_id=manifest.id,
-        kind="base",
-        key=manifest.key,
-        size_bytes=manifest.size_bytes,
-        sha256=manifest.sha256,
-        duration_s=manifest.duration_s,
-        deleted=retention["deleted"],
-        deleted_wal=len(retention["deleted_wal"]),
-    )
-    return {
-        "environment": env,
-        "backup_id": manifest.id,
-        "key": manifest.key,
-        "start_wal": manifest.start_wal,
-        "size_bytes": manifest.size_bytes,
-        "archiving_problem": archiver["problem"],
-        "retention": retention,
-    }

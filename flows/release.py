@@ -41,6 +41,7 @@ from socialnet_ops.adapters.builds import check_version, source_identity
 from socialnet_ops.core.environments import Environment
 from socialnet_ops.core.failures import before_any_change
 from socialnet_ops.core.gitflow import promotion_refusal
+from socialnet_ops.core.results import FlowResult
 from tasks.health import smoke_test
 from tasks.ledger import load_ledger
 from tasks.reporting import artifact_key, emit, report_undo, table_report
@@ -104,6 +105,8 @@ class ReleaseReport:
 
 
 def _describe(outcome: Any) -> str:
+    if isinstance(outcome, FlowResult):
+        return outcome.summary()[:200]
     if not isinstance(outcome, dict):
         return ""
     if "outcome" in outcome:

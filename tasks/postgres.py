@@ -59,6 +59,7 @@ from socialnet_ops.core.backups import (
 from socialnet_ops.core.environments import Retention, load_environment
 from socialnet_ops.core.holds import Holds
 from socialnet_ops.core.migrations import contracting_statements
+from socialnet_ops.core.results import RetentionOutcome
 from socialnet_ops.core.retention import plan_retention
 from socialnet_ops.platforms import backup_target_for, platform_for
 from tasks.ledger import record_backup
@@ -462,7 +463,7 @@ def _event_fields(manifest: BackupManifest) -> dict[str, Any]:
 @task(name="apply-retention")
 def apply_retention(
     target: BackupTarget, kind: BackupKind, rules: Retention, dry_run: bool = False
-) -> dict[str, Any]:
+) -> RetentionOutcome:
     """GFS over the complete backups of `kind`; base backups also drop WAL no kept base needs."""
     logger = get_run_logger()
     with backup_lock(target.environment):
@@ -488,12 +489,9 @@ def apply_retention(
         if not dry_run:
             delete_objects(target.store, keys)
             delete_objects(target.store, [target.wal_prefix + name for name in wal])
-    return {
-        "dry_run": dry_run,
-        "kept": plan.keep,
-        "deleted": plan.delete_ids,
-        "deleted_wal": wal,
-    }
+    return RetentionOutcome(
+        dry_run=dry_run, kept=plan.keep, deleted=plan.delete_ids, deleted_wal=wal
+    )
 
 
 # --- physical backups and WAL -------------------------------------------------------------------

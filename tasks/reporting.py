@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from prefect.exceptions import MissingContextError
 
+from socialnet_ops.core.results import FlowResult
+from socialnet_ops.core.results import artifact_key as artifact_key
 from tasks.undo import UndoJournal
+
+R = TypeVar("R", bound=FlowResult)
 
 EVENT_PREFIX = "socialnet"
 
@@ -45,10 +49,15 @@ def emit(
     run_logger().info("event %s.%s %s", EVENT_PREFIX, event, payload)
 
 
-def artifact_key(*parts: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only."""
-    raw = "-".join(parts).lower()
-    return "".join(char if char.isalnum() else "-" for char in raw).strip("-")
+def publish(result: R) -> R:
+    """A flow's result as the run's report artifact and its `socialnet.*` event."""
+    report = result.report()
+    if report is not None:
+        markdown_report(report.key, report.title, dict(report.sections))
+    event = result.event()
+    if event is not None:
+        emit(event.name, result.environment, **event.payload)
+    return result
 
 
 def markdown_report(key: str, title: str, sections: dict[str, Any]) -> None:

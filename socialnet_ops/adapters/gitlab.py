@@ -1,4 +1,4 @@
-"""Feedback to GitLab: commit statuses and merge-request notes through the REST API (httpx),
+"""Feedback to GitLab through its REST API (python-gitlab): commit statuses, merge-request notes,
 and the changed files of a merge request.
 
 Reporting is best effort: bounded retries with exponential backoff (3 attempts, under 10 s in
@@ -22,10 +22,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
-import httpx
+import gitlab
+import requests
+from gitlab.exceptions import GitlabError
 from tenacity import (
     RetryError,
     retry_if_exception,
@@ -36,6 +38,7 @@ from tenacity import (
 from tenacity import Retrying as _Retrying
 
 logger = logging.getLogger("socialnet.gitlab")
+T = TypeVar("T")
 
 CommitState = Literal["pending", "running", "success", "failed", "canceled"]
 ATTEMPTS = 3
@@ -94,36 +97,48 @@ def gitlab_settings() -> GitLabSettings | None:
 
 
 def _retryable(error: BaseException) -> bool:
-    if isinstance(error, httpx.TransportError):
+    """Network trouble, 429 and 5xx are worth another try; any other answer is final."""
+    if isinstance(error, requests.ConnectionError | requests.Timeout):
         return True
-    if isinstance(error, httpx.HTTPStatusError):
-        code = error.response.status_code
+    if isinstance(error, GitlabError):
+        code = error.response_code or 0
         return code == 429 or code >= 500
     return False
 
 
 class GitLabAPI:
-    """The few GitLab REST calls the platform makes, with retries on 429, 5xx and network errors."""
+    """The few GitLab calls the platform makes (python-gitlab), with retries on 429, 5xx and
+    network errors bounded in count and time (tenacity: python-gitlab's own retries are per call
+    and unbounded in time, so they are off)."""
 
     def __init__(
-        self,
-        settings: GitLabSettings,
-        attempts: int = ATTEMPTS,
-        transport: httpx.BaseTransport | None = None,
-        backoff: float = 0.5,
+        self, settings: GitLabSettings, attempts: int = ATTEMPTS, backoff: float = 0.5
     ) -> None:
         self.settings = settings
         self.attempts = attempts
         self.backoff = backoff
-        self._client = httpx.Client(
-            base_url=f"{settings.url}/api/v4",
-            headers={"PRIVATE-TOKEN": settings.token, "User-Agent": "socialnet-ops"},
-            timeout=REQUEST_TIMEOUT,
-            transport=transport,
-        )
+        # A python-gitlab client holds a requests.Session, which is not thread-safe: one per
+        # thread (the receiver reports from several).
+        self._local = threading.local()
+
+    @property
+    def _gitlab(self) -> gitlab.Gitlab:
+        client: gitlab.Gitlab | None = getattr(self._local, "client", None)
+        if client is None:
+            client = gitlab.Gitlab(
+                self.settings.url,
+                private_token=self.settings.token,
+                timeout=REQUEST_TIMEOUT,
+                user_agent="socialnet-ops",
+                retry_transient_errors=False,
+            )
+            self._local.client = client
+        return client
 
     def close(self) -> None:
-        self._client.close()
+        client: gitlab.Gitlab | None = getattr(self._local, "client", None)
+        if client is not None:
+            client.session.close()
 
     def __enter__(self) -> GitLabAPI:
         return self
@@ -131,7 +146,7 @@ class GitLabAPI:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _call(self, what: str, call: Callable[[gitlab.Gitlab], T]) -> T:
         retrying = _Retrying(
             stop=stop_after_attempt(self.attempts) | stop_after_delay(TOTAL_DEADLINE),
             wait=wait_exponential(multiplier=self.backoff, max=4),
@@ -140,14 +155,14 @@ class GitLabAPI:
         )
         for attempt in retrying:
             with attempt:
-                response = self._client.request(method, path, **kwargs)
-                if response.status_code == 429 or response.status_code >= 500:
-                    response.raise_for_status()
-                if response.status_code >= 400:
+                try:
+                    return call(self._gitlab)
+                except GitlabError as error:
+                    if _retryable(error):
+                        raise
                     raise GitLabAPIError(
-                        f"{method} {path}: {response.status_code} {response.text[:200]}"
-                    )
-                return response
+                        f"{what}: {error.response_code} {str(error.error_message)[:200]}"
+                    ) from None
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def set_commit_status(
@@ -169,38 +184,40 @@ class GitLabAPI:
             data["target_url"] = target_url
         if ref:
             data["ref"] = ref
-        project = quote(str(project_id), safe="")
-        response = self._request("POST", f"/projects/{project}/statuses/{sha}", json=data)
-        return dict(response.json())
+
+        def create(api: gitlab.Gitlab) -> dict[str, Any]:
+            commit = api.projects.get(project_id, lazy=True).commits.get(sha, lazy=True)
+            return dict(commit.statuses.create(data, max_retries=0).asdict())
+
+        return self._call(f"status of {sha[:8]}", create)
 
     def create_merge_request_note(
         self, project_id: int | str, merge_request_iid: int | str, body: str
     ) -> dict[str, Any]:
-        project = quote(str(project_id), safe="")
-        response = self._request(
-            "POST",
-            f"/projects/{project}/merge_requests/{merge_request_iid}/notes",
-            json={"body": body[:NOTE_LIMIT]},
-        )
-        return dict(response.json())
+        def create(api: gitlab.Gitlab) -> dict[str, Any]:
+            merge_request = api.projects.get(project_id, lazy=True).mergerequests.get(
+                merge_request_iid, lazy=True
+            )
+            note = merge_request.notes.create({"body": body[:NOTE_LIMIT]}, max_retries=0)
+            return dict(note.asdict())
+
+        return self._call(f"note on !{merge_request_iid}", create)
 
     def merge_request_changed_paths(
         self, project_id: int | str, merge_request_iid: int | str
     ) -> list[str]:
-        """Old and new paths of every changed file (paginated `diffs`, GitLab 15.7+)."""
+        """Old and new paths of every changed file (paginated `diffs`, GitLab 15.7+; python-gitlab
+        has no manager for it, so its generic paginated list)."""
         project = quote(str(project_id), safe="")
-        paths: list[str] = []
-        page: str | None = "1"
-        while page:
-            response = self._request(
-                "GET",
-                f"/projects/{project}/merge_requests/{merge_request_iid}/diffs",
-                params={"page": page, "per_page": 100},
-            )
-            for diff in response.json():
+        path = f"/projects/{project}/merge_requests/{merge_request_iid}/diffs"
+
+        def read(api: gitlab.Gitlab) -> list[str]:
+            paths: list[str] = []
+            for diff in api.http_list(path, iterator=True, per_page=100, max_retries=0):
                 paths.extend(p for p in (diff.get("old_path"), diff.get("new_path")) if p)
-            page = response.headers.get("x-next-page") or None
-        return sorted(set(paths))
+            return sorted(set(paths))
+
+        return self._call(f"changes of !{merge_request_iid}", read)
 
 
 _clients: dict[GitLabSettings, GitLabAPI] = {}
@@ -209,7 +226,7 @@ _clients_lock = threading.Lock()
 
 def shared_gitlab_api(settings: GitLabSettings) -> GitLabAPI:
     """One client per URL and token for the process: making one costs CPU (TLS context, CAs),
-    and the receiver reports from many threads (httpx.Client is thread-safe)."""
+    and the receiver reports from many threads (each gets its own session)."""
     with _clients_lock:
         api = _clients.get(settings)
         if api is None:
@@ -232,7 +249,7 @@ def _with_api(action: str, call: Callable[[GitLabAPI], Any]) -> bool:
         return True
     except RetryError as error:  # pragma: no cover - reraise=True makes this rare
         logger.warning("GitLab %s failed after retries: %s", action, error)
-    except (httpx.HTTPError, GitLabAPIError, ValueError) as error:
+    except (requests.RequestException, GitlabError, GitLabAPIError, ValueError) as error:
         logger.warning("GitLab %s failed: %s", action, error)
     return False
 

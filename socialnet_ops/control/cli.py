@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar, cast
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -57,6 +58,9 @@ EnvOption = Annotated[
     str,
     typer.Option("--env", "-e", help="Environment name (deployments/environments/<name>.yaml)."),
 ]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result as one JSON object instead of a summary.")
+]
 RefOption = Annotated[str | None, typer.Option(help="Git ref to build; default: the working tree.")]
 
 
@@ -65,13 +69,26 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _printed_as_json(result: Any, as_json: bool) -> bool:
+    """With --json, the result as one JSON object on stdout (and nothing else there)."""
+    if as_json:
+        document = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+        print(json.dumps(document, indent=2, default=str))
+    return as_json
+
+
 @app.command()
-def environments() -> None:
+def environments(as_json: JsonOption = False) -> None:
     """List the environments of the catalog, validated."""
     try:
         catalog = load_catalog()
     except EnvironmentError as error:
         raise _fail(str(error)) from None
+    if _printed_as_json(
+        {name: environment.model_dump(mode="json") for name, environment in catalog.items()},
+        as_json,
+    ):
+        return
     table = Table("environment", "platform", "domain", "release", "backup", "promotes from")
     for environment in catalog.values():
         table.add_row(
@@ -157,42 +174,63 @@ def up(
     env: Annotated[
         str | None, typer.Option("--env", "-e", help="Only this local environment.")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Start the control plane (Prefect server + UI, worker) and the local platform; keep them running."""
     from socialnet_ops.control import control_plane
 
+    # With --json the progress goes to stderr: stdout holds the JSON object only.
+    say = _progress(stderr=as_json)
+    started: dict[str, dict[str, str]] = {}
     try:
         # Platforms first: the local one bootstraps Vault, which holds the receiver's token.
         for platform in _local_platforms(env):
-            endpoints = platform.start(progress=lambda line: console.print(f"[dim]{line}[/dim]"))
-            console.print(
-                f"[green]{platform.environment}[/green]: app {endpoints.edge_url}  "
-                f"prometheus {endpoints.prometheus_url}"
+            endpoints = platform.start(progress=say)
+            started[platform.environment] = {
+                "app": endpoints.edge_url,
+                "prometheus": endpoints.prometheus_url,
+            }
+            say(
+                f"{platform.environment}: app {endpoints.edge_url}  prometheus {endpoints.prometheus_url}"
             )
-        settings = control_plane.up(progress=lambda line: console.print(f"[dim]{line}[/dim]"))
+        settings = control_plane.up(progress=say)
     except (PlatformError, control_plane.ControlPlaneError, ToolError) as error:
         raise _fail(str(error)) from None
+    if _printed_as_json(
+        {"prefect_ui": settings["PREFECT_UI_URL"], "environments": started}, as_json
+    ):
+        return
     console.print(f"[green]Prefect UI[/green]: {settings['PREFECT_UI_URL']}")
 
 
+def _progress(stderr: bool) -> Callable[[str], None]:
+    """Progress lines, dimmed: on stdout, or on stderr when stdout carries JSON."""
+    where = Console(stderr=True) if stderr else console
+    return lambda line: where.print(f"[dim]{line}[/dim]", highlight=False)
+
+
 @app.command()
-def down() -> None:
+def down(as_json: JsonOption = False) -> None:
     """Stop the local platforms and the control plane."""
+    from socialnet_ops.adapters import nodes
     from socialnet_ops.control import control_plane
     from socialnet_ops.core.paths import environment_state_dir
 
+    stopped: list[str] = []
     for platform in _local_platforms(None):
         if environment_state_dir(platform.environment).exists():
             platform.stop()
-            console.print(f"stopped {platform.environment}")
+            stopped.append(platform.environment)
     control_plane.down()
-    console.print("stopped the control plane")
+    stopped.append("the control plane")
     if os.geteuid() == 0:
-        from socialnet_ops.adapters import nodes
-
         for platform in _local_platforms(None):
             if nodes.down(platform.environment):
-                console.print(f"stopped the nodes of {platform.environment}")
+                stopped.append(f"the nodes of {platform.environment}")
+    if _printed_as_json({"stopped": stopped}, as_json):
+        return
+    for what in stopped:
+        console.print(f"stopped {what}")
 
 
 class _NoTracebacks(logging.Filter):
@@ -294,6 +332,7 @@ def deploy(
         int, typer.Option(help="Fault injection (drills): added latency.")
     ] = 0,
     allow_contracting_migrations: bool = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Roll a release onto an environment (rolling strategy)."""
     _checked_release(env, version, ref)
@@ -305,6 +344,8 @@ def deploy(
         settings=_fault_settings(fault_error_rate, fault_latency_ms),
         allow_contracting_migrations=allow_contracting_migrations,
     )
+    if _printed_as_json(result, as_json):
+        return
     console.print(
         f"[green]deployed[/green] {result['version']} to {env} (was {result['previous'] or 'nothing'})"
     )
@@ -318,6 +359,7 @@ def release(
     provision_infra: Annotated[bool, typer.Option(help="Run the provision stage.")] = True,
     configure_nodes: Annotated[bool, typer.Option(help="Run the configure stage.")] = True,
     take_backup: Annotated[bool, typer.Option(help="Back up when released.")] = True,
+    as_json: JsonOption = False,
 ) -> None:
     """The whole lifecycle: provision, configure, secrets, staging, gate, production, backup."""
     _checked_release(env, version, ref)
@@ -330,6 +372,8 @@ def release(
         configure_nodes=configure_nodes,
         take_backup=take_backup,
     )
+    if _printed_as_json(result, as_json):
+        return
     table = Table("stage", "result", "time (s)", "detail")
     for row in result["rows"]:
         table.add_row(row["stage"], row["result"], str(row["seconds"]), row["detail"])
@@ -343,10 +387,13 @@ def configure(
     check: Annotated[bool, typer.Option(help="Dry run with diffs: change nothing.")] = False,
     limit: Annotated[str | None, typer.Option(help="Only these hosts or groups.")] = None,
     tags: Annotated[list[str] | None, typer.Option(help="Only tasks with these tags.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Configure an environment's nodes with the Ansible roles."""
     _checked_environment(env)
     result = _run_flow("configure", env=env, check=check, limit=limit, tags=tags)
+    if _printed_as_json(result, as_json):
+        return
     hosts = result.get("hosts") if isinstance(result, dict) else None
     console.print(
         f"[green]configured[/green] {env}: {', '.join(map(str, hosts or [])) or 'no hosts'}"
@@ -357,10 +404,13 @@ def configure(
 def provision(
     env: EnvOption,
     plan_only: Annotated[bool, typer.Option(help="Stop after the plan artifact.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Plan and apply an environment's Terraform stack."""
     _checked_environment(env)
     result = _run_flow("provision", env=env, apply_changes=not plan_only)
+    if _printed_as_json(result, as_json):
+        return
     verb = "planned" if plan_only else "provisioned"
     counts = result.get("changes") or {}
     changes = ", ".join(f"{count} to {action}" for action, count in counts.items() if count)
@@ -374,34 +424,36 @@ def canary(
     env: EnvOption,
     version: Annotated[str, typer.Option(help="The release's version.")],
     ref: RefOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Release by canary with automated analysis (promote or abort)."""
     _checked_release(env, version, ref)
     result = _run_flow("canary", env=env, version=version, ref=ref)
+    if _printed_as_json(result, as_json):
+        return
     console.print(f"canary {version} on {env}: {result['outcome']} ({result['reason']})")
 
 
 @app.command()
-def backup(env: EnvOption) -> None:
+def backup(env: EnvOption, as_json: JsonOption = False) -> None:
     """Back the environment's database up to its bucket now (a logical dump)."""
     _checked_backup_policy(env)
     result = _run_flow("backup", env=env, trigger="manual")
-    console.print(
-        f"[green]backed up[/green] {env}: {result['backup_id']} ({result['size_bytes']} bytes)"
-    )
+    if _printed_as_json(result, as_json):
+        return
+    console.print(result.summary(), highlight=False)
 
 
 @app.command("base-backup")
-def base_backup(env: EnvOption) -> None:
+def base_backup(env: EnvOption, as_json: JsonOption = False) -> None:
     """Take a base backup now: point-in-time recovery works from it on (with the archived WAL)."""
     _checked_backup_policy(env)
     result = _run_flow("base_backup", env=env)
-    console.print(
-        f"[green]base backup[/green] {env}: {result['backup_id']} ({result['size_bytes']} bytes, "
-        f"WAL from {result['start_wal']})"
-    )
-    if result.get("archiving_problem"):
-        console.print(f"[yellow]warning:[/yellow] {result['archiving_problem']}")
+    if _printed_as_json(result, as_json):
+        return
+    console.print(result.summary(), highlight=False)
+    if result.archiving_problem:
+        console.print(f"warning: {result.archiving_problem}", style="yellow", highlight=False)
 
 
 def _checked_backup_policy(env: str) -> None:
@@ -432,11 +484,14 @@ def restore(
     env: EnvOption,
     backup_id: Annotated[str, typer.Option(help="Backup id, or latest.")] = "latest",
     point_in_time: Annotated[str | None, typer.Option(help="ISO timestamp for PITR.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Restore a backup (verified) into a new database, or to a point in time."""
     moment = _checked_time(point_in_time, "--point-in-time")
     _checked_backup_policy(env)
     result = _run_flow("restore", env=env, backup_id=backup_id, point_in_time=moment)
+    if _printed_as_json(result, as_json):
+        return
     if moment is None:
         console.print(
             f"[green]restored[/green] {env}: backup {result['backup_id']} into "
@@ -452,11 +507,16 @@ def restore(
 
 
 @app.command()
-def drift(envs: Annotated[list[str] | None, typer.Option("--env", "-e")] = None) -> None:
+def drift(
+    envs: Annotated[list[str] | None, typer.Option("--env", "-e")] = None,
+    as_json: JsonOption = False,
+) -> None:
     """Plan environments against reality and report drift."""
     for name in envs or []:
         _checked_environment(name)
     result = _run_flow("drift", envs=envs)
+    if _printed_as_json(result, as_json):
+        return
     for name, report in result.items():
         addresses = ", ".join(report["addresses"][:10])
         console.print(f"{name}: {report['status']}" + (f" ({addresses})" if addresses else ""))
@@ -468,10 +528,13 @@ def rollback(
     version: Annotated[
         str | None, typer.Option(help="Roll back to this version; default: the previous.")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Return an environment to the previous (or a named) release."""
     _checked_rollback_target(env, version)
     result = _run_flow("rollback", env=env, version=version, reason="requested from the CLI")
+    if _printed_as_json(result, as_json):
+        return
     console.print(f"[green]rolled back[/green] {env} from {result['from']} to {result['version']}")
 
 
@@ -500,10 +563,13 @@ def secrets(
             help="Replace this existing secret with a new value (database, api, webhooks)."
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Bootstrap the environment's Vault, create missing secrets, install them on the platform."""
     _checked_environment(env)
     result = _run_flow("secrets", env=env, replace=replace or [])
+    if _printed_as_json(result, as_json):
+        return
     for row in [*result["layout"], *result["secrets"]]:
         console.print(f"{row['item']}: {row['action']}")
     console.print(f"[green]secrets of {env} installed[/green]: {result['installed']['installed']}")
@@ -523,6 +589,7 @@ def rotate(
     end_overlap: Annotated[
         bool, typer.Option(help="Only drop the previous token key (ends the overlap).")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Rotate secrets under traffic: database password (dual login) and token signing key."""
     _checked_environment(env)
@@ -536,6 +603,8 @@ def rotate(
         token_overlap_seconds=overlap,
         end_overlap=end_overlap,
     )
+    if _printed_as_json(result, as_json):
+        return
     if "database" in result:
         console.print(f"database login {result['database']['from']} -> {result['database']['to']}")
     console.print(

@@ -27,6 +27,7 @@ from socialnet_ops.adapters.builds import source_identity
 from socialnet_ops.control import control_plane
 from socialnet_ops.control.load import SteadyLoad
 from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.results import FlowResult
 from socialnet_ops.platforms import platform_for
 
 DEMO_ENV = "local"
@@ -48,6 +49,8 @@ class DemoFailure(Exception):
 
 def _run_url(ui_url: str, outcome: Any) -> str:
     run_id = outcome.get("flow_run_id") if isinstance(outcome, dict) else None
+    if isinstance(outcome, FlowResult):
+        run_id = outcome.flow_run_id
     return f"{ui_url}/runs/flow-run/{run_id}" if run_id else ""
 
 

@@ -33,21 +33,21 @@ def test_backup_then_restore_gives_identical_data_and_retention_prunes(
     target = target_for(postgres_server, "bk_app", emulator)
 
     first = backup(env="local", release="v1", target=target)
-    manifest_key = f"backups/local/bk_app/{first['backup_id']}.json"
-    head = emulator.client().head_object(Bucket=target.store.bucket, Key=first["key"])
+    manifest_key = f"backups/local/bk_app/{first.backup_id}.json"
+    head = emulator.client().head_object(Bucket=target.store.bucket, Key=first.key)
     assert head["ServerSideEncryption"] == "AES256"
     assert head["Metadata"]["release"] == "v1"
     assert head["Metadata"]["schema-revision"] == "0002_posts"
-    assert first["row_counts"] == {
+    assert first.row_counts == {
         "public.alembic_version": 1,
         "public.posts": 1000,
         "public.users": 50,
     }
     assert emulator.client().head_object(Bucket=target.store.bucket, Key=manifest_key)
-    assert load_ledger("local").last_backup["id"] == first["backup_id"]  # type: ignore[index]
+    assert load_ledger("local").last_backup["id"] == first.backup_id  # type: ignore[index]
 
     restored = restore(env="local", target=target)
-    assert restored["backup_id"] == first["backup_id"]
+    assert restored["backup_id"] == first.backup_id
     assert restored["database"].startswith("restore_local_")
     assert data_digest(postgres_server, restored["database"]) == data_digest(
         postgres_server, "bk_app"
@@ -57,7 +57,7 @@ def test_backup_then_restore_gives_identical_data_and_retention_prunes(
     # Same day, GFS daily: the second backup supersedes the first, the dry run only says so.
     execute(postgres_server, "bk_app", "INSERT INTO users (handle) VALUES ('late')")
     dry = backup(env="local", release="v1", retention_dry_run=True, target=target)
-    assert dry["retention"]["deleted"] == [first["backup_id"]]
+    assert dry.retention.deleted == [first.backup_id]
     keys = [
         item["Key"]
         for item in emulator.client().list_objects_v2(
@@ -66,12 +66,12 @@ def test_backup_then_restore_gives_identical_data_and_retention_prunes(
     ]
     assert manifest_key in keys
     third = backup(env="local", release="v1", target=target)
-    assert sorted(third["retention"]["deleted"]) == sorted([first["backup_id"], dry["backup_id"]])
-    assert list(third["retention"]["kept"]) == [third["backup_id"]]
+    assert sorted(third.retention.deleted) == sorted([first.backup_id, dry.backup_id])
+    assert list(third.retention.kept) == [third.backup_id]
     left = emulator.client().list_objects_v2(Bucket=target.store.bucket, Prefix=target.dump_prefix)
     assert sorted(item["Key"].rsplit("/", 1)[1] for item in left["Contents"]) == [
-        f"{third['backup_id']}.dump",
-        f"{third['backup_id']}.json",
+        f"{third.backup_id}.dump",
+        f"{third.backup_id}.json",
     ]
 
 
@@ -90,7 +90,7 @@ def test_restore_over_an_existing_database_needs_confirmation_then_replaces_it(
 
     result = restore(
         env="local",
-        backup_id=taken["backup_id"],
+        backup_id=taken.backup_id,
         target=target,
         target_database="bk_live",
         confirm_overwrite=True,
@@ -108,6 +108,6 @@ def test_the_restore_drill_verifies_the_latest_backup_and_drops_its_scratch_data
     target = target_for(postgres_server, "bk_drill", emulator)
     taken = backup(env="local", target=target)
     drill = restore_drill(env="local", target=target)
-    assert drill["backup_id"] == taken["backup_id"]
+    assert drill["backup_id"] == taken.backup_id
     assert drill["rows"] == 1 + 5 + 100
     assert not databases(postgres_server, "drill_local_%")

@@ -85,10 +85,10 @@ def test_s3_stopping_mid_upload_fails_the_run_lists_nothing_and_a_rerun_succeeds
     # The abort could not reach a stopped S3; the next run sweeps the leftover before it starts.
     rerun = backup(env="local", target=target)
     assert manifests(emulator, target.dump_prefix) == [
-        f"{target.dump_prefix}{rerun['backup_id']}.json"
+        f"{target.dump_prefix}{rerun.backup_id}.json"
     ]
     assert unfinished_uploads(emulator, target.dump_prefix) == []
-    assert rerun["row_counts"] == {"public.blobs": 300_000}
+    assert rerun.row_counts == {"public.blobs": 300_000}
 
 
 def test_pg_dump_dying_mid_dump_aborts_the_upload(
@@ -159,15 +159,15 @@ def test_a_damaged_backup_fails_verification_and_leaves_the_target_untouched(
     taken = backup(env="local", target=target)
     if how == "wrong checksum":
         client = emulator.client()
-        key = f"{target.dump_prefix}{taken['backup_id']}.json"
+        key = f"{target.dump_prefix}{taken.backup_id}.json"
         manifest = client.get_object(Bucket="socialnet-backups-local", Key=key)["Body"].read()
         client.put_object(
             Bucket="socialnet-backups-local",
             Key=key,
-            Body=manifest.replace(taken["sha256"].encode(), b"0" * 64),
+            Body=manifest.replace(taken.sha256.encode(), b"0" * 64),
         )
     else:
-        damage(emulator, taken["key"], how)
+        damage(emulator, taken.key, how)
     execute(postgres_server, name, "INSERT INTO users (handle) VALUES ('written after the backup')")
     before = data_digest(postgres_server, name)
 
@@ -182,5 +182,5 @@ def test_a_damaged_backup_fails_verification_and_leaves_the_target_untouched(
     )
     assert leftovers == []
     assert manifests(emulator, target.dump_prefix) == [
-        f"{target.dump_prefix}{taken['backup_id']}.json"
+        f"{target.dump_prefix}{taken.backup_id}.json"
     ]

@@ -65,7 +65,7 @@ def history(prefect_server: None, archiving_server: PostgresServer, emulator: Em
     execute(server, "pitr", "CREATE TABLE events (id int PRIMARY KEY, note text)")
     target = target_for(server, "pitr", emulator)
     taken = base_backup(env="local", target=target)
-    assert taken["archiving_problem"] is None
+    assert taken.archiving_problem is None
     execute(server, "pitr", "INSERT INTO events VALUES (1, 'before')")
     middle = switch_and_wait(server)
     time.sleep(1.2)  # S3 keeps archive times to the second
@@ -178,7 +178,7 @@ def test_a_restore_failing_after_it_made_its_folder_removes_it(
     execute(server, "pitr", "INSERT INTO events VALUES (4, 'later')")
     switch_and_wait(server)
     s3 = emulator.client()
-    key = f"basebackups/local/{taken['backup_id']}.tar"
+    key = f"basebackups/local/{taken.backup_id}.tar"
     body = s3.get_object(Bucket="socialnet-backups-local", Key=key)["Body"].read()
     middle = len(body) // 2
     flipped = bytes(byte ^ 0xFF for byte in body[middle : middle + 64])
@@ -188,7 +188,7 @@ def test_a_restore_failing_after_it_made_its_folder_removes_it(
         Body=body[:middle] + flipped + body[middle + 64 :],
     )
 
-    with pytest.raises(VerificationError, match=f"base backup {taken['backup_id']} is damaged"):
+    with pytest.raises(VerificationError, match=f"base backup {taken.backup_id} is damaged"):
         restore(env="local", point_in_time=moment, target=history.target)
     assert restore_folders(private_tmpdir) == []
 

@@ -74,12 +74,12 @@ def test_pg_restore_s_error_on_a_corrupt_dump_is_in_the_restore_task_run_s_logs(
     target = target_for(postgres_server, "bk_logs", emulator)
     taken = backup(env="local", target=target)
     s3 = emulator.client()
-    body = s3.get_object(Bucket=target.store.bucket, Key=taken["key"])["Body"].read()
+    body = s3.get_object(Bucket=target.store.bucket, Key=taken.key)["Body"].read()
     middle = len(body) // 2
     flipped = bytes(byte ^ 0xFF for byte in body[middle : middle + 64])
     s3.put_object(
         Bucket=target.store.bucket,
-        Key=taken["key"],
+        Key=taken.key,
         Body=body[:middle] + flipped + body[middle + 64 :],
     )
 

@@ -187,6 +187,20 @@ def test_cli_mistakes_are_one_line_and_create_no_run(control_plane: dict[str, An
     assert not [alert for alert in alerts if "nosuch" in alert["subject"]]
 
 
+def test_every_command_can_answer_in_json(control_plane: dict[str, Any]) -> None:
+    # stdout holds one JSON object, nothing else (the run's log lines go to stderr).
+    backup = json.loads(cli("backup", "--env", "local", "--json").stdout)
+    assert backup["environment"] == "local"
+    assert backup["backup_id"] and backup["size_bytes"] > 0
+    human = cli("backup", "--env", "local").stdout.strip().splitlines()
+    assert human[-1].startswith("backed up local: ") and "{" not in human[-1]
+    catalog = json.loads(cli("environments", "--json").stdout)
+    assert catalog["production"]["promotion"]["source"] == "staging"
+    up = json.loads(cli("up", "--env", "local", "--json").stdout)
+    assert up["prefect_ui"] == control_plane["control_plane"]["ui_url"]
+    assert up["environments"]["local"]["app"].startswith("http://127.0.0.1:")
+
+
 def test_a_failed_flow_is_one_error_line_and_the_run_link(control_plane: dict[str, Any]) -> None:
     # A canary needs a release serving to compare with: the run fails inside the flow.
     result = cli("canary", "--env", "local", "--version", "v-none", check=False)
