@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect.runtime import flow_run
 
 from flows.common import (
@@ -15,12 +13,13 @@ from flows.common import (
 )
 from socialnet_ops.adapters.builds import check_version, source_identity
 from socialnet_ops.core.failures import before_any_change
+from socialnet_ops.core.results import DeployResult
 from tasks.git import build_release_task
 from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release
 from tasks.platform import note_serving_release, roll_replicas
 from tasks.postgres import backup_name, check_migrations, migrate, take_predeploy_backup
-from tasks.reporting import artifact_key, emit, markdown_report, report_undo
+from tasks.reporting import publish, report_undo
 from tasks.undo import UndoJournal, undoable, undone_failure
 from tasks.vault import materialize_secrets
 
@@ -32,7 +31,7 @@ def deploy(
     ref: str | None = None,
     settings: dict[str, str] | None = None,
     allow_contracting_migrations: bool = False,
-) -> dict[str, Any]:
+) -> DeployResult:
     with before_any_change():
         environment = checked_environment(env)
         check_version(version)
@@ -71,24 +70,18 @@ def deploy(
             report_undo(env, version, error, journal)
             raise undone_failure(error, journal) from error
         record_release(env, build, "rolling")
-    markdown_report(
-        artifact_key("deploy", env),
-        f"Deployed {version} to {env}",
-        {
-            "version": f"{version} ({build.git_sha[:12]}, {build.ref})",
-            "replaced": previous.version if previous else "nothing (first release)",
-            "pre-deploy backup": backup_name(backup),
-            "migrations": pending or ["none pending"],
-            "timings": clock.rows(),
-        },
+    return publish(
+        DeployResult(
+            environment=env,
+            flow_run_id=flow_run.get_id(),
+            version=version,
+            git_sha=build.git_sha,
+            ref=build.ref,
+            previous=previous.version if previous else None,
+            predeploy_backup=backup_name(backup),
+            migrations=pending,
+            seconds=clock.seconds,
+            slot_taken_at=slot.taken_at,
+            slot_released_at=slot.released_at,
+        )
     )
-    emit("release.deployed", env, version=version, previous=previous.version if previous else None)
-    return {
-        "environment": env,
-        "version": version,
-        "previous": previous.version if previous else None,
-        "slot_taken_at": slot.taken_at,
-        "slot_released_at": slot.released_at,
-        "flow_run_id": flow_run.get_id(),
-        "seconds": clock.seconds,
-    }

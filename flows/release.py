@@ -171,7 +171,7 @@ def _to_environment(
     ref: str | None,
     settings: dict[str, str],
     allow_contracting_migrations: bool,
-) -> dict[str, Any]:
+) -> dict[str, Any] | FlowResult:
     """The environment's own strategy: a canary when something serves to compare with."""
     serving, _ = _serving(environment.name)
     flow = canary if environment.release.strategy == "canary" and serving is not None else deploy

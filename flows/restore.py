@@ -13,10 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from flows.common import checked_environment, failure_of
 from socialnet_ops.core.backups import BackupError, BackupTarget
 from socialnet_ops.core.failures import RejectedError, changed_nothing, one_line
+from socialnet_ops.core.results import (
+    DumpRestoreResult,
+    PointInTimeRestoreResult,
+    RestoreDrillResult,
+)
 from tasks.postgres import (
     database_exists,
     drop_database,
@@ -24,7 +30,7 @@ from tasks.postgres import (
     restore_dump,
     restore_point_in_time,
 )
-from tasks.reporting import artifact_key, emit, markdown_report
+from tasks.reporting import emit, publish
 
 
 class OverwriteNotConfirmedError(BackupError, RejectedError):
@@ -88,57 +94,20 @@ def restore(
     point_in_time: datetime | None = None,
     restore_dir: str | None = None,
     target: BackupTarget | None = None,
-) -> dict[str, Any]:
+) -> DumpRestoreResult | PointInTimeRestoreResult:
     """A dump (`backup_id`, default the latest) into `target_database` (default: a new one), or,
     with `point_in_time`, the whole cluster as it was then, on a private port of this machine."""
     checked_environment(env)
     target = target or resolve_backup_target(env)
     if point_in_time is not None:
         # No folder made here: the task makes it once the time is known to be recoverable.
-        result = restore_point_in_time(target, point_in_time, restore_dir, _free_port())
-        markdown_report(
-            artifact_key("restore", env),
-            f"{env} restored to {point_in_time.isoformat()}",
-            {
-                "base backup": result["base_backup"],
-                "WAL replayed": f"{result['wal_segments']} segments",
-                "stopped": result["recovery_stop"] or "at the end of the archived WAL",
-                "server": f"{result['host']}:{result['port']} (data {result['data_dir']})",
-                "stop it with": result["stop_with"],
-                "rows": [f"{table}: {count}" for table, count in result["row_counts"].items()],
-            },
+        restored = restore_point_in_time(target, point_in_time, restore_dir, _free_port())
+        return publish(
+            PointInTimeRestoreResult(environment=env, flow_run_id=flow_run.get_id(), **restored)
         )
-        emit(
-            "restore.completed",
-            env,
-            mode="point-in-time",
-            **{k: result[k] for k in ("base_backup", "target_time", "port")},
-        )
-        return result
     database, replace = restore_destination(target, env, target_database, confirm_overwrite)
-    result = restore_dump(target, backup_id, database, replace)
-    markdown_report(
-        artifact_key("restore", env),
-        f"Backup {result['backup_id']} restored into {database}",
-        {
-            "verified": f"sha256 {result['sha256']}, pg_restore exit 0, schema revision "
-            f"{result['schema_revision'] or 'none'}, row counts of {result['tables']} tables",
-            "rows": result["rows"],
-            "replaced": f"yes, previous kept as {result['previous_database_kept_as']}"
-            if replace
-            else "no (new database)",
-            "duration": f"{result['seconds']} s",
-        },
-    )
-    emit(
-        "restore.completed",
-        env,
-        mode="dump",
-        backup_id=result["backup_id"],
-        database=database,
-        replaced=replace,
-    )
-    return result
+    dumped = restore_dump(target, backup_id, database, replace)
+    return publish(DumpRestoreResult(environment=env, flow_run_id=flow_run.get_id(), **dumped))
 
 
 @flow(
@@ -146,27 +115,24 @@ def restore(
 )
 def restore_drill(
     env: str, backup_id: str = "latest", target: BackupTarget | None = None
-) -> dict[str, Any]:
+) -> RestoreDrillResult:
     """Restore the latest backup into a scratch database, verify it, drop it, report."""
     checked_environment(env)
     target = target or resolve_backup_target(env)
     scratch = f"drill_{env.replace('-', '_')}_{_stamp()}"
-    result = restore_dump(target, backup_id, scratch, False)
+    restored = restore_dump(target, backup_id, scratch, False)
     drop_database(target, scratch)
-    markdown_report(
-        artifact_key("restore-drill", env),
-        f"Restore drill of {env}: backup {result['backup_id']} verified",
-        {
-            "restored": f"{result['size_bytes']} bytes into {scratch} (dropped) in {result['seconds']} s",
-            "verified": f"sha256 {result['sha256']}, pg_restore exit 0, schema revision "
-            f"{result['schema_revision'] or 'none'}, {result['rows']} rows in {result['tables']} tables",
-        },
+    return publish(
+        RestoreDrillResult(
+            environment=env,
+            flow_run_id=flow_run.get_id(),
+            backup_id=restored["backup_id"],
+            scratch_database=scratch,
+            size_bytes=restored["size_bytes"],
+            sha256=restored["sha256"],
+            schema_revision=restored["schema_revision"],
+            tables=restored["tables"],
+            rows=restored["rows"],
+            seconds=restored["seconds"],
+        )
     )
-    emit(
-        "backup.drill.completed",
-        env,
-        backup_id=result["backup_id"],
-        seconds=result["seconds"],
-        rows=result["rows"],
-    )
-    return result

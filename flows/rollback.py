@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment, release_flow, release_slot
 from socialnet_ops.adapters.builds import check_version, load_build
 from socialnet_ops.core.failures import RejectedError, before_any_change
 from socialnet_ops.core.ledger import Ledger, ReleaseRecord
+from socialnet_ops.core.results import RollbackResult
 from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release
 from tasks.platform import restore_replicas, serving_version
-from tasks.reporting import artifact_key, emit, markdown_report
+from tasks.reporting import publish
 
 
 class NothingToRollBackError(RejectedError):
@@ -42,7 +41,7 @@ def rollback(
     version: str | None = None,
     to_recorded_stable: bool = False,
     reason: str = "requested",
-) -> dict[str, Any]:
+) -> RollbackResult:
     """`to_recorded_stable` restores what the ledger says serves (after a failed deploy)."""
     checked_environment(env)
     clock = StepClock()
@@ -58,20 +57,13 @@ def rollback(
             smoke_test(env, target.version)
         if not to_recorded_stable:
             record_release(env, build, "rollback")
-    markdown_report(
-        artifact_key("rollback", env),
-        f"Rolled {env} back to {target.version}",
-        {
-            "from": serving or "nothing",
-            "to": target.version,
-            "reason": reason,
-            "timings": clock.rows(),
-        },
+    return publish(
+        RollbackResult(
+            environment=env,
+            flow_run_id=flow_run.get_id(),
+            version=target.version,
+            previous=serving,
+            reason=reason,
+            seconds=clock.seconds,
+        )
     )
-    emit("release.rolled_back", env, version=target.version, previous=serving, reason=reason)
-    return {
-        "environment": env,
-        "version": target.version,
-        "from": serving,
-        "flow_run_id": flow_run.get_id(),
-    }

@@ -346,9 +346,7 @@ def deploy(
     )
     if _printed_as_json(result, as_json):
         return
-    console.print(
-        f"[green]deployed[/green] {result['version']} to {env} (was {result['previous'] or 'nothing'})"
-    )
+    console.print(result.summary(), highlight=False)
 
 
 @app.command()
@@ -492,18 +490,9 @@ def restore(
     result = _run_flow("restore", env=env, backup_id=backup_id, point_in_time=moment)
     if _printed_as_json(result, as_json):
         return
-    if moment is None:
-        console.print(
-            f"[green]restored[/green] {env}: backup {result['backup_id']} into "
-            f"{result['database']}, verified ({result['rows']} rows in {result['tables']} tables)"
-        )
-        return
-    console.print(
-        f"[green]restored[/green] {env} as it was at {moment.isoformat()}: from base backup "
-        f"{result['base_backup']}, {result['wal_segments']} WAL segments replayed; serving on "
-        f"{result['host']}:{result['port']}"
-    )
-    console.print(f"stop it with: {result['stop_with']}", highlight=False, soft_wrap=True)
+    console.print(result.summary(), highlight=False, soft_wrap=True)
+    if moment is not None:
+        console.print(f"stop it with: {result.stop_with}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -535,7 +524,7 @@ def rollback(
     result = _run_flow("rollback", env=env, version=version, reason="requested from the CLI")
     if _printed_as_json(result, as_json):
         return
-    console.print(f"[green]rolled back[/green] {env} from {result['from']} to {result['version']}")
+    console.print(result.summary(), highlight=False)
 
 
 def _checked_rollback_target(env: str, version: str | None) -> None:

@@ -180,3 +180,200 @@ class BaseBackupResult(FlowResult):
             f"base backup {self.environment}: {self.backup_id} ({self.size_bytes} bytes, WAL from "
             f"{self.start_wal})"
         )
+
+
+class DeployResult(FlowResult):
+    """A release rolled onto an environment's stable track."""
+
+    version: str
+    git_sha: str
+    ref: str
+    previous: str | None
+    predeploy_backup: str
+    migrations: list[str]
+    seconds: dict[str, float]
+    slot_taken_at: float
+    slot_released_at: float | None
+
+    def report(self) -> Report:
+        return Report(
+            key=artifact_key("deploy", self.environment),
+            title=f"Deployed {self.version} to {self.environment}",
+            sections={
+                "version": f"{self.version} ({self.git_sha[:12]}, {self.ref})",
+                "replaced": self.previous or "nothing (first release)",
+                "pre-deploy backup": self.predeploy_backup,
+                "migrations": self.migrations or ["none pending"],
+                "timings": [f"{step}: {seconds} s" for step, seconds in self.seconds.items()],
+            },
+        )
+
+    def event(self) -> Event:
+        return Event(
+            name="release.deployed", payload={"version": self.version, "previous": self.previous}
+        )
+
+    def summary(self) -> str:
+        return f"deployed {self.version} to {self.environment} (was {self.previous or 'nothing'})"
+
+
+class RollbackResult(FlowResult):
+    """An environment returned to an earlier release (`previous` is what served before)."""
+
+    version: str
+    previous: str | None
+    reason: str
+    seconds: dict[str, float]
+
+    def report(self) -> Report:
+        return Report(
+            key=artifact_key("rollback", self.environment),
+            title=f"Rolled {self.environment} back to {self.version}",
+            sections={
+                "from": self.previous or "nothing",
+                "to": self.version,
+                "reason": self.reason,
+                "timings": [f"{step}: {seconds} s" for step, seconds in self.seconds.items()],
+            },
+        )
+
+    def event(self) -> Event:
+        return Event(
+            name="release.rolled_back",
+            payload={"version": self.version, "previous": self.previous, "reason": self.reason},
+        )
+
+    def summary(self) -> str:
+        return f"rolled back {self.environment} from {self.previous or 'nothing'} to {self.version}"
+
+
+class DumpRestoreResult(FlowResult):
+    """A dump restored into a database and verified (checksum, pg_restore, schema, row counts)."""
+
+    backup_id: str
+    database: str
+    replaced: bool
+    previous_database_kept_as: str | None = None
+    size_bytes: int
+    sha256: str
+    schema_revision: str | None
+    tables: int
+    rows: int
+    seconds: float
+
+    def report(self) -> Report:
+        return Report(
+            key=artifact_key("restore", self.environment),
+            title=f"Backup {self.backup_id} restored into {self.database}",
+            sections={
+                "verified": f"sha256 {self.sha256}, pg_restore exit 0, schema revision "
+                f"{self.schema_revision or 'none'}, row counts of {self.tables} tables",
+                "rows": str(self.rows),
+                "replaced": f"yes, previous kept as {self.previous_database_kept_as}"
+                if self.replaced
+                else "no (new database)",
+                "duration": f"{self.seconds} s",
+            },
+        )
+
+    def event(self) -> Event:
+        return Event(
+            name="restore.completed",
+            payload={
+                "mode": "dump",
+                "backup_id": self.backup_id,
+                "database": self.database,
+                "replaced": self.replaced,
+            },
+        )
+
+    def summary(self) -> str:
+        return (
+            f"restored {self.environment}: backup {self.backup_id} into {self.database}, "
+            f"verified ({self.rows} rows in {self.tables} tables)"
+        )
+
+
+class PointInTimeRestoreResult(FlowResult):
+    """The cluster as it was at `target_time`, running on a private port of this machine."""
+
+    base_backup: str
+    target_time: str
+    wal_segments: int
+    recovery_stop: str | None
+    host: str
+    port: int
+    data_dir: str
+    log: str
+    stop_with: str
+    database: str
+    row_counts: dict[str, int]
+
+    def report(self) -> Report:
+        return Report(
+            key=artifact_key("restore", self.environment),
+            title=f"{self.environment} restored to {self.target_time}",
+            sections={
+                "base backup": self.base_backup,
+                "WAL replayed": f"{self.wal_segments} segments",
+                "stopped": self.recovery_stop or "at the end of the archived WAL",
+                "server": f"{self.host}:{self.port} (data {self.data_dir})",
+                "stop it with": self.stop_with,
+                "rows": [f"{table}: {count}" for table, count in self.row_counts.items()],
+            },
+        )
+
+    def event(self) -> Event:
+        return Event(
+            name="restore.completed",
+            payload={
+                "mode": "point-in-time",
+                "base_backup": self.base_backup,
+                "target_time": self.target_time,
+                "port": self.port,
+            },
+        )
+
+    def summary(self) -> str:
+        return (
+            f"restored {self.environment} as it was at {self.target_time}: from base backup "
+            f"{self.base_backup}, {self.wal_segments} WAL segments replayed; serving on "
+            f"{self.host}:{self.port}"
+        )
+
+
+class RestoreDrillResult(FlowResult):
+    """The latest backup restored into a scratch database, verified and dropped."""
+
+    backup_id: str
+    scratch_database: str
+    size_bytes: int
+    sha256: str
+    schema_revision: str | None
+    tables: int
+    rows: int
+    seconds: float
+
+    def report(self) -> Report:
+        return Report(
+            key=artifact_key("restore-drill", self.environment),
+            title=f"Restore drill of {self.environment}: backup {self.backup_id} verified",
+            sections={
+                "restored": f"{self.size_bytes} bytes into {self.scratch_database} (dropped) in "
+                f"{self.seconds} s",
+                "verified": f"sha256 {self.sha256}, pg_restore exit 0, schema revision "
+                f"{self.schema_revision or 'none'}, {self.rows} rows in {self.tables} tables",
+            },
+        )
+
+    def event(self) -> Event:
+        return Event(
+            name="backup.drill.completed",
+            payload={"backup_id": self.backup_id, "seconds": self.seconds, "rows": self.rows},
+        )
+
+    def summary(self) -> str:
+        return (
+            f"restore drill of {self.environment}: backup {self.backup_id} verified "
+            f"({self.rows} rows in {self.tables} tables)"
+        )

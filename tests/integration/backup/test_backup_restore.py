@@ -47,9 +47,9 @@ def test_backup_then_restore_gives_identical_data_and_retention_prunes(
     assert load_ledger("local").last_backup["id"] == first.backup_id  # type: ignore[index]
 
     restored = restore(env="local", target=target)
-    assert restored["backup_id"] == first.backup_id
-    assert restored["database"].startswith("restore_local_")
-    assert data_digest(postgres_server, restored["database"]) == data_digest(
+    assert restored.backup_id == first.backup_id
+    assert restored.database.startswith("restore_local_")
+    assert data_digest(postgres_server, restored.database) == data_digest(
         postgres_server, "bk_app"
     )
     assert not databases(postgres_server, "%restoring%")
@@ -95,9 +95,9 @@ def test_restore_over_an_existing_database_needs_confirmation_then_replaces_it(
         target_database="bk_live",
         confirm_overwrite=True,
     )
-    assert result["replaced"] is True
+    assert result.replaced is True
     assert data_digest(postgres_server, "bk_live") == before
-    kept = result["previous_database_kept_as"]
+    kept = result.previous_database_kept_as
     assert fetch(postgres_server, kept, "SELECT count(*) FROM posts") == [(0,)]
 
 
@@ -108,6 +108,6 @@ def test_the_restore_drill_verifies_the_latest_backup_and_drops_its_scratch_data
     target = target_for(postgres_server, "bk_drill", emulator)
     taken = backup(env="local", target=target)
     drill = restore_drill(env="local", target=target)
-    assert drill["backup_id"] == taken.backup_id
-    assert drill["rows"] == 1 + 5 + 100
+    assert drill.backup_id == taken.backup_id
+    assert drill.rows == 1 + 5 + 100
     assert not databases(postgres_server, "drill_local_%")

@@ -95,11 +95,11 @@ def test_restore_to_a_moment_between_two_writes(
         target=history.target,
     )
     rows = fetch(
-        archiving_server, "pitr", "SELECT id, note FROM events ORDER BY id", port=result["port"]
+        archiving_server, "pitr", "SELECT id, note FROM events ORDER BY id", port=result.port
     )
     assert rows == [(1, "before")]
-    assert "recovery stopping before commit" in result["recovery_stop"]
-    assert result["row_counts"]["public.events"] == 1
+    assert "recovery stopping before commit" in result.recovery_stop
+    assert result.row_counts["public.events"] == 1
     # The live server still has both writes: the restore ran beside it, on its own port.
     assert fetch(archiving_server, "pitr", "SELECT count(*) FROM events") == [(2,)]
 
@@ -129,16 +129,16 @@ def test_the_printed_stop_command_stops_the_restored_server_and_pg_ctl_is_in_the
         env="local", point_in_time=history.between, target=history.target, return_state=True
     )
     result = state.result()
-    data_dir = Path(result["data_dir"])
+    data_dir = Path(result.data_dir)
     assert data_dir.parent in restore_folders(private_tmpdir)  # made by the task, not asked
-    assert fetch(archiving_server, "pitr", "SELECT 1", port=result["port"]) == [(1,)]
+    assert fetch(archiving_server, "pitr", "SELECT 1", port=result.port) == [(1,)]
     stopped = subprocess.run(
-        shlex.split(result["stop_with"]), capture_output=True, text=True, timeout=60
+        shlex.split(result.stop_with), capture_output=True, text=True, timeout=60
     )
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert not (data_dir / "postmaster.pid").exists()
     with pytest.raises(psycopg.OperationalError):
-        fetch(archiving_server, "pitr", "SELECT 1", port=result["port"])
+        fetch(archiving_server, "pitr", "SELECT 1", port=result.port)
 
     flow_run_id = state.state_details.flow_run_id
     assert flow_run_id is not None

@@ -31,15 +31,15 @@ def test_deploy_v1_then_v2_then_roll_back_serves_each_in_turn(
 ) -> None:
     first = deploy(env="local", version="v1")
     assert served_versions(local_platform) == {"v1"}
-    assert first["previous"] is None
+    assert first.previous is None
 
     second = deploy(env="local", version="v2")
     assert served_versions(local_platform) == {"v2"}
-    assert second["previous"] == "v1"
+    assert second.previous == "v1"
     assert ledger_versions() == ("v2", ["v1"])
 
     back = rollback(env="local")
-    assert back["from"] == "v2" and back["version"] == "v1"
+    assert back.previous == "v2" and back.version == "v1"
     assert served_versions(local_platform) == {"v1"}
     assert ledger_versions() == ("v1", ["v2", "v1"])
     # The app itself works behind the edge after all that: the database schema is migrated.
@@ -75,9 +75,9 @@ def test_two_deploys_of_one_environment_run_one_after_the_other(
     for thread in threads:
         thread.join(timeout=600)
     assert set(results) == {"c1", "c2"}
-    first, second = sorted(results.values(), key=lambda result: result["slot_taken_at"])
-    assert first["slot_released_at"] <= second["slot_taken_at"], "the two releases interleaved"
-    assert served_versions(local_platform) == {second["version"]}
+    first, second = sorted(results.values(), key=lambda result: result.slot_taken_at)
+    assert first.slot_released_at <= second.slot_taken_at, "the two releases interleaved"
+    assert served_versions(local_platform) == {second.version}
 
 
 def test_bad_input_is_a_clear_error_before_anything_changes(local_platform: LocalPlatform) -> None:

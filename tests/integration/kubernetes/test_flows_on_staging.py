@@ -29,17 +29,17 @@ def test_deploy_twice_then_roll_back_on_staging(kube: KubeEmulator, staging: Kub
     run = uuid.uuid4().hex[:6]
     k1, k2 = f"k1-{run}", f"k2-{run}"
     first = deploy(env="staging", version=k1)
-    assert first["previous"] is None
+    assert first.previous is None
     assert served(staging) == {k1}
 
     second = deploy(env="staging", version=k2)
-    assert second["previous"] == k1
+    assert second.previous == k1
     api = kube.get("apps/v1", "Deployment", NAMESPACE, "socialnet-api")
     assert api is not None and api_template_version(api) == k2
     assert served(staging) == {k2}
 
     back = rollback(env="staging")
-    assert (back["from"], back["version"]) == (k2, k1)
+    assert (back.previous, back.version) == (k2, k1)
     assert served(staging) == {k1}
     ledger = load_ledger("staging")
     assert ledger.stable is not None and ledger.stable.version == k1
