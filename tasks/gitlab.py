@@ -9,6 +9,7 @@ from typing import Any, TypedDict
 from prefect import task
 from prefect.flows import FlowStateHook
 from prefect.settings import PREFECT_UI_URL
+from pydantic import BaseModel
 
 from socialnet_ops.adapters import gitlab
 from socialnet_ops.adapters.gitlab import CommitState, post_merge_request_note, report_commit_status
@@ -41,6 +42,8 @@ def _result_summary(state: Any) -> Mapping[str, Any] | None:
         result = state.result(raise_on_failure=False)
     except Exception:  # the summary is a nicety: a result that cannot be read is left out
         return None
+    if isinstance(result, BaseModel):  # a typed flow result (socialnet_ops/core/results.py)
+        return result.model_dump(mode="json")
     return result if isinstance(result, Mapping) else None
 
 

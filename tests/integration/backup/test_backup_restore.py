@@ -49,9 +49,7 @@ def test_backup_then_restore_gives_identical_data_and_retention_prunes(
     restored = restore(env="local", target=target)
     assert restored.backup_id == first.backup_id
     assert restored.database.startswith("restore_local_")
-    assert data_digest(postgres_server, restored.database) == data_digest(
-        postgres_server, "bk_app"
-    )
+    assert data_digest(postgres_server, restored.database) == data_digest(postgres_server, "bk_app")
     assert not databases(postgres_server, "%restoring%")
 
     # Same day, GFS daily: the second backup supersedes the first, the dry run only says so.
