@@ -537,12 +537,35 @@ class NodeSet:
                 with socket.create_connection((node.address, 22), timeout=1) as connection:
                     connection.settimeout(2)
                     if connection.recv(64).startswith(b"SSH-"):
-                        return
+                        break
             except OSError as error:
                 last = str(error)
             time.sleep(0.1)
+        else:
+            raise NodeError(
+                f"node {node.name} ({node.address}) gave no SSH banner in {timeout:.0f} s: {last}"
+            )
+        # A banner is not a login: until boot ends, pam_nologin turns the bootstrap user away.
+        while time.monotonic() < deadline:
+            try:
+                login = subprocess.run(
+                    [*self.ssh_command(node.name), "true"],
+                    capture_output=True,
+                    text=True,
+                    timeout=15,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                last = "ssh took over 15 s"
+                continue
+            if login.returncode == 0:
+                return
+            last = login.stderr.strip() or f"ssh exited with {login.returncode}"
+            time.sleep(0.2)
+        console = (node.state / "console.log").read_text(errors="replace")[-1500:]
         raise NodeError(
-            f"node {node.name} ({node.address}) gave no SSH banner in {timeout:.0f} s: {last}"
+            f"node {node.name} ({node.address}) takes no SSH login in {timeout:.0f} s: {last}; "
+            f"its console ends with:\n{console}"
         )
 
     def add(self, groups: Mapping[str, int]) -> list[Node]:
@@ -584,6 +607,11 @@ class NodeSet:
             )
         return result
 
+    @property
+    def launch_token(self) -> str:
+        """Different for every launch (its SSH key is new), the same for all its users."""
+        return hashlib.sha256(self.public_key.encode()).hexdigest()[:10]
+
     def ssh_command(self, name: str, user: str = BOOTSTRAP_USER) -> list[str]:
         return [
             "ssh",
@@ -615,7 +643,10 @@ class NodeSet:
             "ansible_user": BOOTSTRAP_USER,
             "ansible_become": True,
             "ansible_ssh_private_key_file": str(self.key_file),
-            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            # A control socket of this launch only: slot numbers (so addresses) are reused, and
+            # a master kept alive (ControlPersist) for the previous set's node would be reused.
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            f"-o ControlPath={RUN_ROOT}/cp-{self.launch_token}-%C",
             # Nodes have no network: their packages were downloaded into the image.
             "common_apt_update_cache": False,
         }
@@ -667,33 +698,49 @@ def _owner_alive(state: Path) -> bool:
     return _alive(owner["pid"]) and _process_start(owner["pid"]) == owner["start"]
 
 
+@contextlib.contextmanager
+def _slots_locked() -> Iterator[None]:
+    """Claiming a slot and cleaning stale ones exclude each other, across processes.
+
+    Without it, a cleaner that listed the slot folders just before another process claimed a
+    slot, and its networks just after that process made them, took the new slot for a leftover
+    and tore it down under its owner; the number was then claimed again and two node sets
+    answered on the same addresses.
+    """
+    RUN_ROOT.mkdir(parents=True, exist_ok=True)
+    with (RUN_ROOT / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def clean_stale() -> list[int]:
     """Tear down launches whose process died without cleaning up; returns their slots."""
     cleaned: list[int] = []
-    if RUN_ROOT.exists():
+    with _slots_locked():
         for state in RUN_ROOT.iterdir():
             if state.name.isdigit() and not _owner_alive(state):
                 teardown_slot(int(state.name))
                 cleaned.append(int(state.name))
-    # Network leftovers whose slot folder is already gone.
-    slots = (
-        {int(p.name) for p in RUN_ROOT.iterdir() if p.name.isdigit()}
-        if RUN_ROOT.exists()
-        else set()
-    )
-    orphans = {
-        int(m.group(1))
-        for name in _namespaces() + _links()
-        if (m := re.fullmatch(r"sn(?:br)?(\d+)(?:h\d+|-\d+)?", name))
-    }
-    for slot in sorted(orphans - slots):
-        teardown_slot(slot)
-        cleaned.append(slot)
+        # Network leftovers whose slot folder is already gone (networks listed first: a slot's
+        # folder is made before its networks and removed after them).
+        orphans = {
+            int(m.group(1))
+            for name in _namespaces() + _links()
+            if (m := re.fullmatch(r"sn(?:br)?(\d+)(?:h\d+|-\d+)?", name))
+        }
+        slots = {int(p.name) for p in RUN_ROOT.iterdir() if p.name.isdigit()}
+        for slot in sorted(orphans - slots):
+            teardown_slot(slot)
+            cleaned.append(slot)
     return cleaned
 
 
 def _claim_slot(keep: str | None) -> tuple[int, Path]:
-    RUN_ROOT.mkdir(parents=True, exist_ok=True)
+    with _slots_locked():
+        return _claim_free_slot(keep)
+
+
+def _claim_free_slot(keep: str | None) -> tuple[int, Path]:
     links = set(_links())
     for slot in range(1, MAX_SLOTS + 1):
         state = _slot_dir(slot)
