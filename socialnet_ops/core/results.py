@@ -247,13 +247,10 @@ class RollbackResult(FlowResult):
         return f"rolled back {self.environment} from {self.previous or 'nothing'} to {self.version}"
 
 
-class DumpRestoreResult(FlowResult):
-    """A dump restored into a database and verified (checksum, pg_restore, schema, row counts)."""
+class VerifiedRestore(FlowResult):
+    """A dump restored and verified: checksum, pg_restore's exit, schema revision, row counts."""
 
     backup_id: str
-    database: str
-    replaced: bool
-    previous_database_kept_as: str | None = None
     size_bytes: int
     sha256: str
     schema_revision: str | None
@@ -261,14 +258,26 @@ class DumpRestoreResult(FlowResult):
     rows: int
     seconds: float
 
+    def verification(self) -> str:
+        return (
+            f"sha256 {self.sha256}, pg_restore exit 0, schema revision "
+            f"{self.schema_revision or 'none'}, {self.rows} rows in {self.tables} tables"
+        )
+
+
+class DumpRestoreResult(VerifiedRestore):
+    """A dump restored into a database (a new one, or one it replaced)."""
+
+    database: str
+    replaced: bool
+    previous_database_kept_as: str | None = None
+
     def report(self) -> Report:
         return Report(
             key=artifact_key("restore", self.environment),
             title=f"Backup {self.backup_id} restored into {self.database}",
             sections={
-                "verified": f"sha256 {self.sha256}, pg_restore exit 0, schema revision "
-                f"{self.schema_revision or 'none'}, row counts of {self.tables} tables",
-                "rows": str(self.rows),
+                "verified": self.verification(),
                 "replaced": f"yes, previous kept as {self.previous_database_kept_as}"
                 if self.replaced
                 else "no (new database)",
@@ -342,17 +351,10 @@ class PointInTimeRestoreResult(FlowResult):
         )
 
 
-class RestoreDrillResult(FlowResult):
+class RestoreDrillResult(VerifiedRestore):
     """The latest backup restored into a scratch database, verified and dropped."""
 
-    backup_id: str
     scratch_database: str
-    size_bytes: int
-    sha256: str
-    schema_revision: str | None
-    tables: int
-    rows: int
-    seconds: float
 
     def report(self) -> Report:
         return Report(
@@ -361,8 +363,7 @@ class RestoreDrillResult(FlowResult):
             sections={
                 "restored": f"{self.size_bytes} bytes into {self.scratch_database} (dropped) in "
                 f"{self.seconds} s",
-                "verified": f"sha256 {self.sha256}, pg_restore exit 0, schema revision "
-                f"{self.schema_revision or 'none'}, {self.rows} rows in {self.tables} tables",
+                "verified": self.verification(),
             },
         )
 
