@@ -43,6 +43,7 @@ from flows.common import ensure_release_limits  # noqa: E402
 from flows.deploy import deploy  # noqa: E402
 from flows.rollback import rollback  # noqa: E402
 from socialnet_ops.core.environments import load_environment  # noqa: E402
+from socialnet_ops.core.results import CanaryResult  # noqa: E402
 from socialnet_ops.platforms.local import LocalPlatform  # noqa: E402
 from tests.integration.canary.traffic import UserTraffic  # noqa: E402
 from tests.support.prefect import running_local_platform  # noqa: E402
@@ -122,7 +123,7 @@ def rolling_scenario(platform: LocalPlatform, rate: float, window: float) -> dic
 
 def canary_scenario(platform: LocalPlatform, rate: float, window: float) -> dict[str, Any]:
     edge = platform.endpoints().edge_url
-    details: dict[str, Any] = {}
+    details: CanaryResult | None = None
     with UserTraffic(edge, rate=rate, max_seconds=window + 30) as traffic:
         time.sleep(2)
         start = time.time()
@@ -131,19 +132,19 @@ def canary_scenario(platform: LocalPlatform, rate: float, window: float) -> dict
         except CanaryAbortedError as aborted:
             details = aborted.details
         wait_until(start + window)
-    if details.get("outcome") != "aborted":
+    if details is None or details.outcome != "aborted":
         raise SystemExit("the canary of the bad build was not aborted")
     answers = traffic.report.between(start, start + window)
     on_canary = [answer.at + answer.seconds for answer in answers if answer.track == "canary"]
     # Users stop reaching the bad build when the last canary answer ends.
-    back = max(on_canary) if on_canary else details["ended_at"]
+    back = max(on_canary) if on_canary else details.ended_at
     failed = traffic.report.failed(start, start + window)
-    log(f"canary: aborted at {details['step_title']}: {details['reason']}")
+    log(f"canary: aborted at {details.step_title}: {details.reason}")
     log(f"canary: {failed} failed of {len(answers)}; traffic back on stable {back - start:.0f} s")
     return {
         "failed": failed,
         "time_to_rollback_s": round(back - start, 1),
-        "flow_ended_s": round(details["ended_at"] - start, 1),
+        "flow_ended_s": round(details.ended_at - start, 1),
     }
 
 
@@ -153,9 +154,9 @@ def healthy_scenario(platform: LocalPlatform, rate: float) -> dict[str, Any]:
         time.sleep(2)
         start = time.time()
         try:
-            outcome = canary(env=ENV, version=f"good-canary-{RUN}")["outcome"]
+            outcome: str = canary(env=ENV, version=f"good-canary-{RUN}").outcome
         except CanaryAbortedError as aborted:
-            outcome = f"aborted: {aborted.details['reason']}"
+            outcome = f"aborted: {aborted.details.reason}"
         end = time.time()
         time.sleep(2)
     failed = traffic.report.failed(start, end + 2)

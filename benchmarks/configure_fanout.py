@@ -24,7 +24,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from socialnet_ops.core.results import ConfigureResult
 
 FOUR = {"control_plane": 1, "workers": 3}
 ONE = {"control_plane": 1}
@@ -34,7 +37,7 @@ def _variables(nodes: Any) -> dict[str, Any]:
     return {"common_admin_users": [{"name": "ops", "ssh_keys": [nodes.public_key]}]}
 
 
-def flow_run(groups: dict[str, int], folder: Path) -> tuple[float, dict[str, Any]]:
+def flow_run(groups: dict[str, int], folder: Path) -> tuple[float, ConfigureResult]:
     from flows.configure import configure
     from socialnet_ops.adapters.nodes import running_nodes
 
@@ -97,7 +100,7 @@ def main() -> None:
             seconds, four = flow_run(FOUR, folder)
             fours.append(seconds)
     one_node_s, raw_playbook_s, four_nodes_s = min(ones), min(raws), min(fours)
-    changed = {host: recap["changed"] for host, recap in four["hosts"].items()}
+    changed = {host: recap["changed"] for host, recap in four.hosts.items()}
     result = {
         "benchmark": "configure_fanout",
         "one_node_s": round(one_node_s, 1),

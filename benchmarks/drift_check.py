@@ -24,7 +24,6 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -78,15 +77,15 @@ def write_catalog(folder: Path) -> None:
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(document))
 
 
-def timed_drift(envs: list[str]) -> tuple[float, dict[str, Any]]:
+def timed_drift(envs: list[str]) -> float:
     from flows.drift import drift
 
     started = time.monotonic()
     result = drift(envs=envs)
     elapsed = time.monotonic() - started
-    if any(report["status"] != "clean" for report in result.values()):
-        raise SystemExit(f"expected clean environments, got {result}")
-    return elapsed, result
+    if any(stack.status != "clean" for stack in result.stacks.values()):
+        raise SystemExit(f"expected clean environments, got {result.summary()}")
+    return elapsed
 
 
 def main() -> None:
@@ -139,9 +138,9 @@ def main() -> None:
             one: list[float] = []
             three: list[float] = []
             for round_ in range(args.repeat):
-                seconds, _ = timed_drift([ENVIRONMENTS[0]])
+                seconds = timed_drift([ENVIRONMENTS[0]])
                 one.append(seconds)
-                seconds, _ = timed_drift(list(ENVIRONMENTS))
+                seconds = timed_drift(list(ENVIRONMENTS))
                 three.append(seconds)
                 say(f"round {round_ + 1}: one {one[-1]:.1f} s, three {three[-1]:.1f} s")
     finally:

@@ -28,10 +28,12 @@ from flows.common import (
     announce_release_failure,
     checked_environment,
     checked_release_settings,
+    checked_source,
+    manifest_of,
     release_flow,
     release_slot,
 )
-from socialnet_ops.adapters.builds import check_version, source_identity
+from socialnet_ops.adapters.builds import check_version
 from socialnet_ops.core.canary import (
     AnalysisTally,
     Decision,
@@ -46,6 +48,7 @@ from socialnet_ops.core.canary import (
 from socialnet_ops.core.environments import Analysis
 from socialnet_ops.core.failures import before_any_change
 from socialnet_ops.core.ledger import CanaryRecord
+from socialnet_ops.core.results import CanaryResult
 from tasks.git import build_release_task
 from tasks.health import smoke_test
 from tasks.ledger import record_canary, record_release
@@ -57,10 +60,10 @@ from tasks.platform import (
     set_canary_weight,
     start_canary,
 )
-from tasks.postgres import backup_name, check_migrations, migrate, take_predeploy_backup
-from tasks.reporting import artifact_key, emit, markdown_report, report_undo, table_report
+from tasks.postgres import backup_id, backup_name, check_migrations, migrate, take_predeploy_backup
+from tasks.reporting import artifact_key, emit, publish, report_undo, table_report
 from tasks.undo import UndoJournal, undoable, undone_failure
-from tasks.vault import materialize_secrets
+from tasks.vault import materialize_secrets, read_secret_versions
 
 # How often a paused run checks whether someone answered in the UI.
 APPROVAL_POLL_SECONDS = 2
@@ -79,11 +82,11 @@ class NoStableReleaseError(Exception):
 
 
 class CanaryAbortedError(Exception):
-    """The canary was judged and rolled back; `details` holds the flow's summary."""
+    """The canary was judged and rolled back; `details` holds the flow's result."""
 
-    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, details: CanaryResult) -> None:
         super().__init__(message)
-        self.details = details or {}
+        self.details = details
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.details))
@@ -335,12 +338,12 @@ def canary(
     ref: str | None = None,
     settings: dict[str, str] | None = None,
     allow_contracting_migrations: bool = False,
-) -> dict[str, Any]:
+) -> CanaryResult:
     with before_any_change():
         environment = checked_environment(env)
         check_version(version)
-        source_identity(ref)  # a bad ref fails here, before anything changes
         runtime_settings = checked_release_settings(settings)
+        source = checked_source(ref)
         policy = environment.release
         steps = plan(policy.steps, policy.analysis)
         check_plan(steps, env)
@@ -358,8 +361,9 @@ def canary(
             if stable_version == version:
                 raise ValueError(f"{version} already serves {env}: nothing to release")
             with clock("build"):
-                build = build_release_task(env, version, ref, runtime_settings)
+                build = build_release_task(env, version, source, runtime_settings)
             materialize_secrets(env)  # as the deploy flow: Vault's values before migrations
+            secret_versions = read_secret_versions(env)
             pending = check_migrations(
                 env, version, allow_contracting_migrations or policy.allow_contracting_migrations
             )
@@ -406,78 +410,40 @@ def canary(
         if walk.promote:
             with clock("smoke test"):
                 smoke_test(env, version)
-            record_release(env, build, "canary")
+            manifest = manifest_of(environment, build, secret_versions, backup_id(backup))
+            record_release(env, build, "canary", manifest)
         else:
             with clock("abort"):
                 abort_canary(env)
             record_canary(env, None)
-    summary = {
-        "environment": env,
-        "version": version,
-        "stable": stable_version,
-        "outcome": "promoted" if walk.promote else "aborted",
-        "reason": walk.reason,
-        "step": walk.step.number if walk.step else None,
-        "step_title": walk.step.title if walk.step else None,
-        "weight": walk.weight,
-        "measurements": walk.measurements,
-        "verdicts": walk.verdicts,
-        "migrations": pending,
-        "predeploy_backup": backup_name(backup),
-        "seconds": clock.seconds,
-        "started_at": started_at,
-        "ended_at": time.time(),
-        "slot_taken_at": slot.taken_at,
-        "slot_released_at": slot.released_at,
-        "flow_run_id": this_run.get_id(),
-    }
-    if walk.promote:
-        announce_promotion(report, summary)
-        return summary
-    announce_abort(report, summary, clock)
-    raise CanaryAbortedError(
-        f"canary {version} aborted on {env} at {summary['step_title']}: {walk.reason}", summary
-    )
-
-
-def announce_promotion(report: CanaryReport, summary: dict[str, Any]) -> None:
-    env, version = summary["environment"], summary["version"]
-    report.finish(
-        f"promoted, serves 100% ({summary['reason']}); pre-deploy backup {summary['predeploy_backup']}"
-    )
-    emit("canary.promoted", env, version=version, previous=summary["stable"])
-    get_run_logger().info("canary %s promoted on %s: %s", version, env, summary["reason"])
-
-
-def announce_abort(report: CanaryReport, summary: dict[str, Any], clock: StepClock) -> None:
-    """The rollback report a person reads, and `socialnet.canary.aborted`."""
-    env, version, where = summary["environment"], summary["version"], summary["step_title"]
-    report.finish(f"aborted at {where}: {summary['reason']}")
-    verdicts: dict[str, int] = summary["verdicts"]
-    markdown_report(
-        artifact_key("canary-rollback", env),
-        f"Canary {version} aborted on {env}",
-        {
-            "why": summary["reason"],
-            "where": f"{where} at {summary['weight']}% of traffic",
-            "what serves": f"{summary['stable']} (stable, untouched), 100% of traffic",
-            "what was done": [
-                "canary weight set to 0",
-                "canary replicas stopped",
-                "ledger unchanged: no release recorded",
-            ],
-            "measurements": [f"{outcome}: {count}" for outcome, count in sorted(verdicts.items())]
-            or ["none"],
-            "pre-deploy backup": summary["predeploy_backup"],
-            "timings": clock.rows(),
-        },
-    )
-    emit(
-        "canary.aborted",
-        env,
+    result = CanaryResult(
+        environment=env,
+        flow_run_id=this_run.get_id(),
         version=version,
-        stable=summary["stable"],
-        step=where,
-        weight=summary["weight"],
-        reason=summary["reason"][:300],
+        stable=stable_version,
+        outcome="promoted" if walk.promote else "aborted",
+        reason=walk.reason,
+        step=walk.step.number if walk.step else None,
+        step_title=walk.step.title if walk.step else None,
+        weight=walk.weight,
+        measurements=walk.measurements,
+        verdicts=walk.verdicts,
+        migrations=pending,
+        predeploy_backup=backup_name(backup),
+        seconds=clock.seconds,
+        started_at=started_at,
+        ended_at=time.time(),
+        slot_taken_at=slot.taken_at,
+        slot_released_at=slot.released_at,
     )
+    if not walk.promote:
+        report.finish(f"aborted at {result.step_title}: {walk.reason}")
+        publish(result)  # the rollback report and `socialnet.canary.aborted`
+        raise CanaryAbortedError(
+            f"canary {version} aborted on {env} at {result.step_title}: {walk.reason}", result
+        )
+    report.finish(
+        f"promoted, serves 100% ({walk.reason}); pre-deploy backup {result.predeploy_backup}"
+    )
+    logger.info("canary %s promoted on %s: %s", version, env, walk.reason)
+    return publish(result)

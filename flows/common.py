@@ -11,13 +11,19 @@ from typing import Any, ParamSpec, TypeVar
 from prefect import Flow, flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run as current_run
 
 from socialnet_ops.core.environments import Environment, environment_names, load_environment
 from socialnet_ops.core.failures import RejectedError, before_any_change, changed_nothing, one_line
+from socialnet_ops.core.gitflow import context_from_tags
 from socialnet_ops.core.holds import Holds
+from socialnet_ops.core.ledger import ReleaseManifest, release_manifest
+from socialnet_ops.core.release import Build, SourceTree
+from tasks.git import checkout_source
 from tasks.gitlab import gitlab_status_hooks
 from tasks.ledger import load_ledger
 from tasks.reporting import emit
+from tasks.terraform import read_infra_state
 from tasks.undo import ReleaseUndoneError
 
 P = ParamSpec("P")
@@ -102,6 +108,37 @@ def checked_release_settings(settings: dict[str, str] | None) -> dict[str, str]:
             )
         checked[key] = str(value)
     return checked
+
+
+def announced_ref(ref: str | None) -> str | None:
+    """The branch or tag GitLab announced `ref` (a sha) on, for a run a push or tag started."""
+    context = context_from_tags(current_run.tags or [])
+    if ref and context.get("sha") == ref and context.get("event") in {"push", "tag_push"}:
+        return context.get("ref") or None
+    return None
+
+
+def checked_source(ref: str | None) -> SourceTree:
+    """The tree the run reads, fetched and resolved before anything changes: a sha the remote
+    does not have, or one force-pushed off the branch GitLab announced it on, is refused."""
+    with before_any_change():
+        return checkout_source(ref, on=announced_ref(ref))
+
+
+def manifest_of(
+    environment: Environment, build: Build, secrets: dict[str, int], backup_id: str | None
+) -> ReleaseManifest:
+    """The release's manifest: its build's layers, the infrastructure applied, the secrets."""
+    values_file = getattr(environment.platform, "values_file", None)
+    return release_manifest(
+        build.commit,
+        build.source,
+        build.digests,
+        values_file,
+        read_infra_state(environment.name),
+        secrets,
+        backup_id,
+    )
 
 
 def checked_environment(name: str) -> Environment:

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.common import StepClock, checked_environment
+from flows.common import StepClock, checked_environment, checked_source
 from socialnet_ops.adapters.nodes import NodeError, requirements_problem, up
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.core.inventory import (
@@ -17,6 +17,7 @@ from socialnet_ops.core.inventory import (
     merge_recaps,
     unreachable_hosts,
 )
+from socialnet_ops.core.results import ConfigureResult
 from tasks.ansible import (
     PLAYBOOK,
     ConfigurationError,
@@ -25,7 +26,7 @@ from tasks.ansible import (
     run_playbook,
     wait_before_retry,
 )
-from tasks.reporting import emit
+from tasks.reporting import emit, publish
 
 # Unreachable hosts get this many more attempts (a node still booting, a flaky network).
 UNREACHABLE_RETRIES = 2
@@ -59,19 +60,22 @@ def configure(
     playbook: str = PLAYBOOK,
     unreachable_retries: int = UNREACHABLE_RETRIES,
     retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
-) -> dict[str, Any]:
+    ref: str | None = None,
+) -> ConfigureResult:
     """inventory -> playbook (events in the run log) -> retry unreachable hosts -> recap.
 
     `check`: a dry run with diffs, nothing changes on the nodes. `limit` and `tags` are
     ansible-playbook's. `inventory_path` replaces the catalog's inventory source (tests, nodes
     from the launcher); otherwise cloud environments read the provision flow's `infra-<env>`.
+    `ref`: the commit whose playbooks and roles run (None: the working tree).
     """
     checked_environment(env)
+    code = str(checked_source(ref).root)
     clock = StepClock()
     with clock("inventory"):
         inventory = build_node_inventory(env, inventory_path)
     with clock("playbook"):
-        run = run_playbook(env, inventory, playbook, check, limit, tags, attempt=1)
+        run = run_playbook(env, inventory, playbook, check, limit, tags, 1, code)
         recaps, failures = run.recaps, list(run.failures)
         for attempt in range(2, 2 + unreachable_retries):
             unreachable = unreachable_hosts(recaps)
@@ -79,7 +83,7 @@ def configure(
                 break
             wait_before_retry(unreachable, attempt, retry_backoff_seconds)
             retry = run_playbook(
-                env, inventory, playbook, check, ",".join(unreachable), tags, attempt=attempt
+                env, inventory, playbook, check, ",".join(unreachable), tags, attempt, code
             )
             recaps = merge_recaps(recaps, retry.recaps)
             failures += retry.failures
@@ -90,23 +94,23 @@ def configure(
     if problem:
         emit("nodes.configuration-failed", env, hosts=hosts, check=check, reason=problem[:300])
         raise ConfigurationError(f"{env}: {problem}", rows)
-    changed = sum(recap.changed for recap in recaps.values())
-    emit("nodes.checked" if check else "nodes.configured", env, hosts=hosts, changed=changed)
-    return {
-        "environment": env,
-        "check": check,
-        "hosts": rows,
-        "changed": changed,
-        "flow_run_id": str(flow_run.get_id()) if flow_run.get_id() else None,
-        "seconds": clock.seconds,
-    }
+    return publish(
+        ConfigureResult(
+            environment=env,
+            flow_run_id=flow_run.get_id(),
+            check=check,
+            hosts=rows,
+            changed=sum(recap.changed for recap in recaps.values()),
+            seconds=clock.seconds,
+        )
+    )
 
 
-def configure_launcher_nodes(env: str = "local") -> dict[str, Any]:
+def configure_launcher_nodes(env: str = "local") -> ConfigureResult | dict[str, Any]:
     """For `make demo`: start `env`'s nodes on this machine and configure them, where it can.
 
-    Returns the flow's result with `"configured": True`, or `"configured": False` and the
-    reason (not root, mmdebstrap or systemd-nspawn missing). The nodes keep running until
+    Returns the flow's result, or `"configured": False` and the reason (not root, mmdebstrap or
+    systemd-nspawn missing). The nodes keep running until
     `python -m socialnet_ops.adapters.nodes down <env>`.
     """
     problem = requirements_problem()
@@ -117,4 +121,4 @@ def configure_launcher_nodes(env: str = "local") -> dict[str, Any]:
         up(env, environment.ansible.groups)
     except NodeError as error:
         return {"environment": env, "configured": False, "reason": str(error)}
-    return {"configured": True, **configure(env)}
+    return configure(env)

@@ -8,20 +8,22 @@ from flows.common import (
     StepClock,
     checked_environment,
     checked_release_settings,
+    checked_source,
+    manifest_of,
     release_flow,
     release_slot,
 )
-from socialnet_ops.adapters.builds import check_version, source_identity
+from socialnet_ops.adapters.builds import check_version
 from socialnet_ops.core.failures import before_any_change
 from socialnet_ops.core.results import DeployResult
 from tasks.git import build_release_task
 from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release
 from tasks.platform import note_serving_release, roll_replicas
-from tasks.postgres import backup_name, check_migrations, migrate, take_predeploy_backup
+from tasks.postgres import backup_id, backup_name, check_migrations, migrate, take_predeploy_backup
 from tasks.reporting import publish, report_undo
 from tasks.undo import UndoJournal, undoable, undone_failure
-from tasks.vault import materialize_secrets
+from tasks.vault import materialize_secrets, read_secret_versions
 
 
 @release_flow(name="deploy", flow_run_name="deploy-{env}-{version}")
@@ -35,16 +37,17 @@ def deploy(
     with before_any_change():
         environment = checked_environment(env)
         check_version(version)
-        source_identity(ref)  # a bad ref fails here, before anything changes
         runtime_settings = checked_release_settings(settings)
+        source = checked_source(ref)
     clock = StepClock()
     with release_slot(env) as slot:
         # A build that fails, or migrations the policy refuses, change nothing: rejected.
         with before_any_change():
             previous = read_ledger(env).stable
             with clock("build"):
-                build = build_release_task(env, version, ref, runtime_settings)
+                build = build_release_task(env, version, source, runtime_settings)
             materialize_secrets(env)  # Vault's values, again: before migrations and replicas
+            secret_versions = read_secret_versions(env)
             pending = check_migrations(
                 env,
                 version,
@@ -69,7 +72,8 @@ def deploy(
         except Exception as error:
             report_undo(env, version, error, journal)
             raise undone_failure(error, journal) from error
-        record_release(env, build, "rolling")
+        manifest = manifest_of(environment, build, secret_versions, backup_id(backup))
+        record_release(env, build, "rolling", manifest)
     return publish(
         DeployResult(
             environment=env,
@@ -79,6 +83,8 @@ def deploy(
             ref=build.ref,
             previous=previous.version if previous else None,
             predeploy_backup=backup_name(backup),
+            source=source.describe(),
+            manifest=manifest,
             migrations=pending,
             seconds=clock.seconds,
             slot_taken_at=slot.taken_at,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 from prefect.futures import wait
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import checked_environment
 from socialnet_ops.core.environments import environment_names
+from socialnet_ops.core.results import DriftResult, StackDrift
 from tasks.ledger import record_drift
 from tasks.reporting import artifact_key, emit, table_report
 from tasks.terraform import DriftReport, check_drift
@@ -26,7 +26,7 @@ class DriftCheckError(Exception):
     flow_run_name="drift",
     task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
 )
-def drift(envs: list[str] | None = None, endpoint: str | None = None) -> dict[str, Any]:
+def drift(envs: list[str] | None = None, endpoint: str | None = None) -> DriftResult:
     """Drift (a plan with changes) leaves a table artifact and `socialnet.infra.drift`; none is quiet."""
     names = envs or environment_names()
     for name in names:
@@ -51,13 +51,21 @@ def drift(envs: list[str] | None = None, endpoint: str | None = None) -> dict[st
         raise DriftCheckError(
             "drift check failed for " + "; ".join(f"{name}: {why}" for name, why in failed.items())
         )
-    get_run_logger().info(
-        "drift: %s", ", ".join(f"{name} {report.status}" for name, report in reports.items())
+    result = DriftResult(
+        environment=", ".join(names),
+        flow_run_id=flow_run.get_id(),
+        stacks={
+            name: StackDrift(
+                status=report.status,
+                addresses=report.addresses,
+                detail=report.detail,
+                seconds=report.seconds,
+            )
+            for name, report in reports.items()
+        },
     )
-    return {
-        name: {"status": report.status, "addresses": report.addresses, "seconds": report.seconds}
-        for name, report in reports.items()
-    }
+    get_run_logger().info("%s", result.summary())
+    return result
 
 
 def report_drift(report: DriftReport) -> None:

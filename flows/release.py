@@ -29,6 +29,7 @@ from flows.canary import canary
 from flows.common import (
     checked_environment,
     checked_release_settings,
+    checked_source,
     release_flow,
     release_slots,
 )
@@ -37,7 +38,7 @@ from flows.deploy import deploy
 from flows.provision import provision
 from flows.rollback import rollback
 from flows.secrets import secrets
-from socialnet_ops.adapters.builds import check_version, source_identity
+from socialnet_ops.adapters.builds import build_identity, check_version
 from socialnet_ops.core.environments import Environment
 from socialnet_ops.core.failures import before_any_change
 from socialnet_ops.core.gitflow import promotion_refusal
@@ -203,8 +204,10 @@ def release(
         target = checked_environment(env)
         source = target.promotion.source if target.promotion else None
         check_version(version)
-        _, sha = source_identity(ref)  # a bad ref fails here, before anything changes
         runtime_settings = checked_release_settings(settings)
+        tree = checked_source(ref)
+    # Every stage releases the commit resolved now, even if the branch moves meanwhile.
+    ref, sha = tree.sha, build_identity(tree)
     environments = [source, env] if source else [env]
     report = ReleaseReport(env, version)
     journal = UndoJournal()
@@ -212,11 +215,14 @@ def release(
     with release_slots(environments):
         try:
             with undoable(journal):
+                # Infrastructure and nodes from the release's commit; secrets from Vault.
                 preparation = (
-                    ("provision", provision, None if provision_infra else "provision_infra=False"),
-                    ("configure", configure, None if configure_nodes else "configure_nodes=False"),
+                    ("provision", partial(provision, ref=ref),
+                     None if provision_infra else "provision_infra=False"),
+                    ("configure", partial(configure, ref=ref),
+                     None if configure_nodes else "configure_nodes=False"),
                     ("secrets", secrets, None),
-                )
+                )  # fmt: skip
                 for stage, stage_flow, skip_reason in preparation:
                     for name in environments:
                         report.run(f"{stage} {name}", partial(stage_flow, env=name), skip_reason)

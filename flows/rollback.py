@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect.runtime import flow_run
 
-from flows.common import StepClock, checked_environment, release_flow, release_slot
+from flows.common import StepClock, checked_environment, manifest_of, release_flow, release_slot
 from socialnet_ops.adapters.builds import check_version, load_build
 from socialnet_ops.core.failures import RejectedError, before_any_change
 from socialnet_ops.core.ledger import Ledger, ReleaseRecord
@@ -13,6 +13,7 @@ from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release
 from tasks.platform import restore_replicas, serving_version
 from tasks.reporting import publish
+from tasks.vault import read_secret_versions
 
 
 class NothingToRollBackError(RejectedError):
@@ -43,7 +44,7 @@ def rollback(
     reason: str = "requested",
 ) -> RollbackResult:
     """`to_recorded_stable` restores what the ledger says serves (after a failed deploy)."""
-    checked_environment(env)
+    environment = checked_environment(env)
     clock = StepClock()
     with release_slot(env):
         with before_any_change():
@@ -51,12 +52,16 @@ def rollback(
             target = choose_target(ledger, version, to_recorded_stable)
             build = load_build(env, target.version)  # the stored build must still be there
             serving = serving_version(env)
+            secret_versions = read_secret_versions(env)
         with clock("replicas"):
             restore_replicas(env, target.version)
         with clock("smoke test"):
             smoke_test(env, target.version)
+        # The build carries its commit's app, chart and values; infrastructure, node
+        # configuration and secrets stay as they are (they converge forward).
+        manifest = manifest_of(environment, build, secret_versions, target.backup_id)
         if not to_recorded_stable:
-            record_release(env, build, "rollback")
+            record_release(env, build, "rollback", manifest)
     return publish(
         RollbackResult(
             environment=env,
@@ -65,5 +70,6 @@ def rollback(
             previous=serving,
             reason=reason,
             seconds=clock.seconds,
+            manifest=manifest,
         )
     )

@@ -15,10 +15,12 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment, release_slot
+from socialnet_ops.core.results import RotateResult, SecretsResult
 from socialnet_ops.core.secrets_catalog import SECRET_NAMES
-from tasks.reporting import artifact_key, emit, markdown_report, table_report
+from tasks.reporting import artifact_key, publish, table_report
 from tasks.vault import (
     bootstrap_vault_layout,
     create_missing_secrets,
@@ -42,7 +44,7 @@ def checked_secret_names(names: list[str] | None) -> list[str]:
 
 
 @flow(name="secrets", flow_run_name="secrets-{env}")
-def secrets(env: str, replace: list[str] | None = None) -> dict[str, Any]:
+def secrets(env: str, replace: list[str] | None = None) -> SecretsResult:
     """Bootstrap Vault for `env` (mount, policies, AppRoles), create missing secrets (an existing
     value is replaced only when named in `replace`) and install them on the platform."""
     checked_environment(env)
@@ -57,8 +59,15 @@ def secrets(env: str, replace: list[str] | None = None) -> dict[str, Any]:
         [*layout, *values],
         f"Vault bootstrap of {env} (names and actions only, never values)",
     )
-    emit("secrets.bootstrapped", env, changes=len([r for r in values if r["action"] != "kept"]))
-    return {"environment": env, "layout": layout, "secrets": values, "installed": installed}
+    return publish(
+        SecretsResult(
+            environment=env,
+            flow_run_id=flow_run.get_id(),
+            layout=layout,
+            secrets=values,
+            installed=installed["installed"],
+        )
+    )
 
 
 @flow(name="rotate", flow_run_name="rotate-{env}")
@@ -68,7 +77,7 @@ def rotate(
     token_key: bool = True,
     token_overlap_seconds: float | None = None,
     end_overlap: bool = False,
-) -> dict[str, Any]:
+) -> RotateResult:
     """Rotate the database password and/or the token signing key of `env` under traffic.
 
     The previous token key stays accepted until `end_overlap=True` (a later run), or for
@@ -83,7 +92,7 @@ def rotate(
         )
     vault_preflight(env, "rotate")
     clock = StepClock()
-    outcome: dict[str, Any] = {"environment": env}
+    outcome: dict[str, Any] = {}
     with release_slot(env):
         with clock("vault"):
             if database:
@@ -111,28 +120,14 @@ def rotate(
                 outcome["token_key_version"] = end_token_overlap(env)
                 install_platform_secrets(env, check=False)
                 restart_replicas(env)
-    markdown_report(
-        artifact_key("rotate", env),
-        f"Rotated secrets of {env}",
-        {
-            "database": (
-                f"login {outcome['database']['from']} -> {outcome['database']['to']}, "
-                f"revoked: {', '.join(outcome.get('revoked') or []) or 'none'}"
-                if database
-                else "unchanged"
-            ),
-            "token key": (
-                "rotated, previous key accepted until the overlap ends"
-                if token_key and token_overlap_seconds is None
-                else "rotated, overlap ended"
-                if token_key
-                else "overlap ended"
-                if end_overlap
-                else "unchanged"
-            ),
-            "timings": clock.rows(),
-        },
+    return publish(
+        RotateResult(
+            environment=env,
+            flow_run_id=flow_run.get_id(),
+            token_key=token_key,
+            end_overlap=end_overlap,
+            overlap_seconds=token_overlap_seconds,
+            seconds=clock.seconds,
+            **outcome,
+        )
     )
-    emit("secrets.rotated", env, database=database, token_key=token_key, end_overlap=end_overlap)
-    outcome["seconds"] = clock.seconds
-    return outcome

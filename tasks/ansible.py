@@ -41,7 +41,8 @@ from socialnet_ops.core.inventory import (
 from socialnet_ops.core.paths import environment_state_dir, repo_root
 from tasks.reporting import artifact_key, markdown_report, table_report
 
-ANSIBLE_DIR = repo_root() / "infrastructure" / "ansible"
+ANSIBLE_FOLDER = Path("infrastructure") / "ansible"  # in the run's source tree
+ANSIBLE_DIR = repo_root() / ANSIBLE_FOLDER  # the working tree's
 PLAYBOOK = "site.yml"
 # A playbook that runs longer than this is stuck (a hung package install, a dead SSH channel).
 PLAYBOOK_TIMEOUT_SECONDS = 1800
@@ -171,10 +172,12 @@ def strategy_environ() -> dict[str, str]:
     return environ
 
 
-def ansible_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def ansible_environ(
+    extra: Mapping[str, str] | None = None, source: Path | None = None
+) -> dict[str, str]:
     """The environment of every ansible-playbook run: the project's ansible.cfg, no colours."""
     return {
-        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+        "ANSIBLE_CONFIG": str((source or repo_root()) / ANSIBLE_FOLDER / "ansible.cfg"),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
         **strategy_environ(),
@@ -195,10 +198,15 @@ def run_playbook(
     limit: str | None = None,
     tags: list[str] | None = None,
     attempt: int = 1,
+    source: str | None = None,
 ) -> PlaybookRun:
-    """Run a playbook of infrastructure/ansible/playbooks with every event in the run log."""
+    """Run a playbook of infrastructure/ansible/playbooks with every event in the run log.
+
+    `source`: the tree the playbooks and roles come from (the run's commit); None: the working
+    tree."""
     logger = get_run_logger()
-    playbook_path = ANSIBLE_DIR / "playbooks" / playbook
+    root = Path(source) if source else repo_root()
+    playbook_path = root / ANSIBLE_FOLDER / "playbooks" / playbook
     if not playbook_path.is_file():
         raise ConfigurationError(f"no playbook {playbook} in {playbook_path.parent}")
     events: list[dict[str, Any]] = []
@@ -235,7 +243,7 @@ def run_playbook(
             private_data_dir=str(private),
             playbook=str(playbook_path),
             inventory=inventory,
-            envvars=ansible_environ(),
+            envvars=ansible_environ(source=root),
             limit=limit,
             tags=",".join(tags) if tags else None,
             cmdline="--check --diff" if check else None,

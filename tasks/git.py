@@ -1,4 +1,4 @@
-"""Release builds from git: the app at a ref (or the working tree), stored once per version."""
+"""The project's git source and the builds made from it."""
 
 from __future__ import annotations
 
@@ -8,22 +8,32 @@ import uuid
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from socialnet_ops.adapters.builds import (
     MANIFEST,
+    build_identity,
     build_release,
     check_version,
     releases_dir,
-    source_identity,
 )
-from socialnet_ops.platforms.base import Build
+from socialnet_ops.adapters.source import checkout
+from socialnet_ops.core.release import Build, SourceTree
+
+
+@task(name="checkout-source", cache_policy=NO_CACHE)
+def checkout_source(ref: str | None, on: str | None = None) -> SourceTree:
+    """Fetch the project's repository and extract `ref`'s tree (None: the working tree)."""
+    source = checkout(ref, on)
+    get_run_logger().info("reading %s from %s", source.describe(), source.root)
+    return source
 
 
 def _build_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Same environment, version, commit and settings, and the build still stored: reuse it."""
     environment, version = parameters["environment"], parameters["version"]
-    _, git_sha = source_identity(parameters.get("ref"))
+    git_sha = build_identity(parameters["source"])
     manifest = releases_dir(environment) / check_version(version) / MANIFEST
     # Not stored (yet, or any more, e.g. another state folder): never a cache hit.
     stored = json.loads(manifest.read_text())["built_at"] if manifest.exists() else uuid.uuid4().hex
@@ -36,11 +46,11 @@ def _build_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
 def build_release_task(
     environment: str,
     version: str,
-    ref: str | None = None,
+    source: SourceTree,
     runtime_env: dict[str, str] | None = None,
 ) -> Build:
     logger = get_run_logger()
-    build, reused = build_release(environment, version, ref, runtime_env)
+    build, reused = build_release(environment, version, source, runtime_env)
     verb = "reused" if reused else "built"
     logger.info("%s %s from %s (%s) at %s", verb, version, build.ref, build.git_sha, build.path)
     return build

@@ -12,7 +12,13 @@ from prefect import task
 from prefect.runtime import flow_run
 from prefect.variables import Variable
 
-from socialnet_ops.core.ledger import CanaryRecord, Ledger, ReleaseRecord, Strategy
+from socialnet_ops.core.ledger import (
+    CanaryRecord,
+    Ledger,
+    ReleaseManifest,
+    ReleaseRecord,
+    Strategy,
+)
 from socialnet_ops.platforms.base import Build
 
 if TYPE_CHECKING:
@@ -33,7 +39,7 @@ def load_ledger(environment: str) -> Ledger:
 def _save(ledger: Ledger) -> Ledger:
     Variable.set(
         ledger_variable(ledger.environment),
-        ledger.model_dump(mode="json"),
+        ledger.model_dump(mode="json", exclude_none=True),
         tags=["socialnet", "ledger"],
         overwrite=True,
     )
@@ -46,14 +52,18 @@ def read_ledger(environment: str) -> Ledger:
 
 
 @task(name="record-release", retries=3, retry_delay_seconds=2)
-def record_release(environment: str, build: Build, strategy: Strategy) -> Ledger:
-    """`build` serves `environment` now; the run that put it there is recorded with it."""
+def record_release(
+    environment: str, build: Build, strategy: Strategy, manifest: ReleaseManifest | None = None
+) -> Ledger:
+    """`build` serves `environment` now; the run that put it there and its manifest with it."""
     record = ReleaseRecord(
         version=build.version,
         git_sha=build.git_sha,
         ref=build.ref,
         strategy=strategy,
         flow_run_id=flow_run.get_id(),
+        backup_id=manifest.backup_id if manifest else None,
+        manifest=manifest,
     )
     return _save(load_ledger(environment).with_stable(record))
 

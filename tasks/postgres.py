@@ -437,6 +437,10 @@ def restore_predeploy_backup(txn: Transaction) -> None:
     undo_step(f"database of {environment}: pre-deploy backup {backup_id} restored", restore)
 
 
+def backup_id(backup: dict[str, str] | None) -> str | None:
+    return backup.get("id") if backup else None
+
+
 def backup_name(backup: dict[str, str] | None) -> str:
     """How a release report names its pre-deploy backup."""
     if backup is None:

@@ -166,9 +166,11 @@ class Context:
     mirror: Path | None
 
     @classmethod
-    def of(cls, env: str, use: str, endpoint: str | None) -> Context:
+    def of(cls, env: str, use: str, endpoint: str | None, source: str | None = None) -> Context:
+        """`source`: the tree the code comes from (the run's commit); None: the working tree."""
         environment = load_environment(env)
-        return cls(environment, Workspace.of(environment, use), endpoint, provider_mirror())
+        workspace = Workspace.of(environment, use, Path(source) if source else None)
+        return cls(environment, workspace, endpoint, provider_mirror())
 
     @property
     def environ(self) -> dict[str, str]:
@@ -299,17 +301,19 @@ def workspace_in_use(
 
 
 @task(name="terraform-preflight", cache_policy=NO_CACHE)
-def preflight(env: str, endpoint: str | None = None, use: str = "provision") -> str | None:
+def preflight(
+    env: str, endpoint: str | None = None, use: str = "provision", source: str | None = None
+) -> str | None:
     """Everything that can be wrong before Terraform runs: stack, variables, endpoint, credentials.
 
     Returns the AWS endpoint every later step uses (None: AWS itself).
     """
     logger = get_run_logger()
     environment = load_environment(env)
-    source = _source(environment)
-    stack = check_stack(environment, source)
+    catalog = _source(environment)
+    stack = check_stack(environment, catalog, Path(source) if source else None)
     resolved = endpoint_for(environment, endpoint)
-    stack_variables(environment, declared_variables(stack), source, emulated=resolved is not None)
+    stack_variables(environment, declared_variables(stack), catalog, emulated=resolved is not None)
     identity = check_credentials(environment, resolved)
     mirror = provider_mirror()
     logger.info(
@@ -365,13 +369,13 @@ def _prepare(context: Context) -> None:
 
 
 @task(name="terraform-init", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def init(env: str, endpoint: str | None, use: str = "provision") -> None:
+def init(env: str, endpoint: str | None, use: str = "provision", source: str | None = None) -> None:
     """Copy the stack into the working directory, write its variables, `terraform init`.
 
     Like Terragrunt's auto-init, init is skipped when the working directory was initialized with
     this very code, lock file, backend and CLI configuration (it hashes the provider, ~2 s CPU).
     """
-    context = Context.of(env, use, endpoint)
+    context = Context.of(env, use, endpoint, source)
     workspace = context.workspace
     environment = context.environment
     _prepare(context)
@@ -526,14 +530,29 @@ def read_outputs(env: str, endpoint: str | None, use: str = "provision") -> dict
     return dict(outputs)
 
 
+@task(name="terraform-applied", cache_policy=NO_CACHE)
+def describe_applied(env: str, endpoint: str | None, commit: str | None) -> dict[str, Any]:
+    """What was applied, for the release manifest: commit, code digest, the state's serial."""
+    context = Context.of(env, "provision", endpoint)
+    state = _capture_json(context, ["state", "pull"])
+    return {
+        "commit": commit,
+        "stack_digest": code_fingerprint(context.workspace, _terraform_version())[:16],
+        "serial": state.get("serial") if isinstance(state, dict) else None,
+    }
+
+
 @task(name="store-infra-state", cache_policy=NO_CACHE)
-def store_infra_state(env: str, outputs: dict[str, Any]) -> dict[str, Any]:
+def store_infra_state(
+    env: str, outputs: dict[str, Any], applied: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Outputs into the shared state: the Prefect Variable `infra-<env>` (see InfraState)."""
     document = infra_state(
         env,
         outputs,
         applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
         flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
+        applied=applied,
     ).to_json()
     Variable.set(shared_state_name(env), document, overwrite=True)
     get_run_logger().info("stored %s: %d nodes", shared_state_name(env), len(document["nodes"]))

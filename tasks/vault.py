@@ -276,6 +276,22 @@ def materialize_secrets(environment: str) -> str:
     return str(install_platform_secrets.fn(environment)["installed"])
 
 
+@task(name="read-secret-versions", cache_policy=NO_CACHE)
+def read_secret_versions(environment: str) -> dict[str, int]:
+    """The Vault KV version of each of the environment's secrets, for the release manifest.
+
+    Best effort: the versions describe a release, they do not gate it (on Kubernetes a deploy
+    needs no Vault access: the Secret was written by the secrets flow)."""
+    settings = load_environment(environment)
+    try:
+        return vault.secret_versions(
+            flows_session(settings), settings.vault.mount, environment, SECRET_NAMES
+        )
+    except (vault.VaultPermissionError, vault.VaultUnavailableError) as error:
+        get_run_logger().warning("secret versions of %s not recorded: %s", environment, error)
+        return {}
+
+
 # --- rotation ------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.git_remote import (  # noqa: F401
+    git_remote,
+    project_repo,
+    project_seed,
+    project_source,
+)
 from tests.support.postgres import PostgresServer, PostgresUnavailableError
 from tests.support.requirements import unavailable
 

@@ -1,4 +1,6 @@
-"""The release store: a build of the app at a git ref (or the working tree), made once and reused.
+"""The release store: a build of one commit (or the working tree), made once and reused.
+
+A build holds what is released together: the app, the Helm chart and the values of its commit.
 
 A build lives under `.local/<env>/releases/<version>/` with a `build.json` manifest; reruns and
 rollbacks reuse it. Creating it is atomic: it is assembled in a temporary folder and renamed.
@@ -11,19 +13,26 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import tarfile
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from socialnet_ops.core.paths import environment_state_dir, repo_root
-from socialnet_ops.core.release import Build
+import yaml
+from alembic.script import ScriptDirectory
+
+from socialnet_ops.adapters.files import copy_writable
+from socialnet_ops.core.paths import environment_state_dir
+from socialnet_ops.core.release import Build, SourceTree
 
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MANIFEST = "build.json"
-# What a release carries: the app's code. Dependencies come from the project's locked venv.
+# What a release carries: the app's code (dependencies come from the project's locked venv), and
+# the chart and values it is deployed with, so a rollback returns all three together.
 SOURCE_FOLDERS = ("app",)
+CHART = "infrastructure/helm/socialnet"
+RELEASE_FOLDERS = ("app", CHART, "deployments/values")
+ANSIBLE_ROLES = "infrastructure/ansible/roles"
+MIGRATIONS = "app/api/migrations"
 
 
 class BuildError(Exception):
@@ -42,67 +51,58 @@ def check_version(version: str) -> str:
     return version
 
 
-def resolve_ref(ref: str) -> str:
-    """The commit a ref names; a bad ref is an error before anything is built."""
-    if ref.startswith("-"):
-        raise BuildError(f"git ref {ref!r} is not valid")
-    result = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-        cwd=repo_root(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BuildError(f"git ref {ref!r} does not name a commit in {repo_root()}")
-    return result.stdout.strip()
-
-
-def _working_tree_digest() -> str:
+def _tree_digest(root: Path, folders: tuple[str, ...]) -> str:
+    """sha256 over the paths and bytes of the files under `folders` of `root`."""
     digest = hashlib.sha256()
-    for folder in SOURCE_FOLDERS:
-        for path in sorted((repo_root() / folder).rglob("*")):
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
-                digest.update(str(path.relative_to(repo_root())).encode())
+                digest.update(str(path.relative_to(root)).encode())
                 digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+    return digest.hexdigest()
 
 
-def source_identity(ref: str | None) -> tuple[str, str]:
-    """(ref, git_sha) for a ref, or for the working tree when ref is None."""
-    if ref is None:
-        return "working-tree", f"worktree-{_working_tree_digest()}"
-    return ref, resolve_ref(ref)
+def build_identity(source: SourceTree) -> str:
+    """The commit a build is of, or `worktree-<digest>` for the working tree."""
+    return source.sha or f"worktree-{_tree_digest(source.root, SOURCE_FOLDERS)[:12]}"
 
 
-def _export_source(git_sha: str, destination: Path) -> None:
-    if git_sha.startswith("worktree-"):
-        for folder in SOURCE_FOLDERS:
-            shutil.copytree(
-                repo_root() / folder,
-                destination / folder,
-                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules"),
-            )
-        return
-    archive = subprocess.Popen(
-        ["git", "archive", "--format=tar", git_sha, *SOURCE_FOLDERS],
-        cwd=repo_root(),
-        stdout=subprocess.PIPE,
-    )
-    assert archive.stdout is not None
+def _short(root: Path, *folders: str) -> str:
+    return _tree_digest(root, folders)[:16]
+
+
+def _alembic_head(migrations: Path) -> str | None:
+    if not (migrations / "versions").is_dir():
+        return None
     try:
-        with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-            tar.extractall(destination, filter="data")
-        archive.stdout.read()  # the archive's padding: git exits cleanly, not on a closed pipe
-    except BaseException:
-        # Extraction stopped (e.g. the disk is full): git would stay blocked on the pipe.
-        archive.kill()
-        raise
-    finally:
-        archive.stdout.close()
-        archive.wait()
-    if archive.returncode != 0:
-        raise BuildError(f"git archive of {git_sha} failed (exit {archive.returncode})")
+        heads = ScriptDirectory(str(migrations)).get_heads()
+    except Exception as error:  # a broken migration: the migrate step names it; say it here too
+        return f"unreadable ({type(error).__name__})"
+    return ",".join(sorted(heads)) or None
+
+
+def layer_digests(source: SourceTree, build: Path) -> dict[str, str]:
+    """The build-time part of the release manifest: a digest per layer of the commit."""
+    digests = {"app": _short(build, "app")}
+    chart = build / CHART
+    if (chart / "Chart.yaml").is_file():
+        version = yaml.safe_load((chart / "Chart.yaml").read_text()).get("version", "?")
+        digests["chart"] = f"{version}@{_short(build, str(CHART))}"
+    for values in sorted((build / "deployments" / "values").glob("*.yaml")):
+        digests[f"values:{values.name}"] = hashlib.sha256(values.read_bytes()).hexdigest()[:16]
+    if (source.root / ANSIBLE_ROLES).is_dir():
+        digests["ansible_roles"] = _short(source.root, ANSIBLE_ROLES)
+    head = _alembic_head(build / MIGRATIONS)
+    if head:
+        digests["alembic_head"] = head
+    return digests
+
+
+def _export_source(source: SourceTree, destination: Path) -> None:
+    """The release's files, copied writable (a commit's tree is read-only)."""
+    for folder in RELEASE_FOLDERS:
+        if (source.root / folder).is_dir():
+            copy_writable(source.root / folder, destination / folder)
 
 
 def _read_manifest(folder: Path) -> Build:
@@ -113,6 +113,8 @@ def _read_manifest(folder: Path) -> Build:
         ref=manifest["ref"],
         path=folder,
         runtime_env=manifest.get("runtime_env", {}),
+        digests=manifest.get("digests", {}),
+        source=manifest.get("source", ""),
     )
 
 
@@ -139,12 +141,12 @@ def list_versions(environment: str) -> list[str]:
 def build_release(
     environment: str,
     version: str,
-    ref: str | None = None,
+    source: SourceTree,
     runtime_env: dict[str, str] | None = None,
 ) -> tuple[Build, bool]:
-    """Build `version` from `ref` (None: the working tree). Returns (build, reused)."""
+    """Build `version` from `source` (a commit's tree or the working tree). (build, reused)."""
     check_version(version)
-    ref_name, git_sha = source_identity(ref)
+    ref_name, git_sha = source.ref, build_identity(source)
     wanted_env = dict(sorted((runtime_env or {}).items()))
     folder = releases_dir(environment) / version
     if (folder / MANIFEST).exists():
@@ -160,13 +162,15 @@ def build_release(
         # Assembled next to its final place (same file system), then renamed: all or nothing.
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".build-{version}-", dir=folder.parent))
-        _export_source(git_sha, staging)
+        _export_source(source, staging)
         manifest = {
             "version": version,
             "git_sha": git_sha,
             "ref": ref_name,
+            "source": source.url,
             "runtime_env": wanted_env,
             "built_at": datetime.now(UTC).isoformat(),
+            "digests": layer_digests(source, staging),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         staging.chmod(0o755)
@@ -175,7 +179,7 @@ def build_release(
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         if (folder / MANIFEST).exists():  # a concurrent build of the same version won the race
-            return build_release(environment, version, ref, runtime_env)
+            return build_release(environment, version, source, runtime_env)
         raise BuildError(f"cannot store build {version!r} under {folder}: {error}") from error
     except BaseException:
         if staging is not None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -26,3 +28,20 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
             os.unlink(tmp)
         raise
     return True
+
+
+def copy_writable(
+    source: Path, destination: Path, ignore: Callable[[str, list[str]], set[str]] | None = None
+) -> None:
+    """Copy a tree with the owner's write permission on everything (a commit's tree is
+    read-only; its copies are written to: Terraform's data, a build's bytecode)."""
+    shutil.copytree(
+        source,
+        destination,
+        ignore=ignore or shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules"),
+        copy_function=shutil.copyfile,
+        dirs_exist_ok=True,
+    )
+    for path in [destination, *destination.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)

@@ -112,13 +112,16 @@ class Workspace:
     environment: str
     stack: str  # e.g. infrastructure/terraform/stacks/staging
     root: Path
+    # The tree the code is copied from: a commit's (the run's source) or the working tree.
+    source_root: Path = field(default_factory=repo_root)
 
     @classmethod
-    def of(cls, environment: Environment, use: str) -> Workspace:
+    def of(cls, environment: Environment, use: str, source_root: Path | None = None) -> Workspace:
         return cls(
             environment=environment.name,
             stack=environment.terraform.stack,
             root=environment_state_dir(environment.name) / "terraform" / use,
+            source_root=source_root or repo_root(),
         )
 
     @property
@@ -128,12 +131,12 @@ class Workspace:
     @property
     def source_tree(self) -> Path:
         """The terraform tree the stack lives in: the stack's `stacks/` parent's parent."""
-        stack = repo_root() / self.stack
+        stack = self.source_root / self.stack
         return stack.parent.parent
 
     @property
     def stack_dir(self) -> Path:
-        stack = repo_root() / self.stack
+        stack = self.source_root / self.stack
         return self.code / stack.relative_to(self.source_tree)
 
     @property
@@ -171,8 +174,8 @@ class Workspace:
         return self.root / ".workspace.lock"
 
 
-def check_stack(environment: Environment, source: str) -> Path:
-    stack = repo_root() / environment.terraform.stack
+def check_stack(environment: Environment, source: str, root: Path | None = None) -> Path:
+    stack = (root or repo_root()) / environment.terraform.stack
     if not (stack / "versions.tf").is_file():
         raise TerraformConfigError(
             f"{source}: terraform.stack: {environment.terraform.stack} is not a Terraform stack "
@@ -558,6 +561,10 @@ class InfraState:
     dns_zone_id: str | None = None
     fqdn: str | None = None
     vpc_id: str | None = None
+    # What was applied: the commit, a digest of the code and variables, the state's serial.
+    commit: str | None = None
+    stack_digest: str | None = None
+    serial: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = {
@@ -570,6 +577,9 @@ class InfraState:
             "dns_zone_id": self.dns_zone_id,
             "fqdn": self.fqdn,
             "vpc_id": self.vpc_id,
+            "commit": self.commit,
+            "stack_digest": self.stack_digest,
+            "serial": self.serial,
         }
         size = len(json.dumps(document, separators=(",", ":")))
         if size > SHARED_STATE_LIMIT:
@@ -581,7 +591,11 @@ class InfraState:
 
 
 def infra_state(
-    environment: str, outputs: Mapping[str, Any], applied_at: str, flow_run_id: str | None
+    environment: str,
+    outputs: Mapping[str, Any],
+    applied_at: str,
+    flow_run_id: str | None,
+    applied: Mapping[str, Any] | None = None,
 ) -> InfraState:
     """From `terraform output -json` ({name: {value, type, sensitive}}) to the shared state."""
     values = {
@@ -603,4 +617,5 @@ def infra_state(
         dns_zone_id=values.get("dns_zone_id"),
         fqdn=values.get("fqdn"),
         vpc_id=values.get("vpc_id"),
+        **{key: (applied or {}).get(key) for key in ("commit", "stack_digest", "serial")},
     )

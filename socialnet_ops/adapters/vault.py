@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -347,6 +347,25 @@ def read_secret(session: VaultSession, mount: str, path: str) -> SecretVersion |
         data={str(k): str(v) for k, v in answer["data"]["data"].items()},
         version=int(answer["data"]["metadata"]["version"]),
     )
+
+
+def secret_versions(
+    session: VaultSession, mount: str, environment: str, names: Sequence[str]
+) -> dict[str, int]:
+    """The current KV version of each secret, read from metadata: never a value."""
+    versions = {}
+    for name in names:
+        path = f"{environment}/{name}"
+
+        def metadata(client: hvac.Client, path: str = path) -> Any:
+            return client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)
+
+        try:
+            answer = session.call(f"{mount}/metadata/{path}", metadata)
+        except hvac.exceptions.InvalidPath:
+            continue
+        versions[name] = int(answer["data"]["current_version"])
+    return versions
 
 
 def write_secret(

@@ -21,8 +21,9 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from socialnet_ops.adapters.builds import BuildError, check_version, source_identity
+from socialnet_ops.adapters.builds import BuildError, check_version
 from socialnet_ops.adapters.process import ToolError
+from socialnet_ops.adapters.source import SourceError, checkout
 from socialnet_ops.core.backups import BackupError
 from socialnet_ops.core.environments import (
     Environment,
@@ -296,7 +297,7 @@ def _checked(check: Callable[[], R]) -> R:
     """Input checked before a flow run exists: a mistake is one line, and no failed run."""
     try:
         return check()
-    except (EnvironmentError, BuildError, RejectedError, BackupError) as error:
+    except (EnvironmentError, BuildError, SourceError, RejectedError, BackupError) as error:
         raise _fail(one_line(error)) from None
 
 
@@ -307,7 +308,7 @@ def _checked_environment(env: str) -> Environment:
 def _checked_release(env: str, version: str, ref: str | None) -> None:
     _checked_environment(env)
     _checked(lambda: check_version(version))
-    _checked(lambda: source_identity(ref))
+    _checked(lambda: checkout(ref))
 
 
 def _fault_settings(error_rate: float, latency_ms: int) -> dict[str, str]:
@@ -392,10 +393,7 @@ def configure(
     result = _run_flow("configure", env=env, check=check, limit=limit, tags=tags)
     if _printed_as_json(result, as_json):
         return
-    hosts = result.get("hosts") if isinstance(result, dict) else None
-    console.print(
-        f"[green]configured[/green] {env}: {', '.join(map(str, hosts or [])) or 'no hosts'}"
-    )
+    console.print(result.summary(), highlight=False)
 
 
 @app.command()
@@ -409,12 +407,7 @@ def provision(
     result = _run_flow("provision", env=env, apply_changes=not plan_only)
     if _printed_as_json(result, as_json):
         return
-    verb = "planned" if plan_only else "provisioned"
-    counts = result.get("changes") or {}
-    changes = ", ".join(f"{count} to {action}" for action, count in counts.items() if count)
-    console.print(
-        f"[green]{verb}[/green] {env}: {result['status']}" + (f" ({changes})" if changes else "")
-    )
+    console.print(result.summary(), highlight=False)
 
 
 @app.command()
@@ -429,7 +422,7 @@ def canary(
     result = _run_flow("canary", env=env, version=version, ref=ref)
     if _printed_as_json(result, as_json):
         return
-    console.print(f"canary {version} on {env}: {result['outcome']} ({result['reason']})")
+    console.print(result.summary(), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -506,9 +499,12 @@ def drift(
     result = _run_flow("drift", envs=envs)
     if _printed_as_json(result, as_json):
         return
-    for name, report in result.items():
-        addresses = ", ".join(report["addresses"][:10])
-        console.print(f"{name}: {report['status']}" + (f" ({addresses})" if addresses else ""))
+    console.print(result.summary(), highlight=False)
+    for name, stack in result.stacks.items():
+        if stack.addresses or stack.status == "locked":
+            console.print(
+                f"{name}: {', '.join(stack.addresses[:10]) or stack.detail}", markup=False
+            )
 
 
 @app.command()
@@ -559,9 +555,7 @@ def secrets(
     result = _run_flow("secrets", env=env, replace=replace or [])
     if _printed_as_json(result, as_json):
         return
-    for row in [*result["layout"], *result["secrets"]]:
-        console.print(f"{row['item']}: {row['action']}")
-    console.print(f"[green]secrets of {env} installed[/green]: {result['installed']['installed']}")
+    console.print(result.summary(), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -594,11 +588,7 @@ def rotate(
     )
     if _printed_as_json(result, as_json):
         return
-    if "database" in result:
-        console.print(f"database login {result['database']['from']} -> {result['database']['to']}")
-    console.print(
-        f"[green]rotated[/green] secrets of {env} in {sum(result['seconds'].values()):.0f} s"
-    )
+    console.print(result.summary(), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -23,11 +23,12 @@ from flows.release import release
 from flows.restore import restore_drill
 from flows.rollback import rollback
 from flows.secrets import secrets as secrets_flow
-from socialnet_ops.adapters.builds import source_identity
+from socialnet_ops.adapters.builds import build_identity
+from socialnet_ops.adapters.source import working_tree
 from socialnet_ops.control import control_plane
 from socialnet_ops.control.load import SteadyLoad
 from socialnet_ops.core.environments import load_environment
-from socialnet_ops.core.results import FlowResult
+from socialnet_ops.core.results import CanaryResult, ConfigureResult, FlowResult
 from socialnet_ops.platforms import platform_for
 
 DEMO_ENV = "local"
@@ -97,7 +98,7 @@ def _expect_version(edge_url: str, version: str) -> dict[str, Any]:
 
 
 def demo_versions(*names: str) -> list[str]:
-    _, git_sha = source_identity(None)
+    git_sha = build_identity(working_tree())
     return [f"{name}-{git_sha.removeprefix('worktree-')[:7]}" for name in names]
 
 
@@ -110,7 +111,7 @@ def expect_released(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def expect_aborted(canary: Callable[..., dict[str, Any]], version: str) -> dict[str, Any]:
+def expect_aborted(canary: Callable[..., CanaryResult], version: str) -> CanaryResult:
     """A build failing 30% of requests must be stopped by the analysis, not by a person."""
 
     try:
@@ -118,15 +119,15 @@ def expect_aborted(canary: Callable[..., dict[str, Any]], version: str) -> dict[
             env=DEMO_ENV, version=version, settings={"SOCIALNET_FAULT_ERROR_RATE": "0.3"}
         )
     except CanaryAbortedError as aborted:
-        return {**aborted.details, "flow_run_id": aborted.details.get("flow_run_id")}
-    raise DemoFailure(f"the bad canary was not aborted: {result.get('outcome')}")
+        return aborted.details
+    raise DemoFailure(f"the bad canary was not aborted: {result.summary()}")
 
 
-def configure_local_nodes(say: Callable[[str], None]) -> dict[str, Any]:
+def configure_local_nodes(say: Callable[[str], None]) -> ConfigureResult | dict[str, Any]:
     """Ansible on real local nodes where the machine allows it (root, systemd-nspawn), said otherwise."""
 
     result = configure_launcher_nodes(DEMO_ENV)
-    if not result.get("configured"):
+    if isinstance(result, dict):
         say(f"configure: skipped, {result.get('reason')}")
     return result
 
@@ -174,7 +175,7 @@ def run_demo(console: Console) -> int:
         v1, v2, v3 = demo_versions("v1", "v2", "v3")
         stage("provision (Terraform → AWS emulator)", lambda: provision(env=DEMO_ENV))
         nodes = stage("configure nodes (Ansible)", lambda: configure_local_nodes(say))
-        context["nodes_configured"] = bool(nodes.get("configured"))
+        context["nodes_configured"] = isinstance(nodes, ConfigureResult)
         stage("secrets (Vault bootstrap)", lambda: secrets_flow(env=DEMO_ENV))
         stage(f"deploy {v1}", lambda: deploy(env=DEMO_ENV, version=v1))
         people = stage("synthetic users", lambda: _synthetic_users(context["edge_url"]))

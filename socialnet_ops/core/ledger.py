@@ -6,14 +6,76 @@ Pure data; where it is stored (Prefect Variables, so every worker sees the same)
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Prefect Variables hold at most 5,000 characters; this many previous releases fit comfortably.
-HISTORY_LIMIT = 12
+# Prefect Variables hold at most 5,000 characters; this many previous releases fit comfortably,
+# with the manifests of the newest MANIFESTS_KEPT of them (older builds keep theirs in build.json).
+HISTORY_LIMIT = 10
+MANIFESTS_KEPT = 2
 
 Strategy = Literal["rolling", "canary", "rollback"]
+
+
+class ReleaseManifest(BaseModel):
+    """What one release put in place, in every layer (Kargo's "freight"): enough to say what
+    changed between two releases and to return to one. Digests are sha256 prefixes; secret
+    versions are Vault KV versions, never values."""
+
+    model_config = ConfigDict(frozen=True)
+
+    commit: str | None = None  # None: built from the working tree
+    source: str  # the repository, without credentials
+    app: str  # digest of app/
+    chart: str | None = None  # "<chart version>@<digest>"
+    values: str | None = None  # digest of the environment's values file
+    terraform: str | None = None  # "serial <n>, code <digest>, commit <sha>" of the last apply
+    ansible_roles: str | None = None
+    alembic_head: str | None = None
+    secrets: dict[str, int] = Field(default_factory=dict)
+    backup_id: str | None = None  # the pre-deploy backup
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(layer, what) for a table: every field, `-` when unknown."""
+        shown = self.model_dump(exclude={"secrets"})
+        shown["secrets"] = ", ".join(f"{name} v{v}" for name, v in sorted(self.secrets.items()))
+        return [
+            (key, str(value) if value not in (None, "") else "-") for key, value in shown.items()
+        ]
+
+
+def release_manifest(
+    commit: str | None,
+    source: str,
+    digests: dict[str, str],
+    values_file: str | None,
+    infra: dict[str, Any] | None,
+    secrets: dict[str, int],
+    backup_id: str | None,
+) -> ReleaseManifest:
+    """The manifest of a release, from its build's digests and what serves around it."""
+    terraform = None
+    if infra and infra.get("serial") is not None:
+        applied = infra.get("commit") or "the working tree"
+        terraform = (
+            f"serial {infra['serial']}, code {infra.get('stack_digest') or '-'}, "
+            f"commit {applied[:12]}"
+        )
+    values = digests.get(f"values:{Path(values_file).name}") if values_file else None
+    return ReleaseManifest(
+        commit=commit,
+        source=source,
+        app=digests.get("app", "-"),
+        chart=digests.get("chart"),
+        values=values,
+        terraform=terraform,
+        ansible_roles=digests.get("ansible_roles"),
+        alembic_head=digests.get("alembic_head"),
+        secrets=secrets,
+        backup_id=backup_id,
+    )
 
 
 class ReleaseRecord(BaseModel):
@@ -26,6 +88,7 @@ class ReleaseRecord(BaseModel):
     deployed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     flow_run_id: str | None = None
     backup_id: str | None = None
+    manifest: ReleaseManifest | None = None
 
 
 class CanaryRecord(BaseModel):
@@ -49,9 +112,11 @@ class Ledger(BaseModel):
     def with_stable(self, record: ReleaseRecord) -> Ledger:
         """`record` serves now; the release it replaces becomes the newest of the history."""
         history = [self.stable, *self.history] if self.stable else list(self.history)
-        return self.model_copy(
-            update={"stable": record, "history": history[:HISTORY_LIMIT], "canary": None}
-        )
+        history = [
+            item if index < MANIFESTS_KEPT else item.model_copy(update={"manifest": None})
+            for index, item in enumerate(history[:HISTORY_LIMIT])
+        ]
+        return self.model_copy(update={"stable": record, "history": history, "canary": None})
 
     def with_canary(self, canary: CanaryRecord | None) -> Ledger:
         return self.model_copy(update={"canary": canary})

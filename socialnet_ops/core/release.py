@@ -19,3 +19,28 @@ class Build:
     images: dict[str, str] = field(default_factory=dict)
     # Extra, non-secret runtime settings baked into the build (e.g. fault injection for drills).
     runtime_env: dict[str, str] = field(default_factory=dict)
+    # What the build's commit holds, per layer (app, chart, values:<file>, ansible_roles,
+    # alembic_head): the build-time part of the release manifest.
+    digests: dict[str, str] = field(default_factory=dict)
+    source: str = ""  # the repository it was built from, without credentials
+
+    @property
+    def commit(self) -> str | None:
+        """The commit it was built from; None for a build of the working tree."""
+        return None if self.git_sha.startswith("worktree-") else self.git_sha
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """The files a run reads: one commit's read-only tree, or the working tree (`sha` None)."""
+
+    root: Path
+    sha: str | None
+    ref: str
+    url: str
+
+    def describe(self) -> str:
+        if self.sha is None:
+            return f"the working tree of {self.url} (no commit)"
+        shown = self.ref if self.ref == self.sha else f"{self.ref} = {self.sha[:12]}"
+        return f"commit {shown} of {self.url}"

@@ -7,9 +7,11 @@ its fields. Nothing is restated three times.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from socialnet_ops.core.ledger import ReleaseManifest
 
 
 class Report(BaseModel):
@@ -60,10 +62,26 @@ class RetentionOutcome(BaseModel):
         return lines or ["nothing to delete"]
 
 
+FORWARD_ONLY = (
+    "infrastructure (Terraform), node configuration (Ansible), secrets and the database schema "
+    "stay as they are and converge forward with the next provision, configure or release"
+)
+
+
+def manifest_lines(manifest: ReleaseManifest | None) -> list[str]:
+    if manifest is None:
+        return ["none recorded"]
+    return [f"{layer}: {what}" for layer, what in manifest.rows()]
+
+
 def artifact_key(*parts: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only."""
     raw = "-".join(parts).lower()
     return "".join(char if char.isalnum() else "-" for char in raw).strip("-")
+
+
+def timings(seconds: dict[str, float]) -> list[str]:
+    return [f"{step}: {value} s" for step, value in seconds.items()]
 
 
 class BackupResult(FlowResult):
@@ -194,6 +212,8 @@ class DeployResult(FlowResult):
     seconds: dict[str, float]
     slot_taken_at: float
     slot_released_at: float | None
+    source: str = ""
+    manifest: ReleaseManifest | None = None
 
     def report(self) -> Report:
         return Report(
@@ -201,10 +221,12 @@ class DeployResult(FlowResult):
             title=f"Deployed {self.version} to {self.environment}",
             sections={
                 "version": f"{self.version} ({self.git_sha[:12]}, {self.ref})",
+                "source": self.source or "-",
+                "manifest": manifest_lines(self.manifest),
                 "replaced": self.previous or "nothing (first release)",
                 "pre-deploy backup": self.predeploy_backup,
                 "migrations": self.migrations or ["none pending"],
-                "timings": [f"{step}: {seconds} s" for step, seconds in self.seconds.items()],
+                "timings": timings(self.seconds),
             },
         )
 
@@ -224,6 +246,16 @@ class RollbackResult(FlowResult):
     previous: str | None
     reason: str
     seconds: dict[str, float]
+    manifest: ReleaseManifest | None = None
+
+    def returned(self) -> str:
+        """What came back with the version, and what did not."""
+        if self.manifest is None:
+            return "the app of the build; chart and values of the control plane's tree"
+        return (
+            f"app {self.manifest.app}, chart {self.manifest.chart or '-'} and values "
+            f"{self.manifest.values or '-'} of commit {(self.manifest.commit or 'working tree')[:12]}"
+        )
 
     def report(self) -> Report:
         return Report(
@@ -232,8 +264,11 @@ class RollbackResult(FlowResult):
             sections={
                 "from": self.previous or "nothing",
                 "to": self.version,
+                "returned": self.returned(),
+                "not rolled back": FORWARD_ONLY,
+                "manifest": manifest_lines(self.manifest),
                 "reason": self.reason,
-                "timings": [f"{step}: {seconds} s" for step, seconds in self.seconds.items()],
+                "timings": timings(self.seconds),
             },
         )
 
@@ -377,4 +412,241 @@ class RestoreDrillResult(VerifiedRestore):
         return (
             f"restore drill of {self.environment}: backup {self.backup_id} verified "
             f"({self.rows} rows in {self.tables} tables)"
+        )
+
+
+class ProvisionResult(FlowResult):
+    """A Terraform stack planned, and applied unless only a plan was asked for (the plan table is
+    the run's `terraform-plan-<env>` artifact)."""
+
+    status: Literal["clean", "changes"]
+    plan: list[dict[str, str]] = Field(
+        description="changing resources: address, action, attributes"
+    )
+    changes: dict[str, int] = Field(description="create/update/replace/delete -> count")
+    outputs: dict[str, Any] | None = Field(
+        default=None, description="the shared state stored as infra-<env>; None: only planned"
+    )
+    seconds: dict[str, float]
+
+    def event(self) -> Event | None:
+        if self.outputs is None:
+            return None
+        return Event(
+            name="infra.applied",
+            payload={
+                "changes": self.changes,
+                "nodes": len(self.outputs["nodes"]),
+                "backup_bucket": self.outputs["backup_bucket"],
+                "dns_zone": self.outputs["dns_zone"],
+            },
+        )
+
+    def summary(self) -> str:
+        counts = self.changes
+        headline = (
+            f" ({counts.get('create', 0)} to add, {counts.get('update', 0)} to change, "
+            f"{counts.get('replace', 0)} to replace, {counts.get('delete', 0)} to destroy)"
+            if self.status == "changes"
+            else ""
+        )
+        done = "planned only, not applied" if self.outputs is None else "applied"
+        return f"terraform: {self.status}{headline} on {self.environment}, {done}"
+
+
+class StackDrift(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["clean", "drifted", "locked", "not-provisioned"]
+    addresses: list[str] = Field(default_factory=list)
+    detail: str = ""
+    seconds: float = 0.0
+
+
+class DriftResult(FlowResult):
+    """Stacks planned against reality (`environment` names them all); each drifted one also
+    leaves its table artifact and `socialnet.infra.drift`."""
+
+    stacks: dict[str, StackDrift]
+
+    def summary(self) -> str:
+        return "drift: " + "; ".join(
+            f"{name} {stack.status}"
+            + (f" ({len(stack.addresses)} address(es))" if stack.addresses else "")
+            for name, stack in self.stacks.items()
+        )
+
+
+class ConfigureResult(FlowResult):
+    """The nodes converged by Ansible (or only checked, a dry run): the recap row of each host."""
+
+    check: bool
+    hosts: dict[str, dict[str, Any]] = Field(
+        description="host -> ok, changed, failed, unreachable, seconds, attempts, status"
+    )
+    changed: int
+    seconds: dict[str, float]
+
+    def event(self) -> Event:
+        return Event(
+            name="nodes.checked" if self.check else "nodes.configured",
+            payload={
+                "hosts": {host: row["status"] for host, row in self.hosts.items()},
+                "changed": self.changed,
+            },
+        )
+
+    def summary(self) -> str:
+        verb = "checked (dry run)" if self.check else "configured"
+        return f"{verb} {self.environment}: {len(self.hosts)} host(s), {self.changed} changed" + (
+            f" ({', '.join(self.hosts)})" if self.hosts else ""
+        )
+
+
+class SecretsResult(FlowResult):
+    """Vault bootstrapped and the secrets installed: names and actions, never a value."""
+
+    layout: list[dict[str, str]] = Field(description="mount, policies, roles: item, action")
+    secrets: list[dict[str, str]] = Field(description="each secret: item, action")
+    installed: str = Field(description="where the platform keeps them")
+
+    def event(self) -> Event:
+        changes = len([row for row in self.secrets if row["action"] != "kept"])
+        return Event(name="secrets.bootstrapped", payload={"changes": changes})
+
+    def summary(self) -> str:
+        changed = [row for row in self.secrets if row["action"] != "kept"]
+        layout = [row for row in self.layout if row["action"] not in {"unchanged", "kept"}]
+        return (
+            f"secrets of {self.environment}: {len(changed)} changed, "
+            f"{len(self.secrets) - len(changed)} kept, {len(layout)} layout change(s); "
+            f"installed: {self.installed}"
+        )
+
+
+class RotateResult(FlowResult):
+    """Secrets rotated under traffic: login roles and Vault versions, never a value."""
+
+    database: dict[str, Any] | None = Field(
+        default=None, description="the login rotation: from, to (roles), version, resumed"
+    )
+    revoked: list[str] = Field(default_factory=list)
+    token_key: bool = Field(description="the signing key was rotated")
+    end_overlap: bool
+    overlap_seconds: float | None = None
+    token_key_version: int | None = None
+    seconds: dict[str, float]
+
+    def token_key_outcome(self) -> str:
+        if self.token_key:
+            return (
+                "rotated, previous key accepted until the overlap ends"
+                if self.overlap_seconds is None
+                else "rotated, overlap ended"
+            )
+        return "overlap ended" if self.end_overlap else "unchanged"
+
+    def database_outcome(self) -> str:
+        if self.database is None:
+            return "unchanged"
+        return (
+            f"login {self.database['from']} -> {self.database['to']}, "
+            f"revoked: {', '.join(self.revoked) or 'none'}"
+        )
+
+    def report(self) -> Report:
+        return Report(
+            key=artifact_key("rotate", self.environment),
+            title=f"Rotated secrets of {self.environment}",
+            sections={
+                "database": self.database_outcome(),
+                "token key": self.token_key_outcome(),
+                "timings": timings(self.seconds),
+            },
+        )
+
+    def event(self) -> Event:
+        return Event(
+            name="secrets.rotated",
+            payload={
+                "database": self.database is not None,
+                "token_key": self.token_key,
+                "end_overlap": self.end_overlap,
+            },
+        )
+
+    def summary(self) -> str:
+        return (
+            f"rotated secrets of {self.environment} in {sum(self.seconds.values()):.0f} s: "
+            f"database {self.database_outcome()}; token key {self.token_key_outcome()}"
+        )
+
+
+class CanaryResult(FlowResult):
+    """A canary judged: promoted (every step passed) or aborted, where (`step`, `weight`) and why.
+
+    An abort raises `CanaryAbortedError`, which carries this result."""
+
+    version: str
+    stable: str
+    outcome: Literal["promoted", "aborted"]
+    reason: str
+    step: int | None = Field(description="the step that aborted it (None: promoted)")
+    step_title: str | None
+    weight: int
+    measurements: int
+    verdicts: dict[str, int] = Field(description="analysis outcome -> count")
+    migrations: list[str]
+    predeploy_backup: str
+    seconds: dict[str, float]
+    started_at: float
+    ended_at: float
+    slot_taken_at: float
+    slot_released_at: float | None
+
+    def report(self) -> Report | None:
+        """The rollback report a person reads after an abort."""
+        if self.outcome == "promoted":
+            return None
+        return Report(
+            key=artifact_key("canary-rollback", self.environment),
+            title=f"Canary {self.version} aborted on {self.environment}",
+            sections={
+                "why": self.reason,
+                "where": f"{self.step_title} at {self.weight}% of traffic",
+                "what serves": f"{self.stable} (stable, untouched), 100% of traffic",
+                "what was done": [
+                    "canary weight set to 0",
+                    "canary replicas stopped",
+                    "ledger unchanged: no release recorded",
+                ],
+                "measurements": [
+                    f"{outcome}: {count}" for outcome, count in sorted(self.verdicts.items())
+                ]
+                or ["none"],
+                "pre-deploy backup": self.predeploy_backup,
+                "timings": timings(self.seconds),
+            },
+        )
+
+    def event(self) -> Event:
+        if self.outcome == "promoted":
+            return Event(
+                name="canary.promoted", payload={"version": self.version, "previous": self.stable}
+            )
+        return Event(
+            name="canary.aborted",
+            payload={
+                "version": self.version,
+                "stable": self.stable,
+                "step": self.step_title,
+                "weight": self.weight,
+                "reason": self.reason[:300],
+            },
+        )
+
+    def summary(self) -> str:
+        return (
+            f"{self.outcome}: {self.reason} (canary {self.version} on {self.environment}, "
+            f"stable {self.stable})"
         )

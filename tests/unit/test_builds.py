@@ -8,13 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from socialnet_ops.adapters.builds import (
-    BuildError,
-    build_release,
-    list_versions,
-    load_build,
-    resolve_ref,
-)
+from socialnet_ops.adapters.builds import BuildError, build_release, list_versions, load_build
+from socialnet_ops.adapters.source import SourceError, checkout, working_tree
 
 pytestmark = pytest.mark.unit
 
@@ -32,18 +27,18 @@ def head() -> str:
 
 
 def test_a_build_at_a_ref_holds_that_commit_and_is_reused(state_dir: Path) -> None:
-    build, reused = build_release("local", "v1", "HEAD")
+    build, reused = build_release("local", "v1", checkout("HEAD"))
     assert not reused and build.git_sha == head()
     assert build.path == state_dir / "local" / "releases" / "v1"
     assert (build.path / "app" / "__init__.py").exists()
-    again, reused = build_release("local", "v1", "HEAD")
+    again, reused = build_release("local", "v1", checkout("HEAD"))
     assert reused and again == build
     assert load_build("local", "v1") == build
     assert list_versions("local") == ["v1"]
 
 
 def test_the_working_tree_builds_and_runtime_settings_are_recorded() -> None:
-    build, _ = build_release("local", "v2", None, {"SOCIALNET_FAULT_ERROR_RATE": "0.3"})
+    build, _ = build_release("local", "v2", working_tree(), {"SOCIALNET_FAULT_ERROR_RATE": "0.3"})
     assert build.git_sha.startswith("worktree-") and build.ref == "working-tree"
     assert build.path is not None
     manifest = json.loads((build.path / "build.json").read_text())
@@ -51,16 +46,18 @@ def test_the_working_tree_builds_and_runtime_settings_are_recorded() -> None:
 
 
 def test_a_version_cannot_be_rebuilt_from_something_else() -> None:
-    build_release("local", "v3", "HEAD")
+    build_release("local", "v3", checkout("HEAD"))
     with pytest.raises(BuildError, match="already built from"):
-        build_release("local", "v3", "HEAD", {"SOCIALNET_FAULT_LATENCY_MS": "400"})
+        build_release("local", "v3", checkout("HEAD"), {"SOCIALNET_FAULT_LATENCY_MS": "400"})
 
 
 def test_bad_refs_versions_and_unknown_builds_are_clear_errors(state_dir: Path) -> None:
-    with pytest.raises(BuildError, match="'no-such-branch' does not name a commit"):
-        resolve_ref("no-such-branch")
+    with pytest.raises(
+        SourceError, match=r"git ref 'no-such-branch' is not in .* \(fetched just now\)"
+    ):
+        checkout("no-such-branch")
     with pytest.raises(BuildError, match="is not valid"):
-        build_release("local", "../escape", "HEAD")
+        build_release("local", "../escape", working_tree())
     with pytest.raises(
         BuildError, match="unknown version 'v9' in environment 'local'; built: none"
     ):

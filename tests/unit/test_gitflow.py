@@ -67,12 +67,17 @@ def test_the_shipped_mapping_fits_the_catalog(mapping: GitflowMapping) -> None:
     }
 
 
-def test_a_push_to_develop_deploys_that_commit_to_staging(mapping: GitflowMapping) -> None:
+def test_a_push_to_develop_releases_that_commit_to_staging(mapping: GitflowMapping) -> None:
     launch = only_launch(mapping, event("push", branch="develop"))
-    assert launch.deployment == "deploy/deploy-staging"
-    assert launch.parameters == {"env": "staging", "version": f"develop-{SHA[:8]}", "ref": SHA}
-    assert launch.status_name == "socialnet-ops/deploy-staging"
-    assert launch.idempotency_key == "gitlab:push:d-1:deploy/deploy-staging"
+    assert launch.deployment == "release/release-staging"
+    assert launch.parameters == {
+        "env": "staging",
+        "version": f"develop-{SHA[:8]}",
+        "ref": SHA,
+        "take_backup": False,
+    }
+    assert launch.status_name == "socialnet-ops/release-staging"
+    assert launch.idempotency_key == "gitlab:push:d-1:release/release-staging"
     assert launch.gitlab["sha"] == SHA and launch.gitlab["author"] == "ada"
     assert {
         "gitlab",
@@ -96,7 +101,7 @@ def test_a_green_pipeline_on_main_puts_the_release_candidate_on_staging(
     mapping: GitflowMapping,
 ) -> None:
     launch = only_launch(mapping, event("pipeline", branch="main", pipeline_status="success"))
-    assert launch.deployment == "deploy/deploy-staging"
+    assert launch.deployment == "release/release-staging"
     assert launch.parameters["version"] == f"main-{SHA[:8]}"
     assert launch.idempotency_key.startswith("gitlab:pipeline:")
 
@@ -230,7 +235,7 @@ def test_mapping_errors_name_the_file_and_the_key(change: dict[str, Any], messag
         "name": "r",
         "event": "push",
         "match": {"branch": "develop"},
-        "deployment": "deploy/deploy-staging",
+        "deployment": "release/release-staging",
         "parameters": {"env": "staging"},
         **change,
     }

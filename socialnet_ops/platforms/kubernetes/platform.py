@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from socialnet_ops.adapters.builds import BuildError, load_build
 from socialnet_ops.adapters.process import ToolError
 from socialnet_ops.core.environments import Environment
 from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSettings
@@ -93,16 +94,17 @@ class KubernetesPlatform:
         self.environment = environment.name
         self.settings: KubernetesSettings = environment.platform
         self.domain = environment.domain
-        self.chart = repo_root() / CHART
+        self.chart = repo_root() / CHART  # for names and endpoints; releases use their build's
         self.helm = Helm(self.settings.context, self.settings.namespace, self.settings.release_name)
         self._client: Any = None
 
     # --- configuration -----------------------------------------------------------------------------
 
-    def values_files(self) -> list[Path]:
-        files = [self._resolve(self.settings.values_file)]
+    def values_files(self, root: Path | None = None) -> list[Path]:
+        """The environment's values file (of `root`: a build's files), then one-off overrides."""
+        files = [self._resolve(self.settings.values_file, root or repo_root())]
         extra = os.environ.get(EXTRA_VALUES_ENV, "")
-        files += [self._resolve(item) for item in extra.split(os.pathsep) if item]
+        files += [self._resolve(item, repo_root()) for item in extra.split(os.pathsep) if item]
         for path in files:
             if not path.is_file():
                 raise PlatformError(
@@ -111,9 +113,23 @@ class KubernetesPlatform:
         return files
 
     @staticmethod
-    def _resolve(name: str) -> Path:
+    def _resolve(name: str, root: Path) -> Path:
         path = Path(name)
-        return path if path.is_absolute() else repo_root() / path
+        return path if path.is_absolute() else root / path
+
+    @staticmethod
+    def _files(build: Build | None) -> Path:
+        """Where a release's chart and values are: its build (they come from its commit), or
+        the control plane's tree for a build that carries none."""
+        if build is not None and build.path is not None and (build.path / CHART).is_dir():
+            return build.path
+        return repo_root()
+
+    def _files_of(self, version: str | None) -> Path:
+        try:
+            return self._files(load_build(self.environment, version) if version else None)
+        except BuildError:
+            return repo_root()
 
     def chart_values(self) -> dict[str, Any]:
         """The chart's defaults with the environment's values files over them."""
@@ -419,8 +435,11 @@ class KubernetesPlatform:
         finally:
             Path(name).unlink(missing_ok=True)
 
-    def _upgrade(self, release_values: dict[str, Any], say: Progress, wait: bool = True) -> None:
-        """helm upgrade with the environment's values, then the release's; rollouts watched."""
+    def _upgrade(
+        self, release_values: dict[str, Any], say: Progress, files: Path, wait: bool = True
+    ) -> None:
+        """helm upgrade of the chart and values in `files` (a build's), then the release's
+        values; rollouts watched."""
         values = deep_merge(self._settings_values(), release_values)
         stable = (values.get("api") or {}).get("tag")
         canary_values = values.get("canary") or {}
@@ -432,8 +451,8 @@ class KubernetesPlatform:
                 watcher.start()
             try:
                 self.helm.upgrade(
-                    self.chart,
-                    [*self.values_files(), overlay],
+                    files / CHART,
+                    [*self.values_files(files), overlay],
                     self.settings.rollout_timeout,
                     describe(stable, canary),
                     on_line=say,
@@ -483,7 +502,7 @@ class KubernetesPlatform:
         say(
             f"deploying {build.version} to the stable track of {self.environment} ({self.settings.api_replicas} replicas)"
         )
-        self._upgrade(release, say)
+        self._upgrade(release, say, self._files(build))
         say(f"stable track runs {build.version}")
 
     def rollback(self, build: Build, progress: Progress | None = None) -> None:
@@ -547,7 +566,7 @@ class KubernetesPlatform:
             self._patch_weight(0)
         release = deep_merge(current, self._canary_values(build, 0))
         say(f"starting canary {build.version} ({self.settings.canary_replicas} replicas, weight 0)")
-        self._upgrade(release, say)
+        self._upgrade(release, say, self._files(build))
         self._patch_weight(0)
 
     def set_canary_weight(self, weight: int) -> None:
@@ -598,7 +617,7 @@ class KubernetesPlatform:
                 "canary": {"enabled": False, "weight": 0},
             },
         )
-        self._upgrade(release, say)
+        self._upgrade(release, say, self._files_of(version))
         say(f"stable track runs {version}; canary track empty")
 
     def abort_canary(self, progress: Progress | None = None) -> None:
@@ -609,7 +628,12 @@ class KubernetesPlatform:
             say("no canary to abort")
             return
         say(f"aborting canary {current['canary'].get('tag')}: weight 0, canary track removed")
-        self._upgrade(deep_merge(current, {"canary": {"enabled": False, "weight": 0}}), say)
+        stable = (current.get("api") or {}).get("tag")
+        self._upgrade(
+            deep_merge(current, {"canary": {"enabled": False, "weight": 0}}),
+            say,
+            self._files_of(stable),
+        )
 
 
 class _RolloutWatcher:

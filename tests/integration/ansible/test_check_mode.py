@@ -38,8 +38,8 @@ def test_check_mode_reports_changes_and_changes_nothing(
 
     before = snapshot()
     result = configure("local", check=True, inventory_path=inventory_for(fresh_node, tmp_path))
-    assert result["check"] is True
-    assert result["hosts"]["cp-0"]["changed"] > 0  # what a converge would change
+    assert result.check is True
+    assert result.hosts["cp-0"]["changed"] > 0  # what a converge would change
     assert snapshot() == before
     # The dry run shows its diffs in the run log, e.g. sshd_config before and after.
     assert "+++ after" in caplog.text

@@ -61,10 +61,10 @@ def test_first_run_configures_every_live_node(converged: dict[str, Any]) -> None
 
 
 def test_second_run_changes_nothing_on_any_host(converged: dict[str, Any]) -> None:
-    hosts = converged["second"]["hosts"]
+    hosts = converged["second"].hosts
     assert {host: recap["changed"] for host, recap in hosts.items()} == {"cp-0": 0, "worker-1": 0}
     assert all(recap["failed"] == 0 for recap in hosts.values())
-    assert converged["second"]["changed"] == 0
+    assert converged["second"].changed == 0
 
 
 def test_recap_artifact_has_a_row_per_host(converged: dict[str, Any]) -> None:

@@ -99,11 +99,11 @@ def test_a_healthy_release_is_promoted_and_serves_everyone(
     with UserTraffic(canary_platform.endpoints().edge_url, rate=25, max_seconds=240) as traffic:
         result = canary(env=ENV, version=GOOD)
         time.sleep(1)
-    print(f"healthy canary: {time.monotonic() - started:.0f} s, {result['seconds']}")
+    print(f"healthy canary: {time.monotonic() - started:.0f} s, {result.seconds}")
     print(f"traffic: {traffic.report.total} requests, tracks {traffic.report.tracks()}")
 
-    assert result["outcome"] == "promoted" and result["stable"] == previous
-    assert result["verdicts"].get("pass", 0) >= 4 and "fail" not in result["verdicts"]
+    assert result.outcome == "promoted" and result.stable == previous
+    assert result.verdicts.get("pass", 0) >= 4 and "fail" not in result.verdicts
     assert serving(canary_platform) == {(GOOD, "stable")}
     assert canary_platform.status().canary_version is None
     assert traffic.report.failed() == 0, "a user request failed during a healthy canary"
@@ -139,10 +139,10 @@ def test_a_release_failing_30_percent_is_aborted_at_the_first_analysis(
     ):
         canary(env=ENV, version=ERRORS, settings={"SOCIALNET_FAULT_ERROR_RATE": "0.3"})
     details = aborted.value.details
-    print(f"aborted: {details['reason']}; traffic {traffic.report.tracks()}")
-    assert (details["step"], details["weight"], details["measurements"]) == (2, 25, 1)
-    assert "above the policy's 5.0%" in details["reason"]
-    assert "significantly worse" in details["reason"]
+    print(f"aborted: {details.reason}; traffic {traffic.report.tracks()}")
+    assert (details.step, details.weight, details.measurements) == (2, 25, 1)
+    assert "above the policy's 5.0%" in details.reason
+    assert "significantly worse" in details.reason
     assert_rolled_back(canary_platform, stable, ledger_before)
     # Only canary answers failed, and only while the canary held 25 %.
     failed = [answer for answer in traffic.report.answers if answer.failed]
@@ -175,10 +175,10 @@ def test_a_release_adding_400_ms_is_aborted(
     ):
         canary(env=ENV, version=SLOW, settings={"SOCIALNET_FAULT_LATENCY_MS": "400"})
     details = aborted.value.details
-    print(f"aborted: {details['reason']}")
-    assert (details["step"], details["weight"]) == (2, 25)
-    assert "p95" in details["reason"] and "above the policy's 1.5x" in details["reason"]
-    assert "error ratio" not in details["reason"]
+    print(f"aborted: {details.reason}")
+    assert (details.step, details.weight) == (2, 25)
+    assert "p95" in details.reason and "above the policy's 1.5x" in details.reason
+    assert "error ratio" not in details.reason
     assert_rolled_back(canary_platform, stable, ledger_before)
 
 
@@ -194,10 +194,10 @@ def test_too_little_traffic_is_inconclusive_and_aborts_after_the_policy_limit(
     ):
         canary(env=ENV, version=QUIET)
     details = aborted.value.details
-    print(f"aborted: {details['reason']}")
-    assert details["verdicts"] == {"inconclusive": 3}
-    assert details["reason"].startswith("3 inconclusive analyses in a row, the policy allows 2")
-    assert "fewer than the 20 the policy needs" in details["reason"]
+    print(f"aborted: {details.reason}")
+    assert details.verdicts == {"inconclusive": 3}
+    assert details.reason.startswith("3 inconclusive analyses in a row, the policy allows 2")
+    assert "fewer than the 20 the policy needs" in details.reason
     assert_rolled_back(canary_platform, stable, ledger_before)
 
 
@@ -224,7 +224,7 @@ def test_an_approved_gate_continues_and_the_weight_really_splits_traffic(
     finally:
         run.refuse_if_paused(GATED)
     assert run.error is None, run.error
-    assert run.result["outcome"] == "promoted"
+    assert run.result.outcome == "promoted"
     assert serving(canary_platform) == {(GATED, "stable")}
     approval = [row for row in table_rows() if row["verdict"] == "approved"]
     assert approval and approval[0]["why"] == "approved: dashboards look fine"
@@ -243,7 +243,7 @@ def test_a_refused_gate_aborts(
     finally:
         run.refuse_if_paused(REFUSED)
     assert isinstance(run.error, CanaryAbortedError), run.error
-    assert run.error.details["reason"] == "manual gate: refused: not during the sale"
+    assert run.error.details.reason == "manual gate: refused: not during the sale"
     assert_rolled_back(canary_platform, stable, ledger_before)
 
 
@@ -255,7 +255,7 @@ def test_an_unanswered_gate_times_out_and_aborts(
     stable, ledger_before = stable_of(canary_platform), ledger_snapshot()
     with pytest.raises(CanaryAbortedError) as aborted:
         canary(env=ENV, version=UNANSWERED)
-    assert aborted.value.details["reason"] == "manual gate: no answer within 4 s"
+    assert aborted.value.details.reason == "manual gate: no answer within 4 s"
     assert_rolled_back(canary_platform, stable, ledger_before)
 
 
@@ -278,10 +278,10 @@ def test_prometheus_stopped_mid_canary_never_leads_to_promotion(
             supervisor.call("startProcess", "prometheus", True)
     assert isinstance(run.error, CanaryAbortedError), run.error
     details = run.error.details
-    print(f"aborted: {details['reason']}")
-    assert details["outcome"] == "aborted" and details["step"] == 2
-    assert "inconclusive analyses in a row" in details["reason"]
-    assert "unreachable" in details["reason"]
+    print(f"aborted: {details.reason}")
+    assert details.outcome == "aborted" and details.step == 2
+    assert "inconclusive analyses in a row" in details.reason
+    assert "unreachable" in details.reason
     assert_rolled_back(canary_platform, stable, ledger_before)
     prometheus = canary_platform.endpoints().prometheus_url
     wait_for(lambda: _answers(f"{prometheus}/-/ready"), 30, "Prometheus back")

@@ -23,13 +23,14 @@ import pytest
 from prefect import flow
 
 from socialnet_ops.adapters.builds import (
+    RELEASE_FOLDERS,
     BuildError,
     build_release,
     list_versions,
     load_build,
     releases_dir,
-    resolve_ref,
 )
+from socialnet_ops.adapters.source import checkout
 from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.base import Build
 from tasks.git import build_release_task
@@ -138,11 +139,13 @@ def assert_nothing_stored(disk: SmallDisk, version: str) -> None:
 def test_a_build_on_a_full_disk_fails_clearly_leaves_nothing_and_succeeds_with_room(
     small_disk: SmallDisk,
 ) -> None:
-    commit = resolve_ref("HEAD")
+    source = checkout("HEAD")  # the mirror and the commit's tree are outside the small disk
+    commit = source.sha
+    assert commit is not None
     assert archive_size(commit) > 2 * FULL_SIZE, "app/ fits the small disk: make FULL_SIZE smaller"
 
     with pytest.raises(BuildError) as failure:
-        build_release(ENVIRONMENT, "v1", "HEAD")
+        build_release(ENVIRONMENT, "v1", source)
     message = str(failure.value)
     assert "No space left on device" in message
     assert "'v1'" in message and str(small_disk.path / "v1") in message
@@ -150,11 +153,11 @@ def test_a_build_on_a_full_disk_fails_clearly_leaves_nothing_and_succeeds_with_r
 
     # Trying again on the same full disk is the same clear failure, not a half-built reuse.
     with pytest.raises(BuildError, match="No space left on device"):
-        build_release(ENVIRONMENT, "v1", "HEAD")
+        build_release(ENVIRONMENT, "v1", source)
     assert_nothing_stored(small_disk, "v1")
 
     small_disk.resize(ROOMY_SIZE)  # the operator made room
-    build, reused = build_release(ENVIRONMENT, "v1", "HEAD")
+    build, reused = build_release(ENVIRONMENT, "v1", source)
     assert not reused
     assert (build.version, build.git_sha, build.path) == ("v1", commit, small_disk.path / "v1")
     assert small_disk.entries() == ["v1"], "no staging folder survives a successful build"
@@ -163,14 +166,16 @@ def test_a_build_on_a_full_disk_fails_clearly_leaves_nothing_and_succeeds_with_r
     stored = build.path
     assert stored is not None
     exported = sorted(str(path.relative_to(stored)) for path in stored.rglob("*") if path.is_file())
-    listed = run("git", "-C", str(repo_root()), "ls-tree", "-r", "--name-only", commit, "app")
+    listed = run(
+        "git", "-C", str(repo_root()), "ls-tree", "-r", "--name-only", commit, *RELEASE_FOLDERS
+    )
     assert exported == sorted([*listed.stdout.split(), "build.json"]), "the build is incomplete"
     assert git_children() == []
 
 
 @flow(name="drill-build-release", persist_result=False)
 def build_once(env: str, version: str, ref: str) -> Build:
-    return build_release_task(env, version, ref)
+    return build_release_task(env, version, checkout(ref))
 
 
 def test_a_build_task_that_ran_out_of_space_is_not_cached_and_its_rerun_completes(
@@ -190,5 +195,5 @@ def test_a_build_task_that_ran_out_of_space_is_not_cached_and_its_rerun_complete
     build = rerun.result()
     assert isinstance(build, Build)
     assert build == load_build(ENVIRONMENT, "v2")
-    assert build.git_sha == resolve_ref("HEAD")
+    assert build.git_sha == checkout("HEAD").sha
     assert small_disk.entries() == ["v2"]

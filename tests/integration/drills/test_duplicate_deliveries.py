@@ -37,7 +37,7 @@ BURST = 25  # copies sent at once: the launcher's workers race to create the sam
 GAP_S = 0.06  # then one copy per gap (longer than the launcher waits for a burst to end), so copies
 # also arrive while the run is being created and after it exists
 WAIT_S = 60.0
-DEPLOYMENT = "deploy/deploy-staging"
+DEPLOYMENT = "release/release-staging"
 T = TypeVar("T")
 
 

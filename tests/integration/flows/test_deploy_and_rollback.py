@@ -12,6 +12,7 @@ from flows.deploy import deploy
 from flows.restore import restore
 from flows.rollback import NothingToRollBackError, rollback
 from socialnet_ops.adapters.builds import BuildError
+from socialnet_ops.adapters.source import SourceError
 from socialnet_ops.core.environments import UnknownEnvironmentError
 from socialnet_ops.platforms.local import LocalPlatform
 from tasks.ledger import load_ledger
@@ -86,7 +87,9 @@ def test_bad_input_is_a_clear_error_before_anything_changes(local_platform: Loca
     ledger_before = ledger_versions()
     with pytest.raises(UnknownEnvironmentError, match="unknown environment 'moon'"):
         deploy(env="moon", version="v9")
-    with pytest.raises(BuildError, match="'no-such-ref' does not name a commit"):
+    with pytest.raises(
+        SourceError, match=r"git ref 'no-such-ref' is not in .* \(fetched just now\)"
+    ):
         deploy(env="local", version="v9", ref="no-such-ref")
     with pytest.raises(BuildError, match="is not valid"):
         deploy(env="local", version="v9/../../etc")

@@ -140,11 +140,11 @@ def test_canary_promotes_a_healthy_build_then_aborts_a_bad_one_on_staging(
     with user_traffic(edge) as traffic:
         result = canary(env="staging", version=good)
         time.sleep(1)
-    print(f"healthy canary: {time.monotonic() - started:.0f} s, {result['seconds']}")
+    print(f"healthy canary: {time.monotonic() - started:.0f} s, {result.seconds}")
     print(f"traffic: {traffic.report.total} requests, tracks {traffic.report.tracks()}")
-    assert (result["outcome"], result["stable"], result["weight"]) == ("promoted", base, 100)
+    assert (result.outcome, result.stable, result.weight) == ("promoted", base, 100)
     # A slow scrape may leave one window without data (inconclusive, measured again).
-    assert result["verdicts"].get("pass", 0) >= 2 and "fail" not in result["verdicts"], result
+    assert result.verdicts.get("pass", 0) >= 2 and "fail" not in result.verdicts, result
     weights, last_change = canary_weights(kube, names["canary_ingress"])
     assert (weights, last_change) == ([0, 50, 100], "DELETED")
     assert kube.get("apps/v1", "Deployment", NAMESPACE, names["canary"]) is None
@@ -159,7 +159,7 @@ def test_canary_promotes_a_healthy_build_then_aborts_a_bad_one_on_staging(
     assert traffic.report.tracks()["canary"] > 0
     assert answered(edge, good, "canary") > 0 and answered(edge, good, "canary", errors=True) == 0
     measured = [row for row in canary_rows() if row["verdict"].startswith("pass")]
-    assert len(measured) == result["verdicts"]["pass"]
+    assert len(measured) == result.verdicts["pass"]
     assert all(int(row["canary requests"]) >= 20 for row in measured), measured
     ledger = load_ledger("staging")
     assert ledger.stable is not None and ledger.canary is None
@@ -179,14 +179,14 @@ def test_canary_promotes_a_healthy_build_then_aborts_a_bad_one_on_staging(
     ):
         canary(env="staging", version=bad, settings={"SOCIALNET_FAULT_ERROR_RATE": "0.3"})
     details = aborted.value.details
-    print(f"aborted: {details['reason']}; traffic {traffic.report.tracks()}")
+    print(f"aborted: {details.reason}; traffic {traffic.report.tracks()}")
     print(
         f"bad canary at the edge: {answered(edge, bad, 'canary', errors=True)} of "
         f"{answered(edge, bad, 'canary')} user requests failed"
     )
-    assert (details["outcome"], details["step"], details["weight"]) == ("aborted", 2, 50)
-    assert details["verdicts"].get("fail") == 1 and "pass" not in details["verdicts"]
-    assert "above the policy's 5.0%" in details["reason"]
+    assert (details.outcome, details.step, details.weight) == ("aborted", 2, 50)
+    assert details.verdicts.get("fail") == 1 and "pass" not in details.verdicts
+    assert "above the policy's 5.0%" in details.reason
     weights, last_change = canary_weights(kube, names["canary_ingress"], since=seen_before)
     assert (weights, last_change) == ([0, 50, 0], "DELETED")
     assert kube.get("apps/v1", "Deployment", NAMESPACE, names["canary"]) is None

@@ -25,6 +25,7 @@ from moto.server import ThreadedMotoServer
 
 from socialnet_ops.adapters.terraform import provider_mirror
 from socialnet_ops.core.paths import repo_root
+from socialnet_ops.core.results import ProvisionResult
 from tests.support.prefect import socialnet_events, state_root
 from tests.support.requirements import unavailable
 
@@ -150,7 +151,7 @@ def terraform_processes(marker: str, verb: str) -> list[int]:
 @dataclass
 class AppliedStack:
     interrupted: BaseException | None
-    result: dict[str, Any]
+    result: ProvisionResult
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     interrupted_after: str = ""
 
@@ -197,5 +198,5 @@ def applied_local(prefect_server: None, emulator: Emulator, terraform_state: Pat
         )
         for event in socialnet_events("infra.applied", rerun_started)
     ]
-    print(f"interrupted run {interrupted_at - started:.1f} s, rerun {result['seconds']}")
+    print(f"interrupted run {interrupted_at - started:.1f} s, rerun {result.seconds}")
     return AppliedStack(interrupted, result, events, ",".join(what))

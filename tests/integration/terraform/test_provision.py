@@ -22,8 +22,10 @@ from socialnet_ops.adapters.terraform import (
     TerraformError,
 )
 from socialnet_ops.core.environments import UnknownEnvironmentError
+from socialnet_ops.core.results import ProvisionResult
 from tasks.terraform import ApplyRejectedError, read_infra_state
 from tests.integration.terraform.conftest import AppliedStack, Emulator, catalog, environ
+from tests.support.git_remote import ProjectRepo
 from tests.support.prefect import socialnet_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,7 +39,7 @@ def test_an_interrupted_apply_converges_on_rerun(
 ) -> None:
     assert applied_local.interrupted_after == "vpc created"
     assert isinstance(applied_local.interrupted, TerraformError)
-    assert applied_local.result["status"] == "changes"
+    assert applied_local.result.status == "changes"
     # Everything exists exactly once: the rerun neither duplicated nor forgot anything.
     assert len(emulator.vpcs("local")) == 1
     assert len(emulator.instances("local")) == 2
@@ -63,7 +65,7 @@ def test_second_plan_shows_no_changes_and_no_drift_is_quiet(
 ) -> None:
     started = datetime.now(UTC)
     again = drift(envs=["local"])
-    assert again["local"]["status"] == "clean" and again["local"]["addresses"] == []
+    assert again.stacks["local"].status == "clean" and again.stacks["local"].addresses == []
     assert socialnet_events("infra.drift", started) == []
     assert artifacts("drift-local") == []
 
@@ -76,9 +78,9 @@ def test_a_changed_variable_plans_exactly_that_change(
 
     with catalog(tmp_path, "local", bigger_nodes):
         planned = provision(env="local", apply_changes=False)
-    assert planned["status"] == "changes"
+    assert planned.status == "changes"
     # The resized nodes get new public addresses, which the environment's DNS record follows.
-    assert planned["plan"] == [
+    assert planned.plan == [
         {
             "address": f"{MODULE}.dns.aws_route53_record.environment",
             "action": "update",
@@ -104,8 +106,8 @@ def test_drift_made_by_hand_is_reported(applied_local: AppliedStack, emulator: E
         found = drift(envs=["local"])
     finally:
         ec2.delete_tags(Resources=[vpc["VpcId"]], Tags=[{"Key": "Owner"}])
-    assert found["local"]["status"] == "drifted"
-    assert found["local"]["addresses"] == [f"{MODULE}.network.aws_vpc.this"]
+    assert found.stacks["local"].status == "drifted"
+    assert found.stacks["local"].addresses == [f"{MODULE}.network.aws_vpc.this"]
     [event] = socialnet_events("infra.drift", started)
     assert event["payload"]["environment"] == "local"
     assert event["payload"]["addresses"] == [f"{MODULE}.network.aws_vpc.this"]
@@ -153,7 +155,7 @@ def test_production_gate_pauses_on_destroy_and_a_rejection_changes_nothing(
     def production_over_local_state(document: dict[str, Any]) -> None:
         document["terraform"]["backend"]["key"] = "local/terraform.tfstate"
 
-    outcome: list[BaseException | dict[str, Any]] = []
+    outcome: list[BaseException | ProvisionResult] = []
 
     def run() -> None:
         try:
@@ -238,3 +240,34 @@ def test_bad_input_fails_before_any_change(
     ):
         provision(env="staging")
     assert len(emulator.instances("local")) == 2
+
+
+STACK_VARIABLES = "infrastructure/terraform/stacks/local/variables.tf"
+
+
+def test_a_commit_is_planned_and_applied_from_its_own_tree(
+    applied_local: AppliedStack, project_source: ProjectRepo
+) -> None:
+    """The stack of the commit, not of the control plane's checkout: a default changed in a
+    commit pushed to the remote is planned, applied and recorded with the state's serial."""
+    before = read_infra_state("local")
+    assert before is not None
+    text = (project_source.work / STACK_VARIABLES).read_text()
+    old = 'variable "node_size" {\n  type    = string\n  default = null'
+    assert old in text
+    project_source.write(STACK_VARIABLES, text.replace(old, old.replace("null", '"t3.large"')))
+    sha = project_source.commit("terraform: bigger local nodes")
+    project_source.push("develop")
+
+    planned = provision(env="local", apply_changes=False, ref=sha)
+    assert planned.status == "changes"
+    assert {row["attributes"] for row in planned.plan} == {"records", "instance_type"}
+    provision(env="local", ref=sha)
+    applied = read_infra_state("local")
+    assert applied is not None and applied["commit"] == sha and applied["stack_digest"]
+    assert applied["serial"] > (before["serial"] or 0)
+
+    provision(env="local")  # the working tree again: the stack as the other tests left it
+    restored = read_infra_state("local")
+    assert restored is not None and restored["commit"] is None
+    assert restored["serial"] > applied["serial"]

@@ -84,10 +84,10 @@ class Traffic:
 def test_the_secrets_flow_is_idempotent(platform: LocalPlatform) -> None:
     # The platform's start bootstrapped Vault already: the flow finds everything in place.
     result = secrets(env="local")
-    assert {row["action"] for row in result["layout"]} <= {"unchanged", "kept"}, result["layout"]
-    assert {row["action"] for row in result["secrets"]} == {"kept"}
+    assert {row["action"] for row in result.layout} <= {"unchanged", "kept"}, result.layout
+    assert {row["action"] for row in result.secrets} == {"kept"}
     again = secrets(env="local")
-    assert again["secrets"] == result["secrets"]
+    assert again.secrets == result.secrets
 
 
 def test_rotation_under_load_loses_no_request(platform: LocalPlatform) -> None:
@@ -121,7 +121,7 @@ def test_rotation_under_load_loses_no_request(platform: LocalPlatform) -> None:
     assert traffic.ok >= 100
     new = vault.read_runtime_secrets(root_session(platform), MOUNT, "local")
     SEEN.update({f"after rotation {i}": value for i, value in enumerate(new.values())})
-    assert outcome["database"] == {
+    assert outcome.database == {
         "from": old.db_user,
         "to": new.db_user,
         "version": 2,
@@ -168,7 +168,7 @@ def test_deploy_stops_before_changing_anything_when_a_secret_is_missing(
     finally:
         # The flow recreates it from the copy the platform installed: nothing changes for users.
         result = secrets(env="local")
-    assert {row["item"]: row["action"] for row in result["secrets"]}[
+    assert {row["item"]: row["action"] for row in result.secrets}[
         f"{MOUNT}/local/api"
     ] == "recovered"
 

@@ -35,7 +35,7 @@ MAX_BODY = 64 * 1024
 # (flow, deployment, accepts a `gitlab` parameter): provision has none, so its runs carry the
 # GitLab context in tags only, as a flow the lead has not extended yet would.
 DEPLOYMENTS = [
-    ("deploy", "deploy-staging", True),
+    ("release", "release-staging", True),
     ("canary", "canary-production", True),
     ("provision", "provision-staging", False),
     ("provision", "provision-production", False),
@@ -49,6 +49,7 @@ def _schema(accepts_gitlab: bool) -> dict[str, Any]:
         "version": {"type": "string"},
         "ref": {"type": "string"},
         "apply_changes": {"type": "boolean"},
+        "take_backup": {"type": "boolean"},
     }
     if accepts_gitlab:
         properties["gitlab"] = {"type": "object"}

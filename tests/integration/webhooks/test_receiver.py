@@ -29,7 +29,7 @@ async def test_a_push_to_develop_starts_deploy_staging_for_that_commit(
         "status": "accepted",
         "delivery": event_id,
         "rules": ["develop-to-staging"],
-        "planned": ["deploy/deploy-staging"],
+        "planned": ["release/release-staging"],
         "sha": sha,
         "ref": "develop",
     }
@@ -46,7 +46,7 @@ async def test_a_push_to_develop_starts_deploy_staging_for_that_commit(
         "author": "ada",
         "event": "push",
         "event_id": event_id,
-        "status_name": "socialnet-ops/deploy-staging",
+        "status_name": "socialnet-ops/release-staging",
     }
     assert {
         f"gitlab.sha:{sha}",
@@ -57,7 +57,7 @@ async def test_a_push_to_develop_starts_deploy_staging_for_that_commit(
     } <= set(run.tags)
     (status,) = fake_gitlab.statuses(sha)
     assert status["state"] == "pending"
-    assert status["name"] == "socialnet-ops/deploy-staging"
+    assert status["name"] == "socialnet-ops/release-staging"
     assert status["ref"] == "develop"
     assert status["target_url"].endswith(f"/runs/flow-run/{run.id}")
 

@@ -1,0 +1,76 @@
+"""Staging takes its chart and values from the released commit, and a rollback returns them.
+
+The commits are pushed to a real git remote (tests/support/git_remote.py); helm installs the
+chart of each commit's build on the Kubernetes API emulator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+import yaml
+
+from flows.deploy import deploy
+from flows.rollback import rollback
+from socialnet_ops.core.results import FORWARD_ONLY
+from tasks.ledger import load_ledger
+from tests.integration.kubernetes.conftest import NAMESPACE, served
+from tests.support.git_remote import ProjectRepo
+from tests.support.kube_edge import KubeEdge
+from tests.support.kube_emulator import KubeEmulator
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+VALUES = "deployments/values/staging.yaml"
+MARKER = "socialnet.example/commit-marker"
+
+
+def commit_values(project: ProjectRepo, marker: str) -> tuple[str, str]:
+    """A commit whose staging values annotate the ingress with `marker`: (sha, values digest)."""
+    values = yaml.safe_load((project.work / VALUES).read_text())
+    values["ingress"]["annotations"][MARKER] = marker
+    text = yaml.safe_dump(values, sort_keys=False)
+    project.write(VALUES, text)
+    project.write("app/api/gitops_marker.py", f'MARKER = "{marker}"\n')
+    sha = project.commit(f"staging: {marker}")
+    project.push("develop")
+    return sha, hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ingress_marker(kube: KubeEmulator) -> str | None:
+    ingress = kube.get("networking.k8s.io/v1", "Ingress", NAMESPACE, "socialnet")
+    assert ingress is not None, "the chart made no ingress named socialnet"
+    return ingress["metadata"].get("annotations", {}).get(MARKER)
+
+
+def test_staging_runs_each_commits_chart_values_and_a_rollback_returns_them(
+    kube: KubeEmulator, staging: KubeEdge, project_source: ProjectRepo
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    first_sha, first_values = commit_values(project_source, f"first-{run}")
+    first = deploy(env="staging", version=f"ga-{run}", ref=first_sha)
+    assert first.manifest is not None
+    assert (first.manifest.commit, first.manifest.values) == (first_sha, first_values)
+    assert ingress_marker(kube) == f"first-{run}"
+
+    second_sha, second_values = commit_values(project_source, f"second-{run}")
+    deploy(env="staging", version=f"gb-{run}", ref=second_sha)
+    assert ingress_marker(kube) == f"second-{run}"
+    assert served(staging) == {f"gb-{run}"}
+    stable = load_ledger("staging").stable
+    assert stable is not None and stable.manifest is not None
+    assert stable.manifest.values == second_values and stable.manifest.chart
+
+    back = rollback(env="staging")
+    assert back.version == f"ga-{run}"
+    assert ingress_marker(kube) == f"first-{run}"  # the values came back with the app
+    assert served(staging) == {f"ga-{run}"}
+    assert back.manifest is not None and back.manifest.values == first_values
+    assert first_values in back.returned() and first_sha[:12] in back.returned()
+    report = back.report()
+    assert report.sections["not rolled back"] == FORWARD_ONLY
+    stable = load_ledger("staging").stable
+    assert stable is not None and stable.manifest is not None
+    assert (stable.manifest.commit, stable.manifest.values) == (first_sha, first_values)
