@@ -222,7 +222,8 @@ def wait_for_approval(step: PlannedStep, version: str, weight: int) -> tuple[boo
     form = ApprovalInput.with_initial_data(
         description=(
             f"Canary **{version}** serves **{weight}%** of traffic. Check the canary table "
-            "artifact, then approve to continue or leave unchecked to abort."
+            "artifact and the release diff (artifact `diff-<environment>`: commits, chart and "
+            "values, migrations, secrets), then approve to continue or leave unchecked to abort."
         ),
         approve=False,
     )

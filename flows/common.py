@@ -19,9 +19,11 @@ from socialnet_ops.core.gitflow import context_from_tags
 from socialnet_ops.core.holds import Holds
 from socialnet_ops.core.ledger import ReleaseManifest, release_manifest
 from socialnet_ops.core.release import Build, SourceTree
+from socialnet_ops.core.stack_locks import LOCK_MUTEX
 from tasks.git import checkout_source
 from tasks.gitlab import gitlab_status_hooks
 from tasks.ledger import load_ledger
+from tasks.platform import rendered_digest
 from tasks.reporting import emit
 from tasks.terraform import read_infra_state
 from tasks.undo import ReleaseUndoneError
@@ -40,8 +42,10 @@ def release_limit(environment: str) -> str:
 
 
 def ensure_release_limits(environments: list[str] | None = None) -> list[str]:
-    """Create the `release-<env>` limits (one slot each); deploys take them with strict=True."""
+    """Create the `release-<env>` limits (one slot each); deploys take them with strict=True.
+    Also the `stack-locks` mutex, inside which merge requests' stack locks change."""
     names = [release_limit(name) for name in (environments or environment_names())]
+    names.append(LOCK_MUTEX)
     with get_client(sync_client=True) as client:
         for name in names:
             client.upsert_global_concurrency_limit_by_name(name=name, limit=1)
@@ -128,7 +132,8 @@ def checked_source(ref: str | None) -> SourceTree:
 def manifest_of(
     environment: Environment, build: Build, secrets: dict[str, int], backup_id: str | None
 ) -> ReleaseManifest:
-    """The release's manifest: its build's layers, the infrastructure applied, the secrets."""
+    """The release's manifest: its build's layers, what the platform rendered, the
+    infrastructure applied, the secrets."""
     values_file = getattr(environment.platform, "values_file", None)
     return release_manifest(
         build.commit,
@@ -138,6 +143,7 @@ def manifest_of(
         read_infra_state(environment.name),
         secrets,
         backup_id,
+        rendered_digest(environment.name),
     )
 
 

@@ -106,7 +106,9 @@ def configure(
     )
 
 
-def configure_launcher_nodes(env: str = "local") -> ConfigureResult | dict[str, Any]:
+def configure_launcher_nodes(
+    env: str = "local", ref: str | None = None
+) -> ConfigureResult | dict[str, Any]:
     """For `make demo`: start `env`'s nodes on this machine and configure them, where it can.
 
     Returns the flow's result, or `"configured": False` and the reason (not root, mmdebstrap or
@@ -121,4 +123,4 @@ def configure_launcher_nodes(env: str = "local") -> ConfigureResult | dict[str, 
         up(env, environment.ansible.groups)
     except NodeError as error:
         return {"environment": env, "configured": False, "reason": str(error)}
-    return configure(env)
+    return configure(env, ref=ref)

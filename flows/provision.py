@@ -8,8 +8,12 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment, checked_source
+from flows.merge_request import plan_merge_request
 from socialnet_ops.adapters.terraform import GATED_ENVIRONMENTS, needs_approval
+from socialnet_ops.core.failures import before_any_change
+from socialnet_ops.core.merge_requests import PlanRefusedError
 from socialnet_ops.core.results import ProvisionResult
+from tasks.gitlab import gitlab_status_hooks
 from tasks.reporting import publish
 from tasks.terraform import (
     Plan,
@@ -27,8 +31,20 @@ from tasks.terraform import (
     workspace_in_use,
 )
 
+# Runs started from GitLab (merge request plans) report their commit status; the plan note is
+# written by the flow itself, edited in place. Inside a release, the release reports.
+_hooks = gitlab_status_hooks(notes=False, subflows=False)
 
-@flow(name="provision", flow_run_name="provision-{env}")
+
+@flow(
+    name="provision",
+    flow_run_name="provision-{env}",
+    on_running=list(_hooks["on_running"]),
+    on_completion=list(_hooks["on_completion"]),
+    on_failure=list(_hooks["on_failure"]),
+    on_crashed=list(_hooks["on_crashed"]),
+    on_cancellation=list(_hooks["on_cancellation"]),
+)
 def provision(
     env: str,
     endpoint: str | None = None,
@@ -37,6 +53,8 @@ def provision(
     gated_environments: list[str] | None = None,
     apply_changes: bool = True,
     ref: str | None = None,
+    merge_request: int | None = None,
+    project_id: int | None = None,
 ) -> ProvisionResult:
     """init -> validate -> plan -> (approval of destroys in gated environments) -> apply -> outputs.
 
@@ -45,8 +63,22 @@ def provision(
     `endpoint` overrides the AWS endpoint (default: AWS_ENDPOINT_URL, else the catalog's
     cloud.endpoint). A rerun after a failure or an interrupted apply plans afresh and converges.
     `ref`: the commit whose stacks and modules are planned (None: the working tree).
+
+    `merge_request` (with `project_id` and `ref`, its head): the plan of a GitLab merge request,
+    Atlantis-style (flows/merge_request.py): under the stack's lock, in the merge request's own
+    working copy, policy-checked, noted on the merge request; applied only by the note command
+    `socialnet-ops apply`.
     """
     checked_environment(env)
+    if merge_request is not None:
+        with before_any_change():
+            if apply_changes:
+                raise PlanRefusedError(
+                    f"{env}: a merge request's plan is applied by the note command "
+                    "`socialnet-ops apply` (approved and mergeable), not by provision; "
+                    "pass apply_changes=false"
+                )
+        return plan_merge_request(env, ref, merge_request, project_id, endpoint, lock_timeout)
     source = checked_source(ref)
     code = str(source.root)
     clock = StepClock()

@@ -35,6 +35,7 @@ from flows.common import (
 )
 from flows.configure import configure
 from flows.deploy import deploy
+from flows.diff import diff
 from flows.provision import provision
 from flows.rollback import rollback
 from flows.secrets import secrets
@@ -42,7 +43,7 @@ from socialnet_ops.adapters.builds import build_identity, check_version
 from socialnet_ops.core.environments import Environment
 from socialnet_ops.core.failures import before_any_change
 from socialnet_ops.core.gitflow import promotion_refusal
-from socialnet_ops.core.results import FlowResult
+from socialnet_ops.core.results import FlowResult, ReleaseResult
 from tasks.health import smoke_test
 from tasks.ledger import load_ledger
 from tasks.reporting import artifact_key, emit, report_undo, table_report
@@ -195,7 +196,7 @@ def release(
     configure_nodes: bool = True,
     take_backup: bool = True,
     allow_contracting_migrations: bool = False,
-) -> dict[str, Any]:
+) -> ReleaseResult:
     """`env` is the target (production); its catalog's `promotion.source` (staging) goes first.
 
     `provision_infra`, `configure_nodes` and `take_backup` leave out a stage (said in the report).
@@ -213,6 +214,9 @@ def release(
     journal = UndoJournal()
     emit("release.started", env, version=version, source=source, git_sha=sha)
     with release_slots(environments):
+        if ref is not None:  # the first artifact: what this commit changes where it goes
+            report.run(f"diff {env}", lambda: diff(env=env, ref=ref, plan_infra=False,
+                                                   check_nodes=False))  # fmt: skip
         try:
             with undoable(journal):
                 # Infrastructure and nodes from the release's commit; secrets from Vault.
@@ -243,14 +247,14 @@ def release(
     )
     report.publish()
     emit("release.completed", env, version=version, source=source, stages=report.results())
-    return {
-        "environment": env,
-        "version": version,
-        "source": source,
-        "stages": report.results(),
-        "rows": [vars(row) for row in report.rows],
-        "flow_run_id": flow_run.get_id(),
-    }
+    return ReleaseResult(
+        environment=env,
+        flow_run_id=flow_run.get_id(),
+        version=version,
+        source=source,
+        stages=report.results(),
+        rows=[vars(row) for row in report.rows],
+    )
 
 
 def release_stage(

@@ -7,19 +7,54 @@ from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.flows import FlowStateHook
 from prefect.settings import PREFECT_UI_URL
 from pydantic import BaseModel
 
 from socialnet_ops.adapters import gitlab
-from socialnet_ops.adapters.gitlab import CommitState, post_merge_request_note, report_commit_status
+from socialnet_ops.adapters.gitlab import (
+    CommitState,
+    post_merge_request_note,
+    read_merge_request_state,
+    report_commit_status,
+    upsert_merge_request_note,
+)
 from socialnet_ops.core.gitflow import context_from_tags
+from socialnet_ops.core.merge_requests import MergeRequestState, note_marker, with_status
 
 # Prefect tasks over the same functions, for flows that report a milestone themselves.
 report_commit_status_task = task(name="gitlab-commit-status", retries=0)(report_commit_status)
 post_merge_request_note_task = task(name="gitlab-merge-request-note", retries=0)(
     post_merge_request_note
 )
+
+
+@task(name="gitlab-merge-request-state", cache_policy=NO_CACHE, retries=0)
+def merge_request_state(project_id: int, merge_request: int) -> MergeRequestState:
+    """Head, state, approval and mergeability of the merge request, from the GitLab API now."""
+    return read_merge_request_state(project_id, merge_request)
+
+
+@task(name="gitlab-plan-note", cache_policy=NO_CACHE, retries=0)
+def write_plan_note(project_id: int, merge_request: int, environment: str, body: str) -> bool:
+    """The merge request's note for `environment`, edited in place (added the first time)."""
+    return upsert_merge_request_note(
+        project_id, merge_request, note_marker(environment), lambda _old: body
+    )
+
+
+@task(name="gitlab-plan-note-status", cache_policy=NO_CACHE, retries=0)
+def set_plan_note_status(
+    project_id: int, merge_request: int, environment: str, status: str
+) -> bool:
+    """Change the status line of the plan note (e.g. to applied), keeping the plan shown."""
+    return upsert_merge_request_note(
+        project_id,
+        merge_request,
+        note_marker(environment),
+        lambda old: with_status(old, environment, status),
+    )
 
 
 # --- flow state hooks ----------------------------------------------------------------------------
@@ -81,8 +116,12 @@ class GitLabHooks(TypedDict):
     on_cancellation: list[StateHook]
 
 
-def _hook(commit_state: CommitState, outcome: str) -> StateHook:
+def _hook(
+    commit_state: CommitState, outcome: str, notes: bool = True, subflows: bool = True
+) -> StateHook:
     def report(flow: Any, flow_run: Any, state: Any) -> None:
+        if not subflows and getattr(flow_run, "parent_task_run_id", None) is not None:
+            return  # its parent reports itself, under the same commit status name
         context = run_gitlab_context(flow_run)
         if context is None:
             return
@@ -99,7 +138,7 @@ def _hook(commit_state: CommitState, outcome: str) -> StateHook:
             name=context.get("status_name", f"socialnet-ops/{flow.name}"),
             ref=context.get("ref") or None,
         )
-        if context.get("merge_request_iid") and commit_state != "running":
+        if notes and context.get("merge_request_iid") and commit_state != "running":
             post_merge_request_note(
                 context["project_id"],
                 context["merge_request_iid"],
@@ -110,7 +149,7 @@ def _hook(commit_state: CommitState, outcome: str) -> StateHook:
     return report
 
 
-def gitlab_status_hooks() -> GitLabHooks:
+def gitlab_status_hooks(notes: bool = True, subflows: bool = True) -> GitLabHooks:
     """State hooks reporting a run started from GitLab back to its commit (and merge request).
 
     Keyword arguments for `@flow(...)`, merged with a flow's own hooks, e.g.::
@@ -121,13 +160,16 @@ def gitlab_status_hooks() -> GitLabHooks:
               on_crashed=hooks["on_crashed"], on_cancellation=hooks["on_cancellation"])
 
     Runs without GitLab context (no `gitlab` parameter, no `gitlab.*` tags) are left alone.
+    `notes=False`: commit statuses only, for flows that write their merge request note themselves
+    (the Terraform plan note, edited in place). `subflows=False`: only a run of its own reports
+    (provision inside a release must not report for the release).
     """
     return {
-        "on_running": [_hook("running", "is running")],
-        "on_completion": [_hook("success", "succeeded")],
-        "on_failure": [_hook("failed", "failed")],
-        "on_crashed": [_hook("failed", "crashed")],
-        "on_cancellation": [_hook("canceled", "was cancelled")],
+        "on_running": [_hook("running", "is running", notes, subflows)],
+        "on_completion": [_hook("success", "succeeded", notes, subflows)],
+        "on_failure": [_hook("failed", "failed", notes, subflows)],
+        "on_crashed": [_hook("failed", "crashed", notes, subflows)],
+        "on_cancellation": [_hook("canceled", "was cancelled", notes, subflows)],
     }
 
 

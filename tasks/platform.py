@@ -94,3 +94,9 @@ def promote_canary(environment: str) -> None:
 def abort_canary(environment: str) -> None:
     """Weight 0 and the canary replicas stopped; the stable track is not touched."""
     environment_platform(environment).abort_canary(progress=get_run_logger().info)
+
+
+@task(name="rendered-digest", cache_policy=NO_CACHE)
+def rendered_digest(environment: str) -> str | None:
+    """What the platform rendered for the serving release (the release manifest records it)."""
+    return environment_platform(environment).rendered_digest()

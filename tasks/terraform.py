@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import subprocess
@@ -436,6 +437,7 @@ class Plan:
     status: PlanStatus
     summary: PlanSummary
     plan_file: str
+    document: str = ""  # the plan's JSON (`terraform show -json`), beside the plan file
 
 
 @task(name="terraform-plan", cache_policy=NO_CACHE)
@@ -458,10 +460,14 @@ def plan(
         ],
         ok_codes=(0, 2),
     )
-    summary = summarize_plan(_capture_json(context, ["show", "-json", str(plan_file)]))
+    document = _capture_json(context, ["show", "-json", str(plan_file)])
+    # Kept for the policy checks, which read the whole plan (a second `show` costs a provider start).
+    document_file = plan_file.with_suffix(".json")
+    document_file.write_text(json.dumps(document))
+    summary = summarize_plan(document)
     status: PlanStatus = "changes" if code == 2 else "clean"
     get_run_logger().info("%s: %s (%s)", env, status, summary.headline())
-    return Plan(env, status, summary, str(plan_file))
+    return Plan(env, status, summary, str(plan_file), str(document_file))
 
 
 @task(name="terraform-plan-report", cache_policy=NO_CACHE)
@@ -531,9 +537,11 @@ def read_outputs(env: str, endpoint: str | None, use: str = "provision") -> dict
 
 
 @task(name="terraform-applied", cache_policy=NO_CACHE)
-def describe_applied(env: str, endpoint: str | None, commit: str | None) -> dict[str, Any]:
+def describe_applied(
+    env: str, endpoint: str | None, commit: str | None, use: str = "provision"
+) -> dict[str, Any]:
     """What was applied, for the release manifest: commit, code digest, the state's serial."""
-    context = Context.of(env, "provision", endpoint)
+    context = Context.of(env, use, endpoint)
     state = _capture_json(context, ["state", "pull"])
     return {
         "commit": commit,
@@ -557,6 +565,60 @@ def store_infra_state(
     Variable.set(shared_state_name(env), document, overwrite=True)
     get_run_logger().info("stored %s: %d nodes", shared_state_name(env), len(document["nodes"]))
     return document
+
+
+# --- saved plans every worker can apply ----------------------------------------------------------
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@task(name="terraform-store-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def store_plan(env: str, endpoint: str | None, plan_file: str, key: str) -> str:
+    """Keep a saved plan in the state bucket (as private and encrypted as the state it changes),
+    so whichever worker runs the apply finds it; returns its sha256."""
+    environment = load_environment(env)
+    path = Path(plan_file)
+    digest = file_digest(path)
+    _state_client(environment, endpoint).put_object(
+        Bucket=environment.terraform.backend.bucket,
+        Key=key,
+        Body=path.read_bytes(),
+        Metadata={"sha256": digest},
+    )
+    get_run_logger().info(
+        "%s: plan kept as s3://%s/%s", env, environment.terraform.backend.bucket, key
+    )
+    return digest
+
+
+@task(name="terraform-fetch-plan", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def fetch_plan(env: str, endpoint: str | None, use: str, key: str, digest: str) -> str:
+    """The saved plan whose sha256 is `digest`: this worker's copy, else the state bucket's.
+
+    Anything else (another plan, a truncated download) is refused: only that plan is applied.
+    """
+    environment = load_environment(env)
+    local = Context.of(env, use, endpoint).workspace.plan_file
+    if local.exists() and file_digest(local) == digest:
+        return str(local)
+    bucket = environment.terraform.backend.bucket
+    try:
+        body = _state_client(environment, endpoint).get_object(Bucket=bucket, Key=key)["Body"]
+        data = body.read()
+    except ClientError as error:
+        raise TerraformError(
+            f"{env}: the saved plan s3://{bucket}/{key} is gone ({error})"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise TerraformError(
+            f"{env}: s3://{bucket}/{key} is not the plan that was checked (its sha256 differs)"
+        )
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(data)
+    get_run_logger().info("%s: plan fetched from s3://%s/%s", env, bucket, key)
+    return str(local)
 
 
 def read_infra_state(env: str) -> dict[str, Any] | None:

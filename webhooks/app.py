@@ -13,7 +13,9 @@ field, e.g. a sha that is not a 40-hex commit id), mapping (202 "ignored" with t
 receiver can honour (202 "ignored" when a merge request's changed files cannot be read from the
 GitLab API; 200 "refused" when the promotion gate refuses the commit), queue (503 when full).
 Accepted deliveries are answered 202 with the planned deployments; the runs start in the
-background (webhooks/launcher.py). Authenticated deliveries that start nothing for a reason a
+background (webhooks/launcher.py). A merge request's `merge` or `close` (or the note command
+`socialnet-ops unlock`) first releases the stack locks it holds (webhooks/locks.py; the reply's
+`released_locks`, 503 when Prefect cannot be reached). Authenticated deliveries that start nothing for a reason a
 person should see are kept for `socialnet-ops status` (webhooks/records.py).
 
 Settings (environment):
@@ -58,6 +60,7 @@ from socialnet_ops.core.gitflow import (
     gitflow_file,
     load_mapping,
     matching_rules,
+    releases_stack_locks,
 )
 from webhooks.alerts import alert_inbox
 from webhooks.body import BODY_SECONDS, BodyRefused, check_token, json_object, read_body
@@ -166,9 +169,31 @@ class Receiver:
             event = parse_event(kind, document, delivery)
         except PayloadError as error:
             return _noted(header, delivery, _reply(400, error=f"invalid {header} payload: {error}"))
+        released: dict[str, list[str]] = {}
+        if releases_stack_locks(event) and (
+            not self.mapping.projects or event.project_path in self.mapping.projects
+        ):
+            try:
+                async with asyncio.timeout(GATE_SECONDS):
+                    if locks := await self.launcher.release_locks(event):
+                        released["released_locks"] = locks
+            except Exception as error:
+                logger.warning("delivery %s: the stack locks stay held: %r", delivery, error)
+                return _noted(
+                    header,
+                    delivery,
+                    JSONResponse(
+                        {
+                            "error": f"cannot release the stack locks of !{event.merge_request_iid}"
+                            " in Prefect; redeliver later"
+                        },
+                        status_code=503,
+                        headers={"Retry-After": "30"},
+                    ),
+                )
         rules, reason = matching_rules(self.mapping, event)
         if not rules:
-            return _reply(202, status="ignored", delivery=delivery, reason=reason)
+            return _reply(202, status="ignored", delivery=delivery, reason=reason, **released)
         try:
             async with asyncio.timeout(GATE_SECONDS):
                 not_started, refused_rules = await self._what_cannot_start(event, rules)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from socialnet_ops.core.gitflow import GitEvent
+from socialnet_ops.core.merge_requests import parse_command
 
 # X-Gitlab-Event header -> object_kind of the body.
 EVENT_HEADERS = {
@@ -19,6 +20,7 @@ EVENT_HEADERS = {
     "Tag Push Hook": "tag_push",
     "Merge Request Hook": "merge_request",
     "Pipeline Hook": "pipeline",
+    "Note Hook": "note",
 }
 
 
@@ -107,6 +109,66 @@ class PipelineEvent(Payload):
     object_attributes: PipelineAttributes
 
 
+class NoteAttributes(Payload):
+    id: int
+    note: str
+    noteable_type: str
+    system: bool = False
+    # "create" or "update" (GitLab 16.11+); older versions send none and only for new notes.
+    action: str | None = None
+
+
+class NoteMergeRequest(Payload):
+    iid: int
+    source_branch: str
+    target_branch: str
+    last_commit: LastCommit
+    state: str | None = None
+
+
+class NoteEvent(Payload):
+    """A comment (Note Hook); only comments on merge requests can be commands."""
+
+    object_kind: Literal["note"]
+    user: User
+    project: Project
+    object_attributes: NoteAttributes
+    merge_request: NoteMergeRequest | None = None
+
+
+def _note_event(body: dict[str, Any], delivery_id: str) -> GitEvent:
+    note = NoteEvent.model_validate(body)
+    attributes, request = note.object_attributes, note.merge_request
+    if attributes.noteable_type != "MergeRequest" or request is None:
+        return GitEvent(
+            kind="note",
+            delivery_id=delivery_id,
+            project_id=note.project.id,
+            project_path=note.project.path_with_namespace,
+            sha="",
+            author=note.user.username,
+        )
+    # An edited comment, or one GitLab writes itself, gives no command: editing an old
+    # `socialnet-ops apply` must not apply again.
+    command = None
+    if not attributes.system and attributes.action in {None, "create"}:
+        command = parse_command(attributes.note)
+    return GitEvent(
+        kind="note",
+        delivery_id=delivery_id,
+        project_id=note.project.id,
+        project_path=note.project.path_with_namespace,
+        sha=request.last_commit.id,
+        author=note.user.username,
+        branch=request.source_branch,
+        merge_request_iid=request.iid,
+        action=attributes.action,
+        target_branch=request.target_branch,
+        command=command.verb if command else None,
+        command_environment=command.environment if command else None,
+    )
+
+
 def _problem(error: ValidationError) -> str:
     first = error.errors()[0]
     location = ".".join(str(part) for part in first["loc"]) or "(body)"
@@ -157,6 +219,8 @@ def parse_event(kind: str, body: dict[str, Any], delivery_id: str) -> GitEvent:
                 oldrev=attributes.oldrev,
                 target_branch=attributes.target_branch,
             )
+        if kind == "note":
+            return _note_event(body, delivery_id)
         pipeline = PipelineEvent.model_validate(body)
         run = pipeline.object_attributes
         return GitEvent(

@@ -29,6 +29,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from socialnet_ops.adapters.gitlab import (
     flow_run_url,
     gitlab_settings,
+    post_merge_request_note,
     report_commit_status,
     shared_gitlab_api,
 )
@@ -37,10 +38,12 @@ from socialnet_ops.core.gitflow import (
     GitflowMapping,
     Launch,
     Rule,
+    command_starts_nothing,
     launches,
     promotion_refusal,
 )
 from socialnet_ops.core.ledger import Ledger
+from webhooks.locks import release_locks
 
 logger = logging.getLogger("socialnet.webhooks")
 T = TypeVar("T")
@@ -59,6 +62,8 @@ class Job:
     rules: list[Rule]  # to start
     # Rules the receiver refused (rule, reason): only their failed commit status is left to send.
     refused: list[tuple[Rule, str]] = field(default_factory=list)
+    # Notes to post on the event's merge request (e.g. its stack locks were released).
+    notes: list[str] = field(default_factory=list)
     received_at: float = field(default_factory=time.time)
 
 
@@ -116,7 +121,7 @@ class Launcher:
         self.worker_count = workers
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
         self.outcomes: deque[Outcome] = deque(maxlen=1000)
-        self.counts = {"accepted": 0, "started": 0, "refused": 0, "failed": 0}
+        self.counts = {"accepted": 0, "started": 0, "refused": 0, "failed": 0, "unlocked": 0}
         self._deployments: dict[str, _Deployment] = {}
         self._client: PrefectClient | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -191,6 +196,8 @@ class Launcher:
 
     async def _handle(self, job: Job) -> None:
         event = job.event
+        for body in job.notes:
+            await self._note(event, body)
         for rule, reason in job.refused:
             for launch in launches(self.mapping, rule, event):
                 self.outcomes.append(Outcome(event.delivery_id, launch.deployment, refused=reason))
@@ -215,6 +222,8 @@ class Launcher:
                     rule.name,
                     ", ".join(rule.environments),
                 )
+                if event.kind == "note":  # someone asked: say why nothing happens
+                    await self._note(event, command_starts_nothing(rule, event))
             for launch in planned:
                 await self._launch(event, launch)
 
@@ -290,6 +299,38 @@ class Launcher:
             self.counts["refused"] += 1
             logger.info("delivery %s: rule %s refused: %s", event.delivery_id, rule.name, refusal)
         return refusal
+
+    async def release_locks(self, event: GitEvent) -> list[str]:
+        """The stack locks the event's merge request held, released (webhooks/locks.py); a note
+        on the merge request says so, in the background."""
+        iid = event.merge_request_iid
+        if iid is None:
+            return []
+        client = self._require_client()
+        released = await release_locks(client, event.project_id, iid, self.stacks)
+        if released:
+            self.counts["unlocked"] += 1
+            logger.info("delivery %s: !%d released %s", event.delivery_id, iid, released)
+            why = "unlocked" if event.kind == "note" else f"{event.action}d"
+            self.submit(
+                Job(
+                    event,
+                    [],
+                    notes=[
+                        f"socialnet-ops: !{iid} {why}: released the lock of "
+                        + ", ".join(f"`{name}`" for name in released)
+                        + "; other merge requests can plan them now"
+                    ],
+                )
+            )
+        return released
+
+    async def _note(self, event: GitEvent, body: str) -> None:
+        if event.merge_request_iid is None:
+            return
+        await asyncio.to_thread(
+            post_merge_request_note, event.project_id, event.merge_request_iid, body
+        )
 
     async def _deployment(self, name: str) -> _Deployment:
         cached = self._deployments.get(name)

@@ -81,6 +81,25 @@ def _alembic_head(migrations: Path) -> str | None:
     return ",".join(sorted(heads)) or None
 
 
+def chart_version(root: Path) -> str | None:
+    chart = root / CHART / "Chart.yaml"
+    return str(yaml.safe_load(chart.read_text()).get("version")) if chart.is_file() else None
+
+
+def pending_revisions(root: Path, since: str | None) -> list[str]:
+    """`<revision> <message>` of the migrations in `root` after head `since` (None: all)."""
+    if not (root / MIGRATIONS / "versions").is_dir():
+        return []
+    script = ScriptDirectory(str(root / MIGRATIONS))
+    known = {revision.revision for revision in script.walk_revisions()}
+    base = since if since and all(head in known for head in since.split(",")) else "base"
+    return [
+        f"{revision.revision} {revision.doc or ''}".strip()
+        for revision in script.walk_revisions(base=base, head="heads")
+        if revision.revision not in (since or "").split(",")
+    ]
+
+
 def layer_digests(source: SourceTree, build: Path) -> dict[str, str]:
     """The build-time part of the release manifest: a digest per layer of the commit."""
     digests = {"app": _short(build, "app")}

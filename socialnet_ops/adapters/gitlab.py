@@ -1,5 +1,6 @@
-"""Feedback to GitLab through its REST API (python-gitlab): commit statuses, merge-request notes,
-and the changed files of a merge request.
+"""Feedback to GitLab through its REST API (python-gitlab): commit statuses, merge-request notes
+(new ones, and the plan note of a stack edited in place), the changed files of a merge request,
+and what GitLab says of a merge request (head, state, approvals, mergeability).
 
 Reporting is best effort: bounded retries with exponential backoff (3 attempts, under 10 s in
 all), then a logged warning. A failure to report never fails a release, so every public function
@@ -36,6 +37,8 @@ from tenacity import (
     wait_exponential,
 )
 from tenacity import Retrying as _Retrying
+
+from socialnet_ops.core.merge_requests import MergeRequestState
 
 logger = logging.getLogger("socialnet.gitlab")
 T = TypeVar("T")
@@ -203,6 +206,87 @@ class GitLabAPI:
 
         return self._call(f"note on !{merge_request_iid}", create)
 
+    def _user_id(self, api: gitlab.Gitlab) -> int | None:
+        """The token's own user (GET /user), to find the notes it wrote; cached per client."""
+        if getattr(self._local, "user_id", None) is None:
+            api.auth()
+            self._local.user_id = api.user.id if api.user else None
+        return getattr(self._local, "user_id", None)
+
+    def find_merge_request_note(
+        self, project_id: int | str, merge_request_iid: int | str, marker: str
+    ) -> tuple[int, str] | None:
+        """(id, body) of the first note this token wrote on the merge request holding `marker`."""
+
+        def find(api: gitlab.Gitlab) -> tuple[int, str] | None:
+            me = self._user_id(api)
+            merge_request = api.projects.get(project_id, lazy=True).mergerequests.get(
+                merge_request_iid, lazy=True
+            )
+            notes = merge_request.notes.list(
+                iterator=True, sort="asc", order_by="created_at", per_page=100, max_retries=0
+            )
+            for note in notes:
+                author = (note.attributes.get("author") or {}).get("id")
+                body = note.attributes.get("body") or ""
+                if note.attributes.get("system") or marker not in body:
+                    continue
+                if me is None or author == me:
+                    return int(note.get_id()), str(body)  # type: ignore[arg-type]
+            return None
+
+        return self._call(f"notes of !{merge_request_iid}", find)
+
+    def update_merge_request_note(
+        self, project_id: int | str, merge_request_iid: int | str, note_id: int, body: str
+    ) -> dict[str, Any]:
+        def update(api: gitlab.Gitlab) -> dict[str, Any]:
+            merge_request = api.projects.get(project_id, lazy=True).mergerequests.get(
+                merge_request_iid, lazy=True
+            )
+            return dict(
+                merge_request.notes.update(note_id, {"body": body[:NOTE_LIMIT]}, max_retries=0)
+            )
+
+        return self._call(f"note {note_id} on !{merge_request_iid}", update)
+
+    def upsert_merge_request_note(
+        self,
+        project_id: int | str,
+        merge_request_iid: int | str,
+        marker: str,
+        render: Callable[[str | None], str],
+    ) -> int:
+        """Edit the note holding `marker` (its body becomes `render(old body)`), or add one."""
+        found = self.find_merge_request_note(project_id, merge_request_iid, marker)
+        if found is None:
+            created = self.create_merge_request_note(project_id, merge_request_iid, render(None))
+            return int(created["id"])
+        note_id, body = found
+        self.update_merge_request_note(project_id, merge_request_iid, note_id, render(body))
+        return note_id
+
+    def merge_request_state(
+        self, project_id: int | str, merge_request_iid: int | str
+    ) -> MergeRequestState:
+        """Head, state and mergeability (GET merge_requests/:iid), approval (.../approvals)."""
+
+        def read(api: gitlab.Gitlab) -> MergeRequestState:
+            project = api.projects.get(project_id, lazy=True)
+            merge_request = project.mergerequests.get(merge_request_iid, max_retries=0)
+            approvals = merge_request.approvals.get(max_retries=0)
+            attributes = merge_request.attributes
+            return MergeRequestState(
+                iid=int(attributes["iid"]),
+                sha=str(attributes.get("sha") or ""),
+                state=str(attributes.get("state") or "unknown"),
+                detailed_merge_status=str(attributes.get("detailed_merge_status") or ""),
+                approved=bool(approvals.attributes.get("approved")),
+                target_branch=str(attributes.get("target_branch") or "main"),
+            )
+
+        return self._call(f"!{merge_request_iid}", read)
+
     def merge_request_changed_paths(
         self, project_id: int | str, merge_request_iid: int | str
     ) -> list[str]:
@@ -278,6 +362,43 @@ def post_merge_request_note(project_id: int | str, merge_request_iid: int | str,
         f"note on !{merge_request_iid}",
         lambda api: api.create_merge_request_note(project_id, merge_request_iid, body),
     )
+
+
+def upsert_merge_request_note(
+    project_id: int | str,
+    merge_request_iid: int | str,
+    marker: str,
+    render: Callable[[str | None], str],
+) -> bool:
+    """Edit the note holding `marker` or add it; True when GitLab took it. Never raises."""
+    return _with_api(
+        f"note {marker} on !{merge_request_iid}",
+        lambda api: api.upsert_merge_request_note(project_id, merge_request_iid, marker, render),
+    )
+
+
+def read_merge_request_state(
+    project_id: int | str, merge_request_iid: int | str
+) -> MergeRequestState:
+    """What GitLab says of the merge request now; a one-line error when it cannot be read (a
+    decision such as apply is never taken on a guess)."""
+    try:
+        settings = gitlab_settings()
+    except GitLabConfigError as error:
+        raise GitLabConfigError(f"merge request commands need the GitLab API: {error}") from None
+    if settings is None:
+        raise GitLabConfigError(
+            "merge request commands need the GitLab API: set SOCIALNET_GITLAB_URL and "
+            "SOCIALNET_GITLAB_TOKEN_FILE"
+        )
+    try:
+        return shared_gitlab_api(settings).merge_request_state(project_id, merge_request_iid)
+    except (requests.RequestException, GitlabError, GitLabAPIError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise GitLabAPIError(
+            f"{settings.url}: cannot read merge request !{merge_request_iid} of project "
+            f"{project_id}: {first[:200]}"
+        ) from None
 
 
 def flow_run_url(ui_url: str | None, flow_run_id: Any) -> str | None:

@@ -17,9 +17,14 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar, cast
 
 import typer
+import typer.main
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+
+# typer vendors click privately (0.29): these are what a non-standalone run raises.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer.exceptions import Abort
 
 from socialnet_ops.adapters.builds import BuildError, check_version
 from socialnet_ops.adapters.process import ToolError
@@ -125,7 +130,7 @@ def status(
         restarts = [f"{p['name']} restarted {p['restarts']}x" for p in programs if p["restarts"]]
         if row.get("wal_archiving"):
             restarts.append(f"WAL archiving: {row['wal_archiving']}")
-        for key in ("recorded_release", "last_backup", "drift", "records"):
+        for key in ("recorded_release", "manifest", "last_backup", "drift", "records"):
             if row.get(key):
                 restarts.append(f"{key.replace('_', ' ')}: {row[key]}")
         if restarts:
@@ -350,6 +355,33 @@ def deploy(
     console.print(result.summary(), highlight=False)
 
 
+@app.command("diff")
+def diff_command(
+    env: EnvOption,
+    ref: Annotated[str, typer.Option(help="The commit (sha, branch or tag) to compare.")],
+    plan_infra: Annotated[bool, typer.Option(help="Plan the commit's Terraform stack.")] = True,
+    check_nodes: Annotated[
+        bool, typer.Option(help="Run the commit's Ansible in check mode.")
+    ] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """What releasing a commit would change where a release serves: commits, files by layer,
+    chart and values, Terraform plan, Ansible check mode, pending migrations, secret versions."""
+    _checked_environment(env)
+    _checked(lambda: checkout(ref))
+    result = _run_flow("diff", env=env, ref=ref, plan_infra=plan_infra, check_nodes=check_nodes)
+    if _printed_as_json(result, as_json):
+        return
+    console.print(result.summary(), highlight=False)
+    report = result.report()
+    for section, lines in report.sections.items():
+        shown = lines if isinstance(lines, list) else [lines]
+        console.print(f"[bold]{section}[/bold]")
+        for line in shown:
+            if not line.startswith("```"):
+                console.print(f"  {line}", highlight=False, markup=False)
+
+
 @app.command()
 def release(
     env: EnvOption,
@@ -374,7 +406,7 @@ def release(
     if _printed_as_json(result, as_json):
         return
     table = Table("stage", "result", "time (s)", "detail")
-    for row in result["rows"]:
+    for row in result.rows:
         table.add_row(row["stage"], row["result"], str(row["seconds"]), row["detail"])
     console.print(table)
     console.print(f"[green]released[/green] {version} to {env}")
@@ -611,11 +643,34 @@ def _prefect_environment() -> None:
     for key, value in control_plane.prefect_settings().items():
         if key.startswith("PREFECT_") and not key.startswith("PREFECT_SERVER_"):
             os.environ.setdefault(key, value)
+    # The repository, mapping and GitLab the control plane's programs use, unless set here.
+    for key, value in control_plane.recorded_settings().items():
+        os.environ.setdefault(key, value)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run a command; a mistyped command or option is one `error:` line (exit 2), not a box."""
     _prefect_environment()
-    app()
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="socialnet-ops", standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        print(error.ctx.get_help() if error.ctx else "socialnet-ops --help")
+        raise SystemExit(2) from None
+    except UsageError as error:
+        where = error.ctx.command_path if error.ctx else "socialnet-ops"
+        console.print(
+            f"[red]error:[/red] {error.format_message()} (see `{where} --help`)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(2) from None
+    except ClickException as error:
+        console.print(f"[red]error:[/red] {error.format_message()}", highlight=False)
+        raise SystemExit(error.exit_code) from None
+    except Abort:
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from webhooks.alerts import read_alerts
 WORK_POOL = "socialnet"
 DEFAULT_API_PORT = 4200
 DEFAULT_WEBHOOK_PORT = 8088
+DEFAULT_GIT_PORT = 9418  # git's own
 # The environment whose Vault holds the receiver's token on this machine.
 WEBHOOK_ENVIRONMENT = "local"
 SERVER_READY_TIMEOUT = 90.0
@@ -87,6 +88,20 @@ def _webhook_port() -> int:
     return _recorded_port("webhook_port", DEFAULT_WEBHOOK_PORT)
 
 
+def _git_port() -> int:
+    return _recorded_port("git_port", DEFAULT_GIT_PORT)
+
+
+def git_remote_dir() -> Path:
+    """Repositories the local git remote serves (`git daemon`, read-only unless a repository
+    sets daemon.receivepack): a stand-in for GitLab's, e.g. the demo's project."""
+    return control_plane_dir() / "git"
+
+
+def git_remote_url(name: str) -> str:
+    return f"git://127.0.0.1:{_git_port()}/{name}"
+
+
 def webhook_token_file() -> Path:
     """The token GitLab sends in X-Gitlab-Token, as the local platform installed it from Vault.
 
@@ -102,16 +117,30 @@ def alerts_file() -> Path:
     return control_plane_dir() / "alerts.jsonl"
 
 
+# Settings of the shell that runs `make up`, handed to every program: feedback to GitLab, the
+# mapping, the project's repository. Recorded, so the CLI's runs use the same ones.
+PASSED_SETTINGS = (
+    "SOCIALNET_GITLAB_URL",
+    "SOCIALNET_GITLAB_TOKEN_FILE",
+    "SOCIALNET_GITFLOW_FILE",
+    "SOCIALNET_SOURCE_URL",
+    "SOCIALNET_SOURCE_TOKEN_FILE",
+)
+
+
 def _receiver_settings() -> dict[str, str]:
     settings = {
         "SOCIALNET_WEBHOOK_TOKEN_FILE": str(webhook_token_file()),
         "SOCIALNET_ALERTS_FILE": str(alerts_file()),
     }
-    # Feedback to GitLab only when the user configured it.
-    for key in ("SOCIALNET_GITLAB_URL", "SOCIALNET_GITLAB_TOKEN_FILE", "SOCIALNET_GITFLOW_FILE"):
-        if os.environ.get(key):
-            settings[key] = os.environ[key]
-    return settings
+    passed = {key: os.environ[key] for key in PASSED_SETTINGS if os.environ.get(key)}
+    write_atomic(_state_file(), json.dumps({**_read_state(), "settings": passed}, indent=2))
+    return {**settings, **passed}
+
+
+def recorded_settings() -> dict[str, str]:
+    """What the running control plane's programs were given (see PASSED_SETTINGS)."""
+    return dict(_read_state().get("settings") or {})
 
 
 def prefect_settings(port: int | None = None) -> dict[str, str]:
@@ -169,7 +198,12 @@ def _programs(port: int) -> dict[str, list[str]]:
         "prefect-server": server.split(),
         "prefect-worker": worker.split(),
         "webhook-receiver": receiver_command(_webhook_port()),
-    }
+        "git-remote": [
+            find_binary("git"), "daemon", "--reuseaddr", "--listen=127.0.0.1",
+            f"--port={_git_port()}", f"--base-path={git_remote_dir()}", "--export-all",
+            str(git_remote_dir()),
+        ],
+    }  # fmt: skip
 
 
 def receiver_command(port: int) -> list[str]:
@@ -190,6 +224,7 @@ def receiver_command(port: int) -> list[str]:
 def _write_config(port: int) -> Path:
     folder = control_plane_dir()
     (folder / "programs").mkdir(parents=True, exist_ok=True)
+    git_remote_dir().mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     config = folder / "supervisord.conf"
     write_atomic(config, render("supervisord.conf", environment="control-plane", state_dir=folder))
@@ -494,6 +529,11 @@ def up(progress: Any = print) -> dict[str, str]:
         )
     progress(f"automations: {', '.join(automations) or 'none'}")
     return settings
+
+
+def restart(program: str) -> None:
+    """Restart one program (e.g. the receiver after its mapping changed)."""
+    _supervisor().restart(program)
 
 
 def down() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -19,16 +20,20 @@ from flows.canary import CanaryAbortedError, canary
 from flows.configure import configure_launcher_nodes
 from flows.deploy import deploy
 from flows.provision import provision
-from flows.release import release
 from flows.restore import restore_drill
 from flows.rollback import rollback
 from flows.secrets import secrets as secrets_flow
-from socialnet_ops.adapters.builds import build_identity
-from socialnet_ops.adapters.source import working_tree
 from socialnet_ops.control import control_plane
+from socialnet_ops.control.demo_project import (
+    NAME,
+    DemoProject,
+    deliver_push,
+    delivered_run_result,
+    demo_gitflow,
+)
 from socialnet_ops.control.load import SteadyLoad
 from socialnet_ops.core.environments import load_environment
-from socialnet_ops.core.results import CanaryResult, ConfigureResult, FlowResult
+from socialnet_ops.core.results import CanaryResult, ConfigureResult, FlowResult, ReleaseResult
 from socialnet_ops.platforms import platform_for
 
 DEMO_ENV = "local"
@@ -97,39 +102,53 @@ def _expect_version(edge_url: str, version: str) -> dict[str, Any]:
     return {"serving": served}
 
 
-def demo_versions(*names: str) -> list[str]:
-    git_sha = build_identity(working_tree())
-    return [f"{name}-{git_sha.removeprefix('worktree-')[:7]}" for name in names]
-
-
-def expect_released(result: dict[str, Any]) -> dict[str, Any]:
+def expect_released(result: ReleaseResult) -> ReleaseResult:
     """Every stage of the release ran (configure may be skipped, said why) or was already done."""
-    bad = {stage: outcome for stage, outcome in result["stages"].items() if outcome == "failed"}
-    canary = [row for row in result["rows"] if row["stage"].startswith("canary")]
+    bad = {stage: outcome for stage, outcome in result.stages.items() if outcome == "failed"}
+    canary = [row for row in result.rows if row["stage"].startswith("canary")]
     if bad or not canary or not canary[0]["detail"].startswith("promoted"):
-        raise DemoFailure(f"the release did not promote the healthy version: {result['rows']}")
+        raise DemoFailure(f"the release did not promote the healthy version: {result.rows}")
     return result
 
 
-def expect_aborted(canary: Callable[..., CanaryResult], version: str) -> CanaryResult:
+def expect_aborted(canary: Callable[..., CanaryResult], version: str, ref: str) -> CanaryResult:
     """A build failing 30% of requests must be stopped by the analysis, not by a person."""
 
     try:
         result = canary(
-            env=DEMO_ENV, version=version, settings={"SOCIALNET_FAULT_ERROR_RATE": "0.3"}
+            env=DEMO_ENV,
+            version=version,
+            ref=ref,
+            settings={"SOCIALNET_FAULT_ERROR_RATE": "0.3"},
         )
     except CanaryAbortedError as aborted:
         return aborted.details
     raise DemoFailure(f"the bad canary was not aborted: {result.summary()}")
 
 
-def configure_local_nodes(say: Callable[[str], None]) -> ConfigureResult | dict[str, Any]:
-    """Ansible on real local nodes where the machine allows it (root, systemd-nspawn), said otherwise."""
+def configure_local_nodes(say: Callable[[str], None], ref: str) -> ConfigureResult | dict[str, Any]:
+    """Ansible on real local nodes where the machine allows it (root, systemd-nspawn), said otherwise.
 
-    result = configure_launcher_nodes(DEMO_ENV)
+    The receiver then releases pushes with or without the configure stage accordingly."""
+
+    result = configure_launcher_nodes(DEMO_ENV, ref=ref)
     if isinstance(result, dict):
         say(f"configure: skipped, {result.get('reason')}")
+    demo_gitflow(configure_nodes=isinstance(result, ConfigureResult))
+    control_plane.restart("webhook-receiver")
     return result
+
+
+def release_pushed_change(project: DemoProject, say: Callable[[str], None]) -> ReleaseResult:
+    """A developer's change pushed to develop, announced by GitLab's webhook: the receiver
+    starts the release of that exact commit, which the worker runs."""
+    before = project.head()
+    sha = project.push_change(
+        "app/front/demo-change.txt", f"pushed at {time.time():.0f}\n", "front: a demo change"
+    )
+    say(f"pushed {sha[:12]} to develop on {project.url}; delivering the Push Hook")
+    event_id = deliver_push(before, sha)
+    return expect_released(delivered_run_result(event_id))
 
 
 def run_demo(console: Console) -> int:
@@ -161,6 +180,9 @@ def run_demo(console: Console) -> int:
     def start_everything() -> dict[str, Any]:
         # The platform first: it bootstraps Vault, which holds the webhook receiver's token.
         endpoints = platform_for(load_environment(DEMO_ENV)).start(progress=say)
+        # Runs read the project from the local git remote; the receiver maps pushes to `local`.
+        os.environ["SOCIALNET_SOURCE_URL"] = control_plane.git_remote_url(NAME)
+        os.environ["SOCIALNET_GITFLOW_FILE"] = str(demo_gitflow(configure_nodes=True))
         settings = control_plane.up(progress=say)
         context["ui_url"] = settings["PREFECT_UI_URL"]
         context["edge_url"] = endpoints.edge_url
@@ -172,23 +194,24 @@ def run_demo(console: Console) -> int:
     try:
         stage("start the local platform + control plane", start_everything)
         connection.enter_context(control_plane.connected())
-        v1, v2, v3 = demo_versions("v1", "v2", "v3")
-        stage("provision (Terraform → AWS emulator)", lambda: provision(env=DEMO_ENV))
-        nodes = stage("configure nodes (Ansible)", lambda: configure_local_nodes(say))
-        context["nodes_configured"] = isinstance(nodes, ConfigureResult)
+        project = stage("push the project to its git remote", DemoProject.seeded)
+        first = project.head()
+        v1, v3 = f"v1-{first[:7]}", f"v3-{first[:7]}"
+        stage("provision (Terraform → AWS emulator)", lambda: provision(env=DEMO_ENV, ref=first))
+        stage("configure nodes (Ansible)", lambda: configure_local_nodes(say, first))
         stage("secrets (Vault bootstrap)", lambda: secrets_flow(env=DEMO_ENV))
-        stage(f"deploy {v1}", lambda: deploy(env=DEMO_ENV, version=v1))
+        stage(f"deploy {v1}", lambda: deploy(env=DEMO_ENV, version=v1, ref=first))
         people = stage("synthetic users", lambda: _synthetic_users(context["edge_url"]))
         load = SteadyLoad(
             context["edge_url"], _browsing_paths(people["users"]), rate=30, max_seconds=900
         ).start()
-        stage(
-            f"release {v2}: provision → configure → secrets → canary (healthy: promoted) → backup",
-            lambda: expect_released(
-                release(env=DEMO_ENV, version=v2, configure_nodes=context["nodes_configured"])
-            ),
+        released = stage(
+            "push to develop → GitLab webhook → release: provision → configure → secrets → "
+            "canary (healthy: promoted) → backup",
+            lambda: release_pushed_change(project, say),
         )
-        stage(f"canary {v3} (30% errors: aborted)", lambda: expect_aborted(canary, v3))
+        v2 = released.version
+        stage(f"canary {v3} (30% errors: aborted)", lambda: expect_aborted(canary, v3, first))
         stage(f"verify {v2} still serves", lambda: _expect_version(context["edge_url"], v2))
         stage("restore drill (verified)", lambda: restore_drill(env=DEMO_ENV))
         # Point-in-time recovery works from a base backup on: take one, not wait for the night.

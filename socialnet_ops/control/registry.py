@@ -14,6 +14,7 @@ from flows.backup import backup, base_backup
 from flows.canary import canary
 from flows.configure import configure
 from flows.deploy import deploy
+from flows.diff import diff
 from flows.drift import drift
 from flows.provision import provision
 from flows.release import release
@@ -28,6 +29,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "canary": canary,
     "configure": configure,
     "deploy": deploy,
+    "diff": diff,
     "drift": drift,
     "provision": provision,
     "release": release,

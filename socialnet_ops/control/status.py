@@ -85,8 +85,14 @@ def recorded_state(
     """What the control plane records of an environment: release, last backup, last drift check."""
     backup = ledger.last_backup or {}
     stable = ledger.stable
+    manifest = stable.manifest if stable else None
     return {
         "recorded_release": f"{stable.version} ({stable.git_sha[:12]})" if stable else "none",
+        "manifest": (
+            "; ".join(f"{layer} {what}" for layer, what in manifest.rows() if what != "-")
+            if manifest
+            else "none recorded"
+        ),
         "last_backup": (
             f"{backup['id']} ({backup.get('trigger', '?')}), {age(backup.get('finished_at'), now)}"
             if backup

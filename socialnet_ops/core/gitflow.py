@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from socialnet_ops.core.ledger import Ledger
 from socialnet_ops.core.paths import repo_root
 
-EventKind = Literal["push", "tag_push", "merge_request", "pipeline"]
+EventKind = Literal["push", "tag_push", "merge_request", "pipeline", "note"]
 NULL_SHA = "0" * 40
 # What a version may hold (socialnet_ops.adapters.builds.VERSION): branch names are squeezed into it.
 _VERSION_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -77,6 +77,9 @@ class GitEvent(BaseModel):
     # pipelines
     pipeline_id: int | None = None
     pipeline_status: str | None = None
+    # notes on a merge request: the command they give (core/merge_requests.py parse_command)
+    command: str | None = None
+    command_environment: str | None = None  # None: every stack the merge request touches
 
     @property
     def ref(self) -> str:
@@ -129,6 +132,7 @@ class Match(Model):
     actions: list[str] = Field(default_factory=list)
     paths: list[str] = Field(default_factory=list)  # merge requests: changed path prefixes
     status: str | None = None  # pipelines: success, failed, ...
+    commands: list[str] = Field(default_factory=list)  # notes: `socialnet-ops <command>`
 
 
 class Rule(Model):
@@ -155,6 +159,7 @@ class Rule(Model):
             "tag_push": {"tag"},
             "merge_request": {"target_branch", "actions", "paths"},
             "pipeline": {"branch", "tag", "status"},
+            "note": {"target_branch", "commands", "paths"},
         }[self.event]
         used = {key for key in Match.model_fields if getattr(self.match, key) not in (None, [])}
         if used - allowed:
@@ -168,14 +173,18 @@ class Rule(Model):
             raise ValueError("match.tag is required for tag_push events")
         if self.event == "pipeline" and (self.match.branch is None) == (self.match.tag is None):
             raise ValueError("match: a pipeline rule needs exactly one of branch or tag")
+        if self.event == "note" and not self.match.commands:
+            raise ValueError("match.commands is required for note events (e.g. [apply])")
         fans_out = "{environment}" in self.deployment
         if fans_out != bool(self.environments):
             raise ValueError(
                 "deployment: `{environment}` and `environments` go together "
                 "(one run per affected environment)"
             )
-        if self.environments and self.event != "merge_request":
-            raise ValueError("environments: only merge request rules fan out to environments")
+        if self.environments and self.event not in {"merge_request", "note"}:
+            raise ValueError(
+                "environments: only merge request and note rules fan out to environments"
+            )
         if "env" not in self.parameters:
             raise ValueError("parameters.env is required: every flow runs against an environment")
         for key, value in self.parameters.items():
@@ -188,7 +197,7 @@ class Rule(Model):
 
     @property
     def needs_changed_paths(self) -> bool:
-        return self.event == "merge_request" and bool(self.match.paths)
+        return self.event in {"merge_request", "note"} and bool(self.match.paths)
 
 
 class GitflowMapping(Model):
@@ -285,6 +294,8 @@ def rule_applies(rule: Rule, event: GitEvent) -> bool:
         if event.action == "update" and not event.oldrev:
             return False
         return _full(match.target_branch, event.target_branch)
+    if event.kind == "note":
+        return event.command in match.commands and _full(match.target_branch, event.target_branch)
     if event.kind == "pipeline":
         if match.status is not None and event.pipeline_status != match.status:
             return False
@@ -300,6 +311,9 @@ def matching_rules(mapping: GitflowMapping, event: GitEvent) -> tuple[list[Rule]
     """The rules that apply, or none with the reason the event is ignored."""
     if mapping.projects and event.project_path not in mapping.projects:
         return [], f"project {event.project_path!r} is not one of {mapping.projects}"
+    if event.kind == "note" and (event.merge_request_iid is None or event.command is None):
+        where = f"!{event.merge_request_iid}" if event.merge_request_iid else "no merge request"
+        return [], f"the note on {where} is not a socialnet-ops command"
     if event.sha == NULL_SHA or not event.sha:
         return [], f"{event.ref or 'the ref'} was deleted"
     rules = [rule for rule in mapping.rules if rule_applies(rule, event)]
@@ -310,6 +324,7 @@ def matching_rules(mapping: GitflowMapping, event: GitEvent) -> tuple[list[Rule]
         "tag_push": f"tag {event.tag!r}",
         "merge_request": f"merge request !{event.merge_request_iid} ({event.action})",
         "pipeline": f"pipeline {event.pipeline_id} ({event.pipeline_status}) on {event.ref!r}",
+        "note": f"the command {event.command!r} on !{event.merge_request_iid}",
     }[event.kind]
     return [], f"no rule of the gitflow mapping for {what}"
 
@@ -390,13 +405,28 @@ def _values(event: GitEvent, environment: str | None) -> dict[str, str]:
     }
 
 
-def _render(value: Any, values: Mapping[str, str]) -> Any:
+def _numbers(event: GitEvent) -> dict[str, int]:
+    """Placeholders that are numbers: a parameter that is exactly one of them stays a number,
+    which a deployment's parameter schema (an integer) accepts and a string would not be."""
+    numbers = {"project_id": event.project_id}
+    if event.merge_request_iid is not None:
+        numbers["merge_request_iid"] = event.merge_request_iid
+    return numbers
+
+
+_WHOLE_PLACEHOLDER = re.compile(r"^\{([a-z_]+)\}$")
+
+
+def _render(value: Any, values: Mapping[str, str], numbers: Mapping[str, int]) -> Any:
     if isinstance(value, str):
+        whole = _WHOLE_PLACEHOLDER.match(value)
+        if whole and whole.group(1) in numbers:
+            return numbers[whole.group(1)]
         return value.format_map(values)
     if isinstance(value, list):
-        return [_render(item, values) for item in value]
+        return [_render(item, values, numbers) for item in value]
     if isinstance(value, dict):
-        return {key: _render(item, values) for key, item in value.items()}
+        return {key: _render(item, values, numbers) for key, item in value.items()}
     return value
 
 
@@ -452,13 +482,15 @@ def launches(
         environments: list[str | None] = list(
             affected_environments(rule, changed_paths, stacks or {})
         )
+        if event.command_environment is not None:  # `socialnet-ops apply staging`: that one only
+            environments = [name for name in environments if name == event.command_environment]
     else:
         environments = [None]
     result = []
     for environment in environments:
         values = _values(event, environment)
         deployment = rule.deployment.format_map(values)
-        parameters = _render(rule.parameters, values)
+        parameters = _render(rule.parameters, values, _numbers(event))
         status_name = f"{mapping.status_prefix}/{deployment.split('/', 1)[1]}"
         context = gitlab_context(event, status_name)
         result.append(
@@ -496,3 +528,34 @@ def promotion_refusal(source: str, ledger: Ledger, sha: str) -> str | None:
         f"commit {sha[:SHORT_SHA]} never served {source} (it serves {serving}); "
         f"deploy it to {source} first"
     )
+
+
+def command_starts_nothing(rule: Rule, event: GitEvent) -> str:
+    """Why a note command starts nothing, said back on its merge request."""
+    command, named = event.command or "that", event.command_environment
+    if named is not None and named not in rule.environments:
+        return (
+            f"socialnet-ops {command}: `{named}` is not a stack this command works on "
+            f"({', '.join(rule.environments)})"
+        )
+    if named is not None:
+        return (
+            f"socialnet-ops {command}: !{event.merge_request_iid} does not touch the stack of "
+            f"`{named}`: nothing to {command}"
+        )
+    return (
+        f"socialnet-ops {command}: !{event.merge_request_iid} touches no stack of "
+        f"{', '.join(rule.environments)}: nothing to {command}"
+    )
+
+
+# A merge request gives its stack locks back when it is merged or closed, or on `unlock`.
+RELEASING_ACTIONS = frozenset({"merge", "close"})
+
+
+def releases_stack_locks(event: GitEvent) -> bool:
+    if event.merge_request_iid is None:
+        return False
+    if event.kind == "merge_request":
+        return event.action in RELEASING_ACTIONS
+    return event.kind == "note" and event.command == "unlock"

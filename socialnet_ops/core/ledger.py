@@ -31,6 +31,7 @@ class ReleaseManifest(BaseModel):
     app: str  # digest of app/
     chart: str | None = None  # "<chart version>@<digest>"
     values: str | None = None  # digest of the environment's values file
+    rendered: str | None = None  # digest of the manifests Helm rendered (Kubernetes)
     terraform: str | None = None  # "serial <n>, code <digest>, commit <sha>" of the last apply
     ansible_roles: str | None = None
     alembic_head: str | None = None
@@ -54,6 +55,7 @@ def release_manifest(
     infra: dict[str, Any] | None,
     secrets: dict[str, int],
     backup_id: str | None,
+    rendered: str | None = None,
 ) -> ReleaseManifest:
     """The manifest of a release, from its build's digests and what serves around it."""
     terraform = None
@@ -70,6 +72,7 @@ def release_manifest(
         app=digests.get("app", "-"),
         chart=digests.get("chart"),
         values=values,
+        rendered=rendered,
         terraform=terraform,
         ansible_roles=digests.get("ansible_roles"),
         alembic_head=digests.get("alembic_head"),

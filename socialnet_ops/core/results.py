@@ -7,6 +7,7 @@ its fields. Nothing is restated three times.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -650,3 +651,100 @@ class CanaryResult(FlowResult):
             f"{self.outcome}: {self.reason} (canary {self.version} on {self.environment}, "
             f"stable {self.stable})"
         )
+
+
+# Which layer a path of the project belongs to, first match wins (the diff groups by it).
+LAYERS = (
+    ("migrations", "app/api/migrations/"),
+    ("app", "app/"),
+    ("chart", "infrastructure/helm/"),
+    ("values", "deployments/values/"),
+    ("terraform", "infrastructure/terraform/"),
+    ("ansible", "infrastructure/ansible/"),
+    ("policies", "infrastructure/policies/"),
+)
+
+
+def paths_by_layer(paths: list[str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for path in paths:
+        layer = next((name for name, prefix in LAYERS if path.startswith(prefix)), "other")
+        grouped.setdefault(layer, []).append(path)
+    return grouped
+
+
+def text_diff(old: str | None, new: str | None, name: str) -> list[str]:
+    """A unified diff of two versions of a file (None: it did not exist)."""
+    return list(
+        difflib.unified_diff(
+            (old or "").splitlines(),
+            (new or "").splitlines(),
+            f"serving/{name}",
+            f"commit/{name}",
+            lineterm="",
+        )
+    )
+
+
+class DiffResult(FlowResult):
+    """What a release of `commit` would change where `serving_version` serves, in every layer."""
+
+    ref: str
+    commit: str
+    serving_version: str | None
+    serving_commit: str | None
+    commits: list[str]
+    changed: dict[str, list[str]]
+    values_diff: list[str]
+    chart: str
+    migrations: list[str]
+    secrets: list[str]
+    terraform: str
+    terraform_changes: list[dict[str, str]] = Field(default_factory=list)
+    ansible: str
+
+    def report(self) -> Report:
+        serving = self.serving_version or "nothing"
+        files = [f"{layer}: {', '.join(paths)}" for layer, paths in sorted(self.changed.items())]
+        return Report(
+            key=artifact_key("diff", self.environment),
+            title=f"{self.environment}: {serving} -> {self.commit[:12]} ({self.ref})",
+            sections={
+                "commits": self.commits or ["none (the same commit, or unknown history)"],
+                "files by layer": files or ["none"],
+                "chart": self.chart,
+                "values": ["```diff", *self.values_diff, "```"]
+                if self.values_diff
+                else "unchanged",
+                "terraform": [
+                    self.terraform,
+                    *(f"{c['action']} {c['address']}" for c in self.terraform_changes),
+                ],
+                "ansible (check mode)": self.ansible,
+                "pending migrations": self.migrations or ["none"],
+                "secrets": self.secrets or ["no versions recorded"],
+            },
+        )
+
+    def summary(self) -> str:
+        return (
+            f"{self.environment}: {self.serving_version or 'nothing'} -> {self.commit[:12]}: "
+            f"{len(self.commits)} commit(s); {', '.join(sorted(self.changed)) or 'no files'} "
+            f"changed; values {'changed' if self.values_diff else 'unchanged'}; "
+            f"terraform {self.terraform}; ansible {self.ansible}; "
+            f"{len(self.migrations)} migration(s) pending"
+        )
+
+
+class ReleaseResult(FlowResult):
+    """The whole chain: one row per stage (the `release-<env>` table artifact is made as the
+    stages run, and the flow emits `release.completed` itself)."""
+
+    version: str
+    source: str | None  # the promotion source environment, if any
+    stages: dict[str, str]
+    rows: list[dict[str, Any]]
+
+    def summary(self) -> str:
+        done = ", ".join(f"{stage}: {result}" for stage, result in self.stages.items())
+        return f"released {self.version} to {self.environment} ({done})"

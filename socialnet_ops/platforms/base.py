@@ -92,3 +92,7 @@ class Platform(Protocol):
 
     def rollback(self, build: Build, progress: Progress | None = None) -> None:
         """Return the stable track to an earlier `build` with the same mechanics as deploy."""
+
+    def rendered_digest(self) -> str | None:
+        """A digest of what the platform rendered for the serving release (Helm: its
+        manifests); None where nothing is rendered (the local platform)."""

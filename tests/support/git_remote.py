@@ -462,17 +462,24 @@ class ProjectSeed:
     as they are on disk: uncommitted work in the tree is what the tests see.
     """
 
-    def __init__(self, folder: Path, source: Path | None = None) -> None:
+    def __init__(self, folder: Path, source: Path | None = None, history: bool = False) -> None:
+        """`history`: the seed commit goes on top of the source's own git history (a project
+        with a past, for benchmarks); otherwise it is a first commit."""
         source = source or repo_root()
         work = folder / "seed-work"
-        work.mkdir(parents=True)
+        if history:
+            run_git("clone", "--quiet", "--no-checkout", str(source), work)
+            run_git("branch", "--move", "--force", "main", cwd=work)  # the tree stays empty
+        else:
+            work.mkdir(parents=True)
         listed = run_git("ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=source)
         for relative in sorted(set(filter(None, listed.split("\0")))):
             origin = source / relative
             if origin.is_file() or origin.is_symlink():  # deleted on disk, or a submodule: no
                 (work / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, work / relative, follow_symlinks=False)
-        run_git("init", "--quiet", "--initial-branch=main", cwd=work)
+        if not history:
+            run_git("init", "--quiet", "--initial-branch=main", cwd=work)
         run_git("add", "--all", "--force", ".", cwd=work)
         run_git("commit", "--quiet", "--no-verify", "-m", "Seed: the checkout under test", cwd=work)
         self.sha = run_git("rev-parse", "HEAD", cwd=work)

@@ -64,6 +64,7 @@ def test_the_shipped_mapping_fits_the_catalog(mapping: GitflowMapping) -> None:
         "tag_push",
         "merge_request",
         "pipeline",
+        "note",
     }
 
 
@@ -151,8 +152,18 @@ def test_a_merge_request_plans_the_stacks_it_touches(
     planned = launches(
         mapping, rule, e, ["infrastructure/terraform/stacks/staging/main.tf"], stacks
     )
+    # The head commit, and the merge request as numbers (the deployment's schema wants integers).
     assert [(p.deployment, p.parameters) for p in planned] == [
-        ("provision/provision-staging", {"env": "staging", "apply_changes": False})
+        (
+            "provision/provision-staging",
+            {
+                "env": "staging",
+                "apply_changes": False,
+                "ref": SHA,
+                "merge_request": 7,
+                "project_id": 42,
+            },
+        )
     ]
     assert planned[0].post_note and planned[0].gitlab["merge_request_iid"] == "7"
     assert planned[0].idempotency_key == "gitlab:merge_request:d-1:provision/provision-staging"

@@ -179,3 +179,44 @@ def test_a_promoted_canary_announces_the_promotion_only() -> None:
     event = result.event()
     assert (event.name, event.payload) == ("canary.promoted", {"version": "v3", "previous": "v2"})
     assert result.summary().startswith("promoted: all 5 steps passed")
+
+
+def test_a_diff_groups_files_by_layer_and_says_what_changes() -> None:
+    from socialnet_ops.core.results import DiffResult, paths_by_layer, text_diff
+
+    changed = paths_by_layer(
+        [
+            "app/api/main.py",
+            "app/api/migrations/versions/0005_x.py",
+            "deployments/values/production.yaml",
+            "infrastructure/terraform/modules/dns/main.tf",
+            "README.md",
+        ]
+    )
+    assert changed == {
+        "app": ["app/api/main.py"],
+        "migrations": ["app/api/migrations/versions/0005_x.py"],
+        "values": ["deployments/values/production.yaml"],
+        "terraform": ["infrastructure/terraform/modules/dns/main.tf"],
+        "other": ["README.md"],
+    }
+    values = text_diff("replicas: 2\n", "replicas: 3\n", "production.yaml")
+    assert "-replicas: 2" in values and "+replicas: 3" in values
+    result = DiffResult(
+        environment="production",
+        ref="v1.2.0",
+        commit="e" * 40,
+        serving_version="v1.1.0",
+        serving_commit="f" * 40,
+        commits=["eeeeeee bump replicas"],
+        changed=changed,
+        values_diff=values,
+        chart="unchanged (0.4.0)",
+        migrations=["0005 add index"],
+        secrets=["database: v2 -> v3"],
+        terraform="not asked",
+        ansible="not asked",
+    )
+    assert result.report().key == "diff-production"
+    assert "1 commit(s)" in result.summary() and "1 migration(s) pending" in result.summary()
+    assert "values changed" in result.summary()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from socialnet_ops.control.status import age, recorded_state
-from socialnet_ops.core.ledger import Ledger, ReleaseRecord
+from socialnet_ops.core.ledger import Ledger, ReleaseManifest, ReleaseRecord
 
 pytestmark = pytest.mark.unit
 
@@ -32,6 +32,7 @@ def test_age_is_said_in_the_largest_units(timestamp: str | None, expected: str) 
 def test_a_fresh_environment_has_no_release_no_backup_and_was_never_checked() -> None:
     assert recorded_state(Ledger(environment="local"), None, NOW) == {
         "recorded_release": "none",
+        "manifest": "none recorded",
         "last_backup": "never",
         "drift": "never checked",
     }
@@ -39,7 +40,19 @@ def test_a_fresh_environment_has_no_release_no_backup_and_was_never_checked() ->
 
 def test_release_backup_and_drift_with_their_ages() -> None:
     ledger = Ledger(environment="production").with_stable(
-        ReleaseRecord(version="v2", git_sha="a" * 40, ref="v2", strategy="canary")
+        ReleaseRecord(
+            version="v2",
+            git_sha="a" * 40,
+            ref="v2",
+            strategy="canary",
+            manifest=ReleaseManifest(
+                commit="a" * 40,
+                source="https://gitlab.example.com/socialnet/socialnet.git",
+                app="0123456789abcdef",
+                chart="0.4.0@fedcba9876543210",
+                secrets={"database": 3, "api": 1},
+            ),
+        )
     )
     ledger = ledger.model_copy(
         update={
@@ -57,6 +70,10 @@ def test_release_backup_and_drift_with_their_ages() -> None:
     }
     assert recorded_state(ledger, drift, NOW) == {
         "recorded_release": f"v2 ({'a' * 12})",
+        "manifest": (
+            f"commit {'a' * 40}; source https://gitlab.example.com/socialnet/socialnet.git; "
+            "app 0123456789abcdef; chart 0.4.0@fedcba9876543210; secrets api v1, database v3"
+        ),
         "last_backup": "20261129T060000Z-abcd (scheduled), 6 h 0 min ago",
         "drift": "drifted (1 address(es)), checked 30 min ago",
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -144,6 +145,16 @@ class Helm:
             )
             for entry in entries
         ]
+
+    def manifest_digest(self) -> str | None:
+        """sha256 prefix of the manifests the deployed revision rendered; None when none."""
+        try:
+            lines = self.run("get", "manifest", self.release)
+        except ToolError as error:
+            if any("not found" in line for line in error.tail):
+                return None
+            raise
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
     def values(self, revision: int | None = None) -> dict[str, Any]:
         """The values given to a revision (the latest by default); {} when none."""

@@ -552,6 +552,9 @@ class KubernetesPlatform:
     def history(self) -> list[Revision]:
         return self.helm.history()
 
+    def rendered_digest(self) -> str | None:
+        return self.helm.manifest_digest()
+
     # --- the canary track ----------------------------------------------------------------------------
 
     def start_canary(self, build: Build, progress: Progress | None = None) -> None:

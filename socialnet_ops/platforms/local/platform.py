@@ -1053,6 +1053,9 @@ class LocalPlatform:
     def rollback(self, build: Build, progress: Progress | None = None) -> None:
         self.deploy(build, progress)
 
+    def rendered_digest(self) -> str | None:
+        return None  # nothing is rendered: the programs run the build's own files
+
     def start_canary(self, build: Build, progress: Progress | None = None) -> None:
         say = progress or _quiet
         with self.store.locked():

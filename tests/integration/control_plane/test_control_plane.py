@@ -69,6 +69,7 @@ def test_up_runs_the_server_the_worker_and_the_local_platform(
         "prefect-server": "RUNNING",
         "prefect-worker": "RUNNING",
         "webhook-receiver": "RUNNING",
+        "git-remote": "RUNNING",
     }
     local = next(row for row in control_plane["environments"] if row["name"] == "local")
     assert local["state"] == "running"
@@ -161,7 +162,7 @@ def test_deploys_and_rollbacks_that_change_nothing_are_rejected_and_start_no_rol
         )
         rejected = _events(client, "socialnet.release.rejected", since)
         assert len(rejected) == 2
-        assert any("does not name a commit" in e["payload"]["reason"] for e in rejected)
+        assert any("'no-ref' is not in" in e["payload"]["reason"] for e in rejected)
         assert len(_events(client, "socialnet.rollback.rejected", since)) == 1
         assert _events(client, "socialnet.release.failed", since) == []
 
@@ -173,6 +174,9 @@ def test_cli_mistakes_are_one_line_and_create_no_run(control_plane: dict[str, An
         ("backup", "--env", "nosuch"): "unknown environment 'nosuch'",
         ("restore", "--env", "local", "--point-in-time", "yesterday"): "not an ISO 8601 time",
         ("canary", "--env", "nosuch", "--version", "v1"): "unknown environment",
+        ("deploy", "--env", "local", "--versoin", "v1"): "No such option: --versoin",
+        ("nosuchcmd",): "No such command 'nosuchcmd'",
+        ("diff", "--env", "local", "--ref", "no-such-ref"): "git ref 'no-such-ref' is not in",
     }
     with api(control_plane) as client:
         runs_before = len(client.post("/flow_runs/filter", json={}).json())

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from flows.deploy import deploy
+from flows.diff import diff
 from flows.rollback import rollback
 from socialnet_ops.core.results import FORWARD_ONLY
 from tasks.ledger import load_ledger
@@ -56,12 +57,21 @@ def test_staging_runs_each_commits_chart_values_and_a_rollback_returns_them(
     assert ingress_marker(kube) == f"first-{run}"
 
     second_sha, second_values = commit_values(project_source, f"second-{run}")
+    change = diff(env="staging", ref=second_sha, plan_infra=False, check_nodes=False)
+    assert change.serving_version == f"ga-{run}" and change.commit == second_sha
+    assert change.commits == [f"{second_sha[:7]} staging: second-{run}"]
+    assert change.changed == {"app": ["app/api/gitops_marker.py"], "values": [VALUES]}
+    assert f"-    {MARKER}: first-{run}" in change.values_diff
+    assert f"+    {MARKER}: second-{run}" in change.values_diff
+    assert change.chart.startswith("unchanged") and change.migrations == []
+    assert change.terraform == "not asked" and change.report().key == "diff-staging"
     deploy(env="staging", version=f"gb-{run}", ref=second_sha)
     assert ingress_marker(kube) == f"second-{run}"
     assert served(staging) == {f"gb-{run}"}
     stable = load_ledger("staging").stable
     assert stable is not None and stable.manifest is not None
     assert stable.manifest.values == second_values and stable.manifest.chart
+    assert stable.manifest.rendered and stable.manifest.rendered != first.manifest.rendered
 
     back = rollback(env="staging")
     assert back.version == f"ga-{run}"

@@ -17,8 +17,9 @@ from prefect import tags
 
 from flows.canary import canary
 from flows.release import release
+from flows.sync_source import sync_source
 from socialnet_ops.adapters.builds import load_build
-from socialnet_ops.adapters.source import SourceError, checkout
+from socialnet_ops.adapters.source import SourceError, SourceRepository, checkout
 from socialnet_ops.core.gitflow import launches, load_mapping, matching_rules, promotion_refusal
 from socialnet_ops.platforms.local import LocalPlatform
 from tasks.ledger import load_ledger
@@ -78,7 +79,7 @@ def test_a_push_to_develop_releases_exactly_that_commit_to_staging(
     result = deliver("push", payloads.push("develop", sha), **SKIP_SLOW_STAGES)
 
     version = f"develop-{sha[:8]}"
-    assert result["stages"][f"deploy {STAGING}"] == "ok"
+    assert result.stages[f"deploy {STAGING}"] == "ok"
     assert serving(lifecycle.staging) == {(version, sha)}
     build = load_build(STAGING, version)
     assert build.path is not None
@@ -155,3 +156,11 @@ def test_a_release_tag_on_a_commit_that_served_staging_reaches_production_by_can
     assert released.manifest.model_dump(include=set(same)) == staged.manifest.model_dump(
         include=set(same)
     )
+
+
+def test_the_scheduled_sync_keeps_the_mirror_up_to_date(
+    prefect_server: None, project: ProjectRepo
+) -> None:
+    sha = push_change(project, uuid.uuid4().hex)
+    assert sync_source() == project.url
+    assert SourceRepository().resolve(sha, on="develop") == sha  # no fetch: already mirrored

@@ -62,8 +62,8 @@ def test_first_release_deploys_staging_then_production_and_backs_up(lifecycle: L
     since = datetime.now(UTC)
     result = release(env=PRODUCTION, version=V1, **SKIP_SLOW_STAGES)
 
-    assert result["source"] == STAGING
-    assert result["stages"] == {
+    assert result.source == STAGING
+    assert result.stages == {
         f"provision {STAGING}": "skipped",
         f"provision {PRODUCTION}": "skipped",
         f"configure {STAGING}": "skipped",
@@ -94,7 +94,7 @@ def test_a_rerun_of_a_finished_release_changes_nothing(lifecycle: Lifecycle) -> 
     ensure_first_release(lifecycle)
     history_before = load_ledger(PRODUCTION).model_dump(exclude={"last_backup"})
     result = release(env=PRODUCTION, version=V1, take_backup=False, **SKIP_SLOW_STAGES)
-    rows = {row["stage"]: row for row in result["rows"]}
+    rows = {row["stage"]: row for row in result.rows}
     assert rows[f"release {STAGING}"]["detail"] == f"{STAGING} already serves {V1}"
     assert rows[f"release {PRODUCTION}"]["detail"] == f"{PRODUCTION} already serves {V1}"
     assert load_ledger(PRODUCTION).model_dump(exclude={"last_backup"}) == history_before
@@ -105,7 +105,7 @@ def test_a_healthy_version_reaches_production_by_canary(lifecycle: Lifecycle) ->
     ensure_first_release(lifecycle)
     with UserTraffic(lifecycle.production.endpoints().edge_url, rate=25, max_seconds=240) as users:
         result = release(env=PRODUCTION, version=V2, take_backup=False, **SKIP_SLOW_STAGES)
-    assert result["stages"][f"canary {PRODUCTION}"] == "ok"
+    assert result.stages[f"canary {PRODUCTION}"] == "ok"
     assert served(lifecycle.staging) == {V2} and served(lifecycle.production) == {V2}
     assert users.report.failed() == 0
     assert load_ledger(PRODUCTION).stable.version == V2  # type: ignore[union-attr]

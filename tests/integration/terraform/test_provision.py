@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
+from prefect.variables import Variable
 
 from flows.drift import drift
 from flows.provision import provision
@@ -22,9 +24,27 @@ from socialnet_ops.adapters.terraform import (
     TerraformError,
 )
 from socialnet_ops.core.environments import UnknownEnvironmentError
+from socialnet_ops.core.merge_requests import ApplyRefusedError, PlanRefusedError, note_marker
 from socialnet_ops.core.results import ProvisionResult
+from socialnet_ops.core.stack_locks import lock_variable
+from tasks.stack_locks import read_lock
 from tasks.terraform import ApplyRejectedError, read_infra_state
 from tests.integration.terraform.conftest import AppliedStack, Emulator, catalog, environ
+from tests.integration.terraform.merge_requests import ENV as MR_ENV
+from tests.integration.terraform.merge_requests import (
+    FIRST,
+    RECORD,
+    SECOND,
+    VIOLATIONS,
+    MergeRequests,
+    gitlab_for_merge_requests,
+    local_mapping,
+    parameter_resource,
+    parameter_values,
+    terraform_workspaces,
+)
+from tests.integration.webhooks import payloads
+from tests.integration.webhooks.fake_gitlab import FakeGitLab
 from tests.support.git_remote import ProjectRepo
 from tests.support.prefect import socialnet_events
 
@@ -271,3 +291,135 @@ def test_a_commit_is_planned_and_applied_from_its_own_tree(
     restored = read_infra_state("local")
     assert restored is not None and restored["commit"] is None
     assert restored["serial"] > applied["serial"]
+
+
+# --- merge requests, Atlantis-grade (here to share the applied stack; see merge_requests.py) -----
+
+
+@pytest.fixture
+def merge_request_gitlab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeGitLab]:
+    with gitlab_for_merge_requests(monkeypatch, tmp_path) as fake:
+        yield fake
+
+
+def test_a_merge_request_is_planned_locked_checked_and_applied_from_a_note(
+    applied_local: AppliedStack,
+    emulator: Emulator,
+    project_source: ProjectRepo,
+    merge_request_gitlab: FakeGitLab,
+    tmp_path: Path,
+) -> None:
+    """Atlantis-grade merge requests on the stack: the plan is of the head, policy findings are
+    listed and block apply, a second merge request is locked out, apply from a note only when
+    approved and mergeable and of exactly the plan of the head, a new push edits the same note,
+    a merge releases the lock (helpers: merge_requests.py; close and unlock:
+    tests/integration/webhooks/test_merge_request_commands.py). Two plans, one apply."""
+    gitlab = merge_request_gitlab
+    requests = MergeRequests(project_source, gitlab, local_mapping(tmp_path))
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        timings[name] = round(time.monotonic() - clock, 1)
+        clock = time.monotonic()
+
+    branch = "feature/parameter"
+    try:
+        # !31 adds an SSM parameter, and SSH from anywhere and a public bucket: its head is planned
+        # under the stack's lock, the findings are listed in its note.
+        project_source.switch(branch, "develop")
+        first = requests.push(
+            FIRST, branch, parameter_resource("a") + VIOLATIONS, "a parameter, debug access"
+        )
+        planned = requests.opened(FIRST, first, branch)
+        lap("plan !31")
+        assert planned.status == "changes"
+        assert {(row["address"], row["action"]) for row in planned.plan} == {
+            (RECORD, "create"),
+            ("aws_security_group.debug", "create"),
+            ("aws_s3_bucket.exports", "create"),
+            ("aws_s3_bucket_acl.exports", "create"),
+        }, "the plan is of the merge request's head, not of the control plane's tree"
+        [note] = requests.plan_notes(FIRST)
+        assert f"at `{first[:8]}`" in note and RECORD in note and "cannot be applied" in note
+        for finding in (
+            "ssh_ingress: aws_security_group.debug: ingress tcp 22-22 is open to the whole internet",
+            "public_buckets: aws_s3_bucket_acl.exports: the ACL public-read makes the bucket public",
+            "public_buckets: aws_s3_bucket.exports: no aws_s3_bucket_public_access_block",
+            "encryption: aws_s3_bucket.exports: no aws_s3_bucket_server_side_encryption",
+        ):
+            assert finding in note, finding
+        lock = read_lock(MR_ENV)
+        assert lock is not None and lock.merge_request == FIRST and lock.plan is not None
+        assert (lock.plan.sha, lock.plan.policy_failures) == (first, 4)
+
+        # !32 touches the same stack: locked out, told so, nothing planned.
+        project_source.switch("feature/other", "develop")
+        second = requests.push(
+            SECOND, "feature/other", parameter_resource("other"), "another record"
+        )
+        with pytest.raises(PlanRefusedError, match=f"{MR_ENV}: locked by !{FIRST}"):
+            requests.opened(SECOND, second, "feature/other")
+        [locked] = requests.plan_notes(SECOND)
+        assert f"locked by !{FIRST}" in locked
+        assert not (terraform_workspaces() / f"mr-{SECOND}").exists()
+        lap("locked out !32")
+
+        # Apply before approval, with findings: refused in one line saying all, nothing changed.
+        with pytest.raises(ApplyRefusedError) as refused:
+            requests.comment(FIRST, first, branch, "socialnet-ops apply")
+        reasons = str(refused.value)
+        assert "4 policy findings block apply" in reasons and "!31 is not approved" in reasons
+        assert len(reasons.splitlines()) == 1 and reasons in requests.replies(FIRST)
+        assert parameter_values(emulator) == []
+        assert not emulator.client("ec2").describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": ["socialnet-local-debug"]}]
+        )["SecurityGroups"]
+
+        # Approved; a fix is pushed, but not planned yet: refused until re-planned.
+        project_source.switch(branch)
+        gitlab.merge_request(FIRST, first, approved=True)
+        fixed = requests.push(FIRST, branch, parameter_resource("b"), "the parameter only")
+        with pytest.raises(ApplyRefusedError, match=f"the head moved to {fixed[:8]}.*re-plan"):
+            requests.comment(FIRST, fixed, branch, "socialnet-ops apply local")
+        assert parameter_values(emulator) == []
+        lap("refusals")
+
+        # The push's delivery plans the new head: the same note, edited in place.
+        replanned = requests.opened(FIRST, fixed, branch, oldrev=first)
+        lap("re-plan !31")
+        assert replanned.plan == [{"address": RECORD, "action": "create", "attributes": ""}]
+        [note] = requests.plan_notes(FIRST)
+        assert f"at `{fixed[:8]}`" in note and first[:8] not in note
+        assert "4 rule sets passed" in note and "socialnet-ops apply local" in note
+        added = [body for body in gitlab.notes(FIRST) if note_marker(MR_ENV) in body]
+        assert len(added) == 1, "a new push edits the plan note, it does not add one"
+
+        # Approved, mergeable, the head planned: exactly the saved plan is applied, from any
+        # worker (the local copy is gone: the one kept in the state bucket is fetched, checked).
+        (terraform_workspaces() / f"mr-{FIRST}" / "plans" / "current.tfplan").unlink()
+        result = requests.comment(FIRST, fixed, branch, "socialnet-ops apply")
+        lap("apply !31")
+        assert (result.commit, result.merge_request) == (fixed, FIRST)
+        assert parameter_values(emulator) == ["b"]
+        [note] = requests.plan_notes(FIRST)
+        assert f"**Status:** applied {fixed[:8]}" in note and RECORD in note
+        shared = read_infra_state(MR_ENV)
+        assert shared is not None and shared["commit"] == fixed
+        with pytest.raises(ApplyRefusedError, match="was applied at"):
+            requests.comment(FIRST, fixed, branch, "socialnet-ops apply")
+
+        # Merged: the receiver releases the lock and says so; another merge request may plan.
+        reply = requests.receiver(
+            "merge_request", payloads.merge_request(FIRST, fixed, "merge", source=branch)
+        )
+        assert reply["released_locks"] == [MR_ENV] and read_lock(MR_ENV) is None
+        assert any("released the lock of `local`" in body for body in requests.replies(FIRST))
+        lap("merge")
+    finally:
+        Variable.unset(lock_variable(MR_ENV))
+        provision(env=MR_ENV)  # the working tree again: the record goes, the stack is as found
+        lap("restore")
+        print(f"merge request steps (s): {timings}")
+    assert parameter_values(emulator) == []

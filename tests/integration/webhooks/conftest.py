@@ -40,6 +40,9 @@ DEPLOYMENTS = [
     ("provision", "provision-staging", False),
     ("provision", "provision-production", False),
     ("provision", "provision-technical", False),
+    ("mr-apply", "mr-apply-staging", False),
+    ("mr-apply", "mr-apply-production", False),
+    ("mr-apply", "mr-apply-technical", False),
 ]
 
 
@@ -50,6 +53,8 @@ def _schema(accepts_gitlab: bool) -> dict[str, Any]:
         "ref": {"type": "string"},
         "apply_changes": {"type": "boolean"},
         "take_backup": {"type": "boolean"},
+        "merge_request": {"type": "integer"},
+        "project_id": {"type": "integer"},
     }
     if accepts_gitlab:
         properties["gitlab"] = {"type": "object"}

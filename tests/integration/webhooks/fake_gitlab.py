@@ -1,7 +1,9 @@
 """A fake GitLab REST API on 127.0.0.1 that records every call.
 
-It serves what the platform uses: commit statuses, merge-request notes and merge-request diffs.
-`fail_next(n, status)` answers the next n calls with an error, to exercise retries.
+It serves what the platform uses: commit statuses, merge-request notes (added, listed, edited),
+merge-request diffs, a merge request itself (head, state, mergeability) and its approvals, and
+the token's user. `fail_next(n, status)` answers the next n calls with an error, to exercise
+retries; `merge_request(iid, ...)` sets what GitLab says of a merge request.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 TOKEN = "glpat-fake-token-for-tests"
+BOT = {"id": 501, "username": "socialnet-ops", "name": "socialnet-ops"}  # the token's user
 
 
 @dataclass
@@ -36,6 +39,9 @@ class FakeGitLab:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.diffs: dict[int, list[str]] = {}  # merge request iid -> changed paths
+        self.merge_requests: dict[int, dict[str, Any]] = {}  # iid -> what GitLab says of it
+        self.stored_notes: dict[int, list[dict[str, Any]]] = {}  # iid -> its notes, as now
+        self._next_note = 1000
         self._failures: list[int] = []
         self._lock = threading.Lock()
         self.url = ""
@@ -48,10 +54,31 @@ class FakeGitLab:
                     methods=["POST"],
                 ),
                 Route(
+                    "/api/v4/projects/{project}/merge_requests/{iid:int}/notes",
+                    self._list_notes,
+                    methods=["GET"],
+                ),
+                Route(
+                    "/api/v4/projects/{project}/merge_requests/{iid:int}/notes/{note:int}",
+                    self._edit_note,
+                    methods=["PUT"],
+                ),
+                Route(
                     "/api/v4/projects/{project}/merge_requests/{iid:int}/diffs",
                     self._diffs,
                     methods=["GET"],
                 ),
+                Route(
+                    "/api/v4/projects/{project}/merge_requests/{iid:int}",
+                    self._merge_request,
+                    methods=["GET"],
+                ),
+                Route(
+                    "/api/v4/projects/{project}/merge_requests/{iid:int}/approvals",
+                    self._approvals,
+                    methods=["GET"],
+                ),
+                Route("/api/v4/user", self._user, methods=["GET"]),
             ]
         )
 
@@ -64,6 +91,47 @@ class FakeGitLab:
             self.calls.clear()
             self._failures.clear()
             self.diffs.clear()
+            self.merge_requests.clear()
+            self.stored_notes.clear()
+
+    def merge_request(
+        self,
+        iid: int,
+        sha: str,
+        *,
+        state: str = "opened",
+        approved: bool = False,
+        mergeable: bool | None = None,
+    ) -> None:
+        """What GitLab says of merge request !iid: its head, state, approval and mergeability
+        (`detailed_merge_status`: mergeable when approved unless told otherwise)."""
+        mergeable = approved if mergeable is None else mergeable
+        with self._lock:
+            self.merge_requests[iid] = {
+                "id": 90000 + iid,
+                "iid": iid,
+                "sha": sha,
+                "state": state,
+                "detailed_merge_status": "mergeable" if mergeable else "not_approved",
+                "approved": approved,
+                "target_branch": "main",
+            }
+
+    def note_bodies(self, iid: int) -> list[str]:
+        """The merge request's notes as they are now (edits applied), oldest first."""
+        with self._lock:
+            return [note["body"] for note in self.stored_notes.get(iid, [])]
+
+    def add_note(self, iid: int, body: str, author: dict[str, Any] | None = None) -> int:
+        """A note someone else wrote (a person, or a system note)."""
+        with self._lock:
+            return self._store(iid, body, author or {"id": 7, "username": "grace"})
+
+    def _store(self, iid: int, body: str, author: dict[str, Any]) -> int:
+        self._next_note += 1
+        note = {"id": self._next_note, "body": body, "author": author, "system": False}
+        self.stored_notes.setdefault(iid, []).append(note)
+        return self._next_note
 
     def statuses(self, sha: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -73,10 +141,12 @@ class FakeGitLab:
         ]
 
     def notes(self, iid: int | None = None) -> list[str]:
+        """The notes added (POST), in order; `note_bodies` gives them as edited since."""
         return [
             call.json["body"]
             for call in list(self.calls)
-            if call.path.endswith("/notes")
+            if call.method == "POST"
+            and call.path.endswith("/notes")
             and (iid is None or f"/merge_requests/{iid}/" in call.path)
         ]
 
@@ -89,7 +159,7 @@ class FakeGitLab:
         raise AssertionError(f"the fake GitLab did not see the expected calls: {self.calls}")
 
     async def _record(self, request: Request) -> JSONResponse | None:
-        body = await request.json() if request.method == "POST" else None
+        body = await request.json() if request.method in {"POST", "PUT"} else None
         token = request.headers.get("private-token")
         with self._lock:
             self.calls.append(Call(request.method, request.url.path, body, token))
@@ -111,9 +181,56 @@ class FakeGitLab:
 
     async def _note(self, request: Request) -> JSONResponse:
         error = await self._record(request)
-        return error or JSONResponse(
-            {"id": len(self.calls), "body": self.calls[-1].json["body"]}, 201
-        )
+        if error:
+            return error
+        body = self.calls[-1].json["body"]
+        with self._lock:
+            note_id = self._store(request.path_params["iid"], body, BOT)
+        return JSONResponse({"id": note_id, "body": body, "author": BOT}, 201)
+
+    async def _list_notes(self, request: Request) -> JSONResponse:
+        error = await self._record(request)
+        if error:
+            return error
+        with self._lock:
+            notes = [dict(note) for note in self.stored_notes.get(request.path_params["iid"], [])]
+        return JSONResponse(notes)
+
+    async def _edit_note(self, request: Request) -> JSONResponse:
+        error = await self._record(request)
+        if error:
+            return error
+        body = (self.calls[-1].json or {}).get("body")
+        with self._lock:
+            for note in self.stored_notes.get(request.path_params["iid"], []):
+                if note["id"] == request.path_params["note"]:
+                    if note["author"]["id"] != BOT["id"]:
+                        return JSONResponse({"message": "403 Forbidden"}, status_code=403)
+                    note["body"] = body
+                    return JSONResponse(dict(note))
+        return JSONResponse({"message": "404 Note Not Found"}, status_code=404)
+
+    async def _merge_request(self, request: Request) -> JSONResponse:
+        error = await self._record(request)
+        if error:
+            return error
+        found = self.merge_requests.get(request.path_params["iid"])
+        if found is None:
+            return JSONResponse({"message": "404 Not found"}, status_code=404)
+        return JSONResponse({k: v for k, v in found.items() if k != "approved"})
+
+    async def _approvals(self, request: Request) -> JSONResponse:
+        error = await self._record(request)
+        if error:
+            return error
+        found = self.merge_requests.get(request.path_params["iid"])
+        if found is None:
+            return JSONResponse({"message": "404 Not found"}, status_code=404)
+        return JSONResponse({"iid": found["iid"], "approved": found["approved"]})
+
+    async def _user(self, request: Request) -> JSONResponse:
+        error = await self._record(request)
+        return error or JSONResponse(BOT)
 
     async def _diffs(self, request: Request) -> JSONResponse:
         error = await self._record(request)

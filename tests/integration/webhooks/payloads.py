@@ -172,9 +172,65 @@ def pipeline(ref: str, sha: str, status: str = "success", tag: bool = False) -> 
     }
 
 
+def note(
+    iid: int,
+    sha: str,
+    text: str,
+    source: str = "feature/dns-ttl",
+    target: str = "develop",
+    user: str = "grace",
+    action: str | None = "create",
+    noteable_type: str = "MergeRequest",
+) -> dict[str, Any]:
+    """A comment on merge request !iid (Note Hook); `merge_request` only when on one."""
+    attributes: dict[str, Any] = {
+        "id": 1240000 + iid,
+        "note": text,
+        "noteable_type": noteable_type,
+        "author_id": 7,
+        "created_at": "2025-01-15 10:12:40 UTC",
+        "updated_at": "2025-01-15 10:12:40 UTC",
+        "project_id": PROJECT_ID,
+        "attachment": None,
+        "line_code": None,
+        "commit_id": "",
+        "noteable_id": 90000 + iid,
+        "system": False,
+        "st_diff": None,
+        "url": f"https://gitlab.example.com/{PROJECT_PATH}/-/merge_requests/{iid}#note_1",
+    }
+    if action is not None:
+        attributes["action"] = action
+    body: dict[str, Any] = {
+        "object_kind": "note",
+        "event_type": "note",
+        "user": {"id": 7, "name": "Grace Hopper", "username": user, "avatar_url": ""},
+        "project_id": PROJECT_ID,
+        "project": _project(),
+        "object_attributes": attributes,
+        "repository": {"name": "socialnet"},
+    }
+    if noteable_type == "MergeRequest":
+        body["merge_request"] = {
+            "id": 90000 + iid,
+            "iid": iid,
+            "target_branch": target,
+            "source_branch": source,
+            "source_project_id": PROJECT_ID,
+            "target_project_id": PROJECT_ID,
+            "title": "Lower the DNS TTL",
+            "state": "opened",
+            "merge_status": "can_be_merged",
+            "detailed_merge_status": "mergeable",
+            "last_commit": _commit(sha, "Lower the DNS TTL"),
+        }
+    return body
+
+
 EVENT_HEADER = {
     "push": "Push Hook",
     "tag_push": "Tag Push Hook",
     "merge_request": "Merge Request Hook",
     "pipeline": "Pipeline Hook",
+    "note": "Note Hook",
 }
