@@ -355,9 +355,12 @@ def deliver(sha: str, timeout: float) -> dict[str, Any]:
         "configure_nodes": False,
     }
     with tags(*launch.tags):
-        result: dict[str, Any] = release.with_options(timeout_seconds=timeout)(**parameters)
-    result["event_id"] = event.delivery_id
-    return result
+        released = release.with_options(timeout_seconds=timeout)(**parameters)
+    return {
+        "version": released.version,
+        "stages": released.stages,
+        "event_id": event.delivery_id,
+    }
 
 
 def push_to_serving(project: ProjectRepo, edge: str) -> dict[str, float | Any]:
@@ -457,6 +460,9 @@ def main() -> None:
     parser.add_argument(
         "--skip-release", action="store_true", help="only materialise against clone"
     )
+    parser.add_argument(
+        "--older-commits", type=int, default=3000, help="generated history before the real one"
+    )
     options = parser.parse_args()
     if not http_backend_available():
         raise SystemExit("git http-backend is not installed (git's smart HTTP server)")
@@ -479,10 +485,20 @@ def main() -> None:
             contextlib.redirect_stdout(sys.stderr),
             GitRemote(folder / "repos", token, token_file=token_file) as remote,
         ):
-            # The project with its real history (this checkout's commits), as a clone gets it.
-            seed = ProjectSeed(folder / "seed", history=True)
+            # A project with a past, as a clone gets it: this checkout's own commits after
+            # `--older-commits` generated ones (a team's repository after a few years).
+            seed = ProjectSeed(folder / "seed", history=True, older_commits=options.older_commits)
             project = ProjectRepo.create(remote, PROJECT, seed, folder / "project")
             log(f"project seeded at {project.url} ({seed.sha[:12]})")
+            # The same with this checkout's history only (a young repository), for comparison.
+            young_seed = ProjectSeed(folder / "young-seed", history=True)
+            young = ProjectRepo.create(remote, "group/young.git", young_seed, folder / "young")
+            with (
+                environment_variable(URL_SETTING, young.url),
+                environment_variable(TOKEN_SETTING, str(token_file)),
+            ):
+                small = materialize_vs_clone(remote, young, folder / "y", options.commits)
+                small["repository"] = repository_size(young.bare)
             with (
                 environment_variable(URL_SETTING, project.url),
                 environment_variable(TOKEN_SETTING, str(token_file)),
@@ -515,10 +531,15 @@ def main() -> None:
     result["meets_goal"] = result["materialize_vs_clone_ratio"] <= GOAL_RATIO
     released.pop("median_push_to_serving_s", None)
     result |= compared | released
+    result["young_repository"] = {
+        key: small[key]
+        for key in ("materialize_s", "clone_s", "materialize_vs_clone_ratio", "repository")
+    }
     result |= {
         "repository": size,
         "changes": options.changes,
         "commits": options.commits,
+        "older_commits": options.older_commits,
         "probes": PROBES,
         "load_average_1m": round(load_before, 1),
         "cores": os.cpu_count(),

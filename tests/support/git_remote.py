@@ -24,6 +24,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+import io
 import logging
 import os
 import secrets
@@ -455,6 +456,26 @@ def create_bare(root: Path, name: str) -> Path:
     return bare
 
 
+def _append_history(work: Path, commits: int) -> None:
+    """`commits` generated commits on main, through git fast-import (seconds for thousands)."""
+    parent = run_git("rev-parse", "main", cwd=work)
+    stream = io.BytesIO()
+    for number in range(commits):
+        text = base64.b64encode(os.urandom(1536))
+        message = f"history: change {number}".encode()
+        stream.write(b"commit refs/heads/main\n")
+        stream.write(b"committer Test <test@example.invalid> %d +0000\n" % (1_600_000_000 + number))
+        stream.write(b"data %d\n%s\n" % (len(message), message))
+        if number == 0:
+            stream.write(b"from %s\n" % parent.encode())
+        stream.write(b"M 100644 inline history/file-%02d.txt\n" % (number % 50))
+        stream.write(b"data %d\n%s\n" % (len(text), text))
+    subprocess.run(
+        ["git", "fast-import", "--quiet"], cwd=work, input=stream.getvalue(), check=True,
+        env=git_env(),
+    )  # fmt: skip
+
+
 class ProjectSeed:
     """The checkout under test committed once into a bare template, copied for each project.
 
@@ -462,14 +483,23 @@ class ProjectSeed:
     as they are on disk: uncommitted work in the tree is what the tests see.
     """
 
-    def __init__(self, folder: Path, source: Path | None = None, history: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        source: Path | None = None,
+        history: bool = False,
+        older_commits: int = 0,
+    ) -> None:
         """`history`: the seed commit goes on top of the source's own git history (a project
-        with a past, for benchmarks); otherwise it is a first commit."""
+        with a past, for benchmarks), after `older_commits` more of a generated past (each
+        rewrites one of 50 files with 2 KiB of random text); otherwise it is a first commit."""
         source = source or repo_root()
         work = folder / "seed-work"
         if history:
             run_git("clone", "--quiet", "--no-checkout", str(source), work)
             run_git("branch", "--move", "--force", "main", cwd=work)  # the tree stays empty
+            if older_commits:
+                _append_history(work, older_commits)
         else:
             work.mkdir(parents=True)
         listed = run_git("ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=source)
