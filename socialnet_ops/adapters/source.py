@@ -200,8 +200,12 @@ class SourceRepository:
             self._check_still_on(sha, on)
         return sha
 
+    def _tip(self, name: str) -> str | None:
+        """The commit the branch (or else the tag) `name` points at; None when neither exists."""
+        return self._commit(f"refs/heads/{name}") or self._commit(f"refs/tags/{name}")
+
     def _where(self, name: str) -> str:
-        tip = self._commit(f"refs/heads/{name}") or self._commit(f"refs/tags/{name}")
+        tip = self._tip(name)
         return f"{name!r} no longer exists" if tip is None else f"{name!r} is at {tip[:12]}"
 
     def _check_still_on(self, sha: str, name: str) -> None:
@@ -212,7 +216,7 @@ class SourceRepository:
         )  # fmt: skip
         if holding.returncode == 0 and holding.stdout.strip():
             return
-        tip = self._commit(f"refs/heads/{name}") or self._commit(f"refs/tags/{name}")
+        tip = self._tip(name)
         if tip is None:
             raise SourceError(f"{name!r} no longer exists in {self.url}: {sha[:12]} not released")
         raise SourceError(

@@ -133,9 +133,11 @@ def _receiver_settings() -> dict[str, str]:
         "SOCIALNET_WEBHOOK_TOKEN_FILE": str(webhook_token_file()),
         "SOCIALNET_ALERTS_FILE": str(alerts_file()),
     }
-    passed = {key: os.environ[key] for key in PASSED_SETTINGS if os.environ.get(key)}
-    write_atomic(_state_file(), json.dumps({**_read_state(), "settings": passed}, indent=2))
-    return {**settings, **passed}
+    return {**settings, **_passed_settings()}
+
+
+def _passed_settings() -> dict[str, str]:
+    return {key: os.environ[key] for key in PASSED_SETTINGS if os.environ.get(key)}
 
 
 def recorded_settings() -> dict[str, str]:
@@ -228,6 +230,9 @@ def _write_config(port: int) -> Path:
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     config = folder / "supervisord.conf"
     write_atomic(config, render("supervisord.conf", environment="control-plane", state_dir=folder))
+    # What the programs are given is recorded: the CLI's own runs use the same (cli.py).
+    state = {**_read_state(), "settings": _passed_settings()}
+    write_atomic(_state_file(), json.dumps(state, indent=2))
     settings = {
         **prefect_settings(port),
         **_receiver_settings(),
