@@ -20,6 +20,7 @@ from prefect.runtime import flow_run
 from flows.common import StepClock, checked_environment, release_slot
 from socialnet_ops.core.results import RotateResult, SecretsResult
 from socialnet_ops.core.secrets_catalog import SECRET_NAMES
+from socialnet_ops.platforms import platform_for
 from tasks.reporting import artifact_key, publish, table_report
 from tasks.vault import (
     bootstrap_vault_layout,
@@ -85,7 +86,7 @@ def rotate(
     """
     environment = checked_environment(env)
     logger = get_run_logger()
-    if not environment.is_local:
+    if not platform_for(environment).rotates_secrets:
         raise ValueError(
             f"rotate: environment {env} runs on {environment.platform.kind}; rotation is "
             "implemented for the local platform"

@@ -16,19 +16,13 @@ from prefect.cache_policies import NO_CACHE
 
 from socialnet_ops.adapters import vault
 from socialnet_ops.core.environments import Environment, load_environment
-from socialnet_ops.core.secrets_catalog import (
-    SECRET_NAMES,
-    RuntimeSecrets,
-    kubernetes_secret_body,
-)
+from socialnet_ops.core.secrets_catalog import SECRET_NAMES
 from socialnet_ops.platforms import (
     platform_for,
     vault_address,
     vault_admin_token_file,
     vault_secret_id_file,
 )
-from socialnet_ops.platforms.base import PlatformError
-from socialnet_ops.platforms.local import LocalPlatform
 
 ADMIN_TOKEN_FILE_VARIABLE = "SOCIALNET_VAULT_ADMIN_TOKEN_FILE"  # noqa: S105 - a variable name
 Purpose = Literal["bootstrap", "secrets", "deploy", "rotate"]
@@ -173,13 +167,12 @@ def bootstrap_vault_layout(environment: str) -> list[dict[str, str]]:
         mount=settings.vault.mount,
         flows_role=settings.vault.auth.role,
     )
-    if settings.is_local:
-        local = LocalPlatform(settings)
-        for consumer in ("flows", "webhooks"):
-            role = vault.consumer_role(consumer, environment, settings.vault.auth.role)
-            changes.append(
-                vault.ensure_secret_id_file(admin, role, local.vault_secret_id_file(consumer))
-            )
+    changes += vault.ensure_secret_id_files(
+        admin,
+        environment=environment,
+        flows_role=settings.vault.auth.role,
+        files=platform_for(settings).vault_secret_id_files(),
+    )
     for change in changes:
         logger.info("%s: %s", change.what, change.action)
     return [change.row() for change in changes]
@@ -190,57 +183,16 @@ def create_missing_secrets(environment: str, replace: list[str]) -> list[dict[st
     """Strong random values for every missing secret; existing ones kept unless in `replace`."""
     logger = get_run_logger()
     settings = load_environment(environment)
-    recover = None
-    if settings.is_local:
-        recover = LocalPlatform(settings).installed_secret
     changes = vault.ensure_secrets(
         flows_session(settings),
         mount=settings.vault.mount,
         environment=environment,
         replace=replace,
-        recover=recover,
+        recover=platform_for(settings).installed_secret,
     )
     for change in changes:
         logger.info("%s: %s", change.what, change.action)
     return [change.row() for change in changes]
-
-
-def _install(settings: Environment, secrets: RuntimeSecrets) -> str:
-    logger = get_run_logger()
-    platform = platform_for(settings)
-    if settings.is_local:
-        assert isinstance(platform, LocalPlatform)
-        platform.install_secrets(secrets, progress=logger.info)
-        return f"0600 files under {platform.state_dir / 'secrets'}"
-    body = kubernetes_secret_body(secrets)
-    write_kubernetes_secret(settings, body)
-    return f"Secret {body['metadata']['name']} in namespace {body['metadata']['namespace']}"
-
-
-def write_kubernetes_secret(settings: Environment, body: dict[str, Any]) -> None:
-    """Create or replace the Secret the chart mounts (`secrets.existingSecret`)."""
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-
-    platform = settings.platform
-    api = client.CoreV1Api(
-        config.new_client_from_config(
-            config_file=os.environ.get("KUBECONFIG") or None,
-            context=getattr(platform, "context", None),
-        )
-    )
-    namespace = getattr(platform, "namespace", "socialnet")
-    body["metadata"]["namespace"] = namespace
-    try:
-        # The client serialises plain dicts as they are.
-        api.replace_namespaced_secret(body["metadata"]["name"], namespace, body)  # type: ignore[arg-type]
-    except ApiException as error:
-        if error.status != 404:
-            raise PlatformError(
-                f"environment {settings.name}: writing Secret {body['metadata']['name']} in "
-                f"{namespace} failed ({error.status} {error.reason})"
-            ) from None
-        api.create_namespaced_secret(namespace, body)  # type: ignore[arg-type]
 
 
 @task(name="install-platform-secrets", cache_policy=NO_CACHE)
@@ -254,25 +206,21 @@ def install_platform_secrets(environment: str, check: bool = True) -> dict[str, 
         vault_preflight.fn(environment, "deploy")
     session = flows_session(settings)
     secrets = vault.read_runtime_secrets(session, settings.vault.mount, environment)
-    where = _install(settings, secrets)
+    where = platform_for(settings).install_secrets(secrets, progress=logger.info)
     logger.info("secrets of %s installed: %s", environment, where)
     return {"environment": environment, "installed": where, "secrets": sorted(SECRET_NAMES)}
 
 
 @task(name="materialize-secrets", cache_policy=NO_CACHE)
 def materialize_secrets(environment: str) -> str:
-    """The deploy flow's step: the local platform gets its secrets before replicas roll.
-
-    On Kubernetes the Secret `socialnet-secrets` is written by the secrets and rotate flows; the
-    chart mounts it, so a deploy has nothing to hand over.
-    """
-    settings = load_environment(environment)
-    if not settings.is_local:
-        get_run_logger().info(
-            "secrets of %s: the Secret written by the secrets flow (chart secrets.existingSecret)",
-            environment,
-        )
-        return "kubernetes secret"
+    """The deploy flow's step: the platform gets its secrets before replicas roll, unless its
+    replicas read standing ones (Kubernetes: the Secret the secrets and rotate flows write, which
+    the chart mounts, so a deploy has nothing to hand over)."""
+    standing = platform_for(load_environment(environment)).standing_secrets(
+        progress=get_run_logger().info
+    )
+    if standing is not None:
+        return standing
     return str(install_platform_secrets.fn(environment)["installed"])
 
 
@@ -340,30 +288,16 @@ def end_token_overlap(environment: str) -> int | None:
     return version
 
 
-def _local_platform(environment: str) -> Any:
-    settings = load_environment(environment)
-    if not settings.is_local:
-        raise PlatformError(
-            f"environment {environment}: rotation rolls replicas and revokes logins on the local "
-            "platform only for now (on Kubernetes: rotate in Vault, then the secrets flow and a "
-            "deploy)"
-        )
-
-    return LocalPlatform(settings)
-
-
 @task(name="restart-replicas", cache_policy=NO_CACHE)
 def restart_replicas(environment: str) -> None:
     """Fresh replicas, one at a time behind the edge: they read the new secrets at start."""
-    _local_platform(environment).restart_replicas(progress=get_run_logger().info)
+    platform_for(load_environment(environment)).restart_replicas(progress=get_run_logger().info)
 
 
 @task(name="revoke-old-database-login", cache_policy=NO_CACHE)
 def revoke_old_database_login(environment: str) -> list[str]:
     """Once no replica uses it, the previous login role loses its password and sessions."""
     settings = load_environment(environment)
-    revoked: list[str] = _local_platform(environment).revoke_database_logins(
-        progress=get_run_logger().info
-    )
+    revoked = platform_for(settings).revoke_database_logins(progress=get_run_logger().info)
     vault.finish_database_rotation(flows_session(settings), settings.vault.mount, environment)
     return revoked

@@ -570,6 +570,16 @@ def ensure_secret_id_file(admin: VaultSession, role: str, path: Path) -> Change:
     return Change(f"secret id of {role} ({path.name})", "created")
 
 
+def ensure_secret_id_files(
+    admin: VaultSession, *, environment: str, flows_role: str, files: Mapping[str, Path]
+) -> list[Change]:
+    """`ensure_secret_id_file` for each consumer's file (`files`: consumer -> path)."""
+    return [
+        ensure_secret_id_file(admin, consumer_role(consumer, environment, flows_role), path)
+        for consumer, path in files.items()
+    ]
+
+
 Recover = Callable[[str], Mapping[str, str] | None]
 
 
@@ -621,10 +631,9 @@ def bootstrap_environment(
 ) -> list[Change]:
     """Layout, secret id files (local) and missing secrets, with an admin session."""
     changes = ensure_layout(admin, environment=environment, mount=mount, flows_role=flows_role)
-    for consumer, path in (secret_id_files or {}).items():
-        changes.append(
-            ensure_secret_id_file(admin, consumer_role(consumer, environment, flows_role), path)
-        )
+    changes += ensure_secret_id_files(
+        admin, environment=environment, flows_role=flows_role, files=secret_id_files or {}
+    )
     changes += ensure_secrets(admin, mount=mount, environment=environment, recover=recover)
     return changes
 

@@ -86,9 +86,7 @@ def vault_secret_id_file(environment: Environment) -> Path | None:
     """`vault.auth.secret_id_file`, or the local platform's `.local/<env>/secrets/vault-secret-id`."""
     if environment.vault.auth.secret_id_file:
         return Path(environment.vault.auth.secret_id_file)
-    if environment.is_local:
-        return _local(environment).vault_secret_id_file("flows")
-    return None
+    return platform_for(environment).vault_secret_id_files().get("flows")
 
 
 def vault_admin_token_file(environment: Environment) -> Path | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 from socialnet_ops.core.release import Build as Build  # the interface speaks of builds
+from socialnet_ops.core.secrets_catalog import RuntimeSecrets
 
 Track = Literal["stable", "canary"]
 
@@ -96,3 +98,33 @@ class Platform(Protocol):
     def rendered_digest(self) -> str | None:
         """A digest of what the platform rendered for the serving release (Helm: its
         manifests); None where nothing is rendered (the local platform)."""
+
+    # --- secrets: Vault holds them, the platform hands them to its replicas ----------------------
+
+    def vault_secret_id_files(self) -> Mapping[str, Path]:
+        """The AppRole secret id file of each Vault consumer (flows, webhooks) this platform
+        keeps, for the bootstrap to fill; empty where the operator issues them (Kubernetes)."""
+
+    def installed_secret(self, name: str) -> Mapping[str, str] | None:
+        """The copy of secret `name` installed last, to re-seed a Vault that forgot it (the
+        local dev server keeps nothing across restarts); None where nothing is read back."""
+
+    def install_secrets(self, values: RuntimeSecrets, progress: Progress | None = None) -> str:
+        """Put the secrets where the replicas read them when they start (local: the database
+        login and 0600 files; Kubernetes: the Secret the chart mounts); returns where."""
+
+    def standing_secrets(self, progress: Progress | None = None) -> str | None:
+        """None when a deploy must install the secrets before replicas roll (local); else what
+        the replicas read instead, said through `progress` (Kubernetes: the Secret the secrets
+        flow wrote)."""
+
+    @property
+    def rotates_secrets(self) -> bool:
+        """Whether restart_replicas and revoke_database_logins work here: a rotation rolls the
+        replicas onto new secrets, then revokes the old login, under traffic."""
+
+    def restart_replicas(self, progress: Progress | None = None) -> None:
+        """Fresh replicas of the serving builds, one at a time: they read the secrets again."""
+
+    def revoke_database_logins(self, progress: Progress | None = None) -> list[str]:
+        """Every database login but the current one loses its password and sessions; returns them."""

@@ -30,6 +30,7 @@ from socialnet_ops.adapters.process import ToolError
 from socialnet_ops.core.environments import Environment
 from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSettings
 from socialnet_ops.core.paths import repo_root
+from socialnet_ops.core.secrets_catalog import RuntimeSecrets, kubernetes_secret_body
 from socialnet_ops.platforms.base import (
     Build,
     Endpoints,
@@ -88,6 +89,9 @@ def parse_description(description: str) -> dict[str, str]:
 
 
 class KubernetesPlatform:
+    # Rotation on Kubernetes: in Vault, then the secrets flow and a deploy (see restart_replicas).
+    rotates_secrets = False
+
     def __init__(self, environment: Environment) -> None:
         if not isinstance(environment.platform, KubernetesSettings):
             raise PlatformError(f"environment {environment.name!r} is not a kubernetes environment")
@@ -175,6 +179,11 @@ class KubernetesPlatform:
                 ) from None
         return self._client
 
+    def _core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self._api())
+
     def _apps(self) -> Any:
         from kubernetes import client
 
@@ -245,7 +254,7 @@ class KubernetesPlatform:
                 f"environment {self.environment}: the cluster of context {self.settings.context!r} "
                 f"does not answer: {error}"
             ) from None
-        core = client.CoreV1Api(self._api())
+        core = self._core()
         try:
             core.read_namespace(self.settings.namespace)
         except ApiException as error:
@@ -554,6 +563,59 @@ class KubernetesPlatform:
 
     def rendered_digest(self) -> str | None:
         return self.helm.manifest_digest()
+
+    # --- secrets -------------------------------------------------------------------------------------
+
+    def vault_secret_id_files(self) -> dict[str, Path]:
+        """Empty: the operator issues the consumers' secret ids (vault.auth.secret_id_file, blocks)."""
+        return {}
+
+    def installed_secret(self, name: str) -> dict[str, str] | None:
+        """Vault is the only copy: the Secret in the cluster is never read back."""
+        return None
+
+    def install_secrets(self, values: RuntimeSecrets, progress: Progress | None = None) -> str:
+        """Create or replace the Secret the chart mounts (`secrets.existingSecret`); replicas
+        read it when they start."""
+        from kubernetes.client.exceptions import ApiException
+
+        body = kubernetes_secret_body(values)
+        name, namespace = body["metadata"]["name"], self.settings.namespace
+        body["metadata"]["namespace"] = namespace
+        core = self._core()
+        try:
+            # The client serialises plain dicts as they are.
+            core.replace_namespaced_secret(name, namespace, body)
+        except ApiException as error:
+            if error.status != 404:
+                raise PlatformError(
+                    f"environment {self.environment}: writing Secret {name} in "
+                    f"{namespace} failed ({error.status} {error.reason})"
+                ) from None
+            core.create_namespaced_secret(namespace, body)
+        return f"Secret {name} in namespace {namespace}"
+
+    def standing_secrets(self, progress: Progress | None = None) -> str | None:
+        """The secrets and rotate flows write the Secret the chart mounts: a deploy hands over
+        nothing."""
+        (progress or _quiet)(
+            f"secrets of {self.environment}: the Secret written by the secrets flow "
+            "(chart secrets.existingSecret)"
+        )
+        return "kubernetes secret"
+
+    def _no_rotation(self) -> PlatformError:
+        return PlatformError(
+            f"environment {self.environment}: rotation rolls replicas and revokes logins on the "
+            "local platform only for now (on Kubernetes: rotate in Vault, then the secrets flow "
+            "and a deploy)"
+        )
+
+    def restart_replicas(self, progress: Progress | None = None) -> None:
+        raise self._no_rotation()
+
+    def revoke_database_logins(self, progress: Progress | None = None) -> list[str]:
+        raise self._no_rotation()
 
     # --- the canary track ----------------------------------------------------------------------------
 

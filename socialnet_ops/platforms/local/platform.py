@@ -99,6 +99,9 @@ def program_name(track: Track, version: str, index: int) -> str:
 class LocalPlatform:
     """The Platform protocol on this machine, plus start/stop of the whole environment."""
 
+    # Replicas read their secrets from files at start: a rotation installs, rolls, revokes.
+    rotates_secrets = True
+
     def __init__(self, environment: Environment) -> None:
         self._environment_model = environment
         if not isinstance(environment.platform, LocalSettings):
@@ -162,6 +165,10 @@ class LocalPlatform:
         return self._secrets / (
             "vault-secret-id" if consumer == "flows" else f"vault-secret-id-{consumer}"
         )
+
+    def vault_secret_id_files(self) -> dict[str, Path]:
+        """The secret id files the bootstrap fills: the flows' and the webhook receiver's."""
+        return {consumer: self.vault_secret_id_file(consumer) for consumer in ("flows", "webhooks")}
 
     @property
     def vault_address(self) -> str:
@@ -550,10 +557,7 @@ class LocalPlatform:
             environment=self.environment,
             mount=environment.vault.mount,
             flows_role=environment.vault.auth.role,
-            secret_id_files={
-                "flows": self.vault_secret_id_file("flows"),
-                "webhooks": self.vault_secret_id_file("webhooks"),
-            },
+            secret_id_files=self.vault_secret_id_files(),
             recover=self.installed_secret,
         )
         created = [
@@ -588,7 +592,7 @@ class LocalPlatform:
             return {"gitlab_token": read_secret(self.webhook_token_file)}
         return None
 
-    def install_secrets(self, values: RuntimeSecrets, progress: Progress | None = None) -> None:
+    def install_secrets(self, values: RuntimeSecrets, progress: Progress | None = None) -> str:
         """Hand the app its secrets: the login role's password set in PostgreSQL, then 0600 files
         the replicas read at start (running replicas keep theirs until they are rolled).
 
@@ -663,6 +667,11 @@ class LocalPlatform:
             f"secrets installed for {self.environment} (login role {user}"
             + (f"; changed: {', '.join(changed)})" if changed else "; unchanged)")
         )
+        return f"0600 files under {self._secrets}"
+
+    def standing_secrets(self, progress: Progress | None = None) -> str | None:
+        """None: the files hold what was installed last, so a deploy installs Vault's values."""
+        return None
 
     def database_login(self) -> str:
         """The login role new replicas and tools use (from the secrets installed last)."""
