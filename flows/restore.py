@@ -16,6 +16,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.common import checked_environment, failure_of
+from socialnet_ops.adapters.postgres import database_exists
 from socialnet_ops.core.backups import BackupError, BackupTarget
 from socialnet_ops.core.failures import RejectedError, changed_nothing, one_line
 from socialnet_ops.core.results import (
@@ -24,7 +25,6 @@ from socialnet_ops.core.results import (
     RestoreDrillResult,
 )
 from tasks.postgres import (
-    database_exists,
     drop_database,
     resolve_backup_target,
     restore_dump,

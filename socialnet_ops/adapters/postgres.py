@@ -1,18 +1,48 @@
-"""PostgreSQL as the backups see it: connections that read a server's state."""
+"""PostgreSQL as the backups see it: connections that read and change a server's databases, and
+where its client tools are. The tool work on top is in `pg_backups` and `pg_recovery`."""
 
 from __future__ import annotations
 
+import logging
+import shutil
+import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from socialnet_ops.core.backups import BackupError, DatabaseAccess, archiver_problem
+from socialnet_ops.core.backups import (
+    RECOVERY_CRITICAL_SETTINGS,
+    BackupError,
+    DatabaseAccess,
+    archiver_problem,
+)
+
+# What the adapters log through: the task's run logger (the same lines reach the run's logs).
+RunLog = logging.Logger | logging.LoggerAdapter[logging.Logger]
+
+
+class BackupToolError(BackupError):
+    """pg_dump, pg_basebackup, pg_restore or the restored server failed; the message says how."""
+
+
+def tool_path(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+            if (folder / name).is_file():
+                return str(folder / name)
+        raise BackupToolError(
+            f"{name} not found on PATH; install the PostgreSQL client (postgresql-15)"
+        )
+    return found
 
 
 def read_archiver_status(access: DatabaseAccess) -> dict[str, Any]:
     """`pg_stat_archiver` of a server, with `problem` set when WAL is not being archived.
 
-    For `socialnet-ops status` and the base-backup flow; the only function here that connects.
+    For `socialnet-ops status` and the base-backup flow.
     """
     try:
         with psycopg.connect(**access.connect_kwargs(), autocommit=True) as connection:
@@ -32,3 +62,102 @@ def read_archiver_status(access: DatabaseAccess) -> dict[str, Any]:
             "archive_mode is off: WAL is not archived, point-in-time recovery is impossible"
         )
     return stats
+
+
+def current_wal_segment(access: DatabaseAccess) -> str:
+    with psycopg.connect(**access.connect_kwargs(), autocommit=True) as connection:
+        return str(connection.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0])  # type: ignore[index]
+
+
+def recovery_critical_settings(access: DatabaseAccess) -> dict[str, str]:
+    with psycopg.connect(**access.connect_kwargs(), autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+            (list(RECOVERY_CRITICAL_SETTINGS),),
+        ).fetchall()
+    return {str(name): str(value) for name, value in rows}
+
+
+def snapshot_facts(connection: psycopg.Connection[Any]) -> tuple[str | None, str]:
+    """The schema revision (Alembic's) and the server version, as the connection sees them."""
+    revision = None
+    if connection.execute("SELECT to_regclass('public.alembic_version')").fetchone()[0]:  # type: ignore[index]
+        row = connection.execute("SELECT version_num FROM public.alembic_version").fetchone()
+        revision = row[0] if row else None
+    version = connection.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    return revision, str(version)
+
+
+def count_rows(connection: psycopg.Connection[Any]) -> dict[str, int]:
+    """Exact row counts of every user table, as `schema.table`."""
+    tables = connection.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%' ORDER BY 1, 2"
+    ).fetchall()
+    counts = {}
+    for schema, table in tables:
+        row = connection.execute(
+            sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+        ).fetchone()
+        counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+    return counts
+
+
+# --- whole databases: through the maintenance database ------------------------------------------
+
+
+def connect_admin(access: DatabaseAccess) -> psycopg.Connection[Any]:
+    """A connection for CREATE/ALTER/DROP DATABASE (the maintenance database `postgres`)."""
+    try:
+        return psycopg.connect(**access.connect_kwargs("postgres"), autocommit=True)
+    except psycopg.OperationalError as error:
+        raise BackupError(
+            f"cannot connect to {access.describe('postgres')}: {error}".strip()
+        ) from None
+
+
+def database_exists(access: DatabaseAccess, name: str) -> bool:
+    with connect_admin(access) as connection:
+        return (
+            connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            is not None
+        )
+
+
+def create_database(connection: psycopg.Connection[Any], name: str, owner: str | None) -> None:
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if owner:
+        create += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+    connection.execute(create)
+
+
+def drop_database(connection: psycopg.Connection[Any], name: str) -> None:
+    connection.execute(
+        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+
+
+def rename_database(connection: psycopg.Connection[Any], old: str, new: str) -> None:
+    # Sessions on the database block a rename; the app reconnects to the restored one.
+    for attempt in range(5):
+        # As the login role itself (granted pg_signal_backend), not the owner role it acts as.
+        connection.execute("SET ROLE NONE")
+        connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (old,),
+        )
+        connection.execute("RESET ROLE")
+        try:
+            connection.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(old), sql.Identifier(new)
+                )
+            )
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == 4:
+                raise
+            time.sleep(0.5)

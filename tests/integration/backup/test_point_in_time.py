@@ -19,8 +19,8 @@ import pytest
 
 from flows.backup import base_backup
 from flows.restore import restore
+from socialnet_ops.adapters.pg_recovery import stop_restored_server
 from socialnet_ops.core.backups import BackupError, BackupTarget, VerificationError, WalGapError
-from tasks.postgres import stop_restored_server
 from tests.integration.backup.conftest import (
     Emulator,
     execute,

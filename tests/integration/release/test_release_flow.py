@@ -20,11 +20,11 @@ from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.deploy import deploy
 from flows.release import release
+from socialnet_ops.adapters.postgres import count_rows
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.platforms import backup_target_for
 from socialnet_ops.platforms.local import LocalPlatform
 from tasks.ledger import load_ledger
-from tasks.postgres import count_rows
 from tasks.undo import ReleaseUndoneError
 from tests.integration.canary.traffic import UserTraffic
 from tests.integration.release.conftest import PRODUCTION, STAGING, Lifecycle, version

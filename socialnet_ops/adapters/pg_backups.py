@@ -1,0 +1,430 @@
+"""Backups of PostgreSQL in S3: pg_dump and pg_basebackup streamed into the bucket, a dump restored
+into a scratch database and verified before it is put in place, retention of what is stored.
+
+What a backup *is* (ids, manifests, verification, WAL ranges) is in socialnet_ops.core.backups.
+The caller holds the environment's backup lock (a Prefect concurrency limit) around each of these.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import IO, Any, Protocol
+
+import psycopg
+
+from socialnet_ops.adapters.pg_streams import (
+    OutputLog,
+    ToolOutput,
+    feed,
+    prefetch,
+    progress_logger,
+    stop_process,
+    widen_pipe,
+)
+from socialnet_ops.adapters.postgres import (
+    RunLog,
+    connect_admin,
+    count_rows,
+    create_database,
+    current_wal_segment,
+    drop_database,
+    recovery_critical_settings,
+    rename_database,
+    snapshot_facts,
+    tool_path,
+)
+from socialnet_ops.adapters.s3 import StorageError
+from socialnet_ops.core.backups import (
+    BackupError,
+    BackupKind,
+    BackupManifest,
+    BackupTarget,
+    ObjectStore,
+    Trigger,
+    VerificationError,
+    new_backup_id,
+    object_metadata,
+    pick_manifest,
+    verification_problems,
+    wal_to_delete,
+)
+from socialnet_ops.core.environments import Retention
+from socialnet_ops.core.results import RetentionOutcome
+from socialnet_ops.core.retention import plan_retention
+
+
+class Uploaded(Protocol):
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+
+
+class Listed(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def last_modified(self) -> datetime: ...
+
+
+class BackupStorage(Protocol):
+    """The S3 operations the backups use, passed in by the caller: they are the `tasks.storage`
+    module's, in the tasks layer, which an adapter cannot import."""
+
+    def abort_stale_uploads(self, store: ObjectStore, prefix: str) -> list[str]: ...
+    def upload_stream(
+        self,
+        store: ObjectStore,
+        key: str,
+        source: IO[bytes],
+        metadata: dict[str, str],
+        on_progress: Callable[[int], None] | None = ...,
+    ) -> Uploaded: ...
+    def put_json(self, store: ObjectStore, key: str, document: Any) -> None: ...
+    def get_json(self, store: ObjectStore, key: str) -> Any: ...
+    def list_objects(self, store: ObjectStore, prefix: str) -> Sequence[Listed]: ...
+    def read_chunks(self, store: ObjectStore, key: str) -> Iterator[bytes]: ...
+    def delete_objects(self, store: ObjectStore, keys: list[str]) -> None: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def list_manifests(
+    target: BackupTarget, kind: BackupKind, *, storage: BackupStorage, log: RunLog
+) -> list[BackupManifest]:
+    """Complete backups, oldest first (an object without a readable manifest is not a backup)."""
+    prefix = target.dump_prefix if kind == "dump" else target.base_prefix
+    manifests = []
+    for stored in storage.list_objects(target.store, prefix):
+        if not stored.key.endswith(".json"):
+            continue
+        try:
+            manifests.append(
+                BackupManifest.model_validate(storage.get_json(target.store, stored.key))
+            )
+        except (StorageError, ValueError) as error:
+            log.warning("ignoring %s: not a readable manifest (%s)", stored.key, error)
+    return sorted(manifests, key=lambda manifest: (manifest.started_at, manifest.id))
+
+
+def _start_tool(command: list[str], name: str, env: dict[str, str], log: RunLog) -> ToolOutput:
+    """The tool running with its stdout piped to be read and its stderr streamed into `log`."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    widen_pipe(process.stdout)
+    return ToolOutput(process, name, OutputLog(process.stderr, name, log))
+
+
+def _upload_tool_output(
+    output: ToolOutput,
+    target: BackupTarget,
+    key: str,
+    metadata: dict[str, str],
+    storage: BackupStorage,
+    log: RunLog,
+) -> Uploaded:
+    """The tool's stdout streamed into `key`; the tool is stopped however the upload ends."""
+    try:
+        return storage.upload_stream(
+            target.store,
+            key,
+            output,  # type: ignore[arg-type]
+            metadata,
+            on_progress=progress_logger(output.name, log),
+        )
+    finally:
+        stop_process(output.process)
+
+
+def _upload_facts(uploaded: Uploaded, started: datetime) -> dict[str, Any]:
+    """What a manifest records of the upload that just ended: size, checksum and times."""
+    finished = _now()
+    return {
+        "size_bytes": uploaded.size_bytes,
+        "sha256": uploaded.sha256,
+        "started_at": started,
+        "finished_at": finished,
+        "duration_s": round((finished - started).total_seconds(), 3),
+    }
+
+
+def _store_manifest(target: BackupTarget, manifest: BackupManifest, storage: BackupStorage) -> None:
+    """Written last: only a complete backup has a manifest."""
+    storage.put_json(
+        target.store,
+        target.manifest_key(manifest.kind, manifest.id),
+        manifest.model_dump(mode="json"),
+    )
+
+
+def _sweep_stale_uploads(
+    target: BackupTarget, prefix: str, storage: BackupStorage, log: RunLog
+) -> None:
+    swept = storage.abort_stale_uploads(target.store, prefix)
+    if swept:
+        log.warning("aborted unfinished uploads of earlier runs: %s", ", ".join(swept))
+
+
+def dump_to_store(
+    target: BackupTarget,
+    trigger: Trigger,
+    release: str | None,
+    *,
+    storage: BackupStorage,
+    log: RunLog,
+) -> BackupManifest:
+    """pg_dump -Fc of one consistent snapshot, streamed into S3; the manifest is written last.
+
+    The snapshot is exported by a REPEATABLE READ transaction that stays open during the dump:
+    pg_dump reads it (--snapshot) while that same transaction counts the rows of every table, so
+    the counts recorded are exactly those of the dumped data, and counting overlaps the upload.
+    """
+    access = target.database
+    _sweep_stale_uploads(target, target.dump_prefix, storage, log)
+    started = _now()
+    backup_id = new_backup_id(started)
+    key = target.data_key("dump", backup_id)
+    log.info("backing up %s to s3://%s/%s", access.describe(), target.store.bucket, key)
+    try:
+        connection = psycopg.connect(**access.connect_kwargs())
+    except psycopg.OperationalError as error:
+        raise BackupError(f"cannot connect to {access.describe()}: {error}".strip()) from None
+    with connection:
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        connection.read_only = True
+        snapshot = connection.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+        schema_revision, server_version = snapshot_facts(connection)
+        command = [
+            tool_path("pg_dump"),
+            "--format=custom",
+            f"--snapshot={snapshot}",
+            "--no-password",
+        ]
+        env = {**os.environ, **access.libpq_env(), "PGAPPNAME": "socialnet-backup-pg_dump"}
+        output = _start_tool(command, "pg_dump", env, log)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="row-counts") as counter:
+            counts = counter.submit(count_rows, connection)
+            metadata = object_metadata(
+                backup_id=backup_id, environment=target.environment, database=access.database,
+                release=release, schema_revision=schema_revision, started_at=started,
+            )  # fmt: skip
+            uploaded = _upload_tool_output(output, target, key, metadata, storage, log)
+            row_counts = counts.result()
+    manifest = BackupManifest(
+        id=backup_id,
+        kind="dump",
+        trigger=trigger,
+        environment=target.environment,
+        database=access.database,
+        key=key,
+        format="pg_dump custom",
+        release=release,
+        schema_revision=schema_revision,
+        server_version=server_version,
+        **_upload_facts(uploaded, started),
+        row_counts=row_counts,
+    )
+    _store_manifest(target, manifest, storage)
+    log.info(
+        "backup %s: %d bytes in %.1f s (%.1f MiB/s), sha256 %s",
+        backup_id, manifest.size_bytes, manifest.duration_s, manifest.throughput_mib_s, manifest.sha256,
+    )  # fmt: skip
+    return manifest
+
+
+def base_backup_to_store(
+    target: BackupTarget, *, storage: BackupStorage, log: RunLog
+) -> BackupManifest:
+    """pg_basebackup as one tar on stdout (WAL needed for consistency inside), streamed to S3."""
+    access = target.database
+    _sweep_stale_uploads(target, target.base_prefix, storage, log)
+    # Read before the backup's checkpoint: a conservative first segment the restore needs.
+    start_wal = current_wal_segment(access)
+    started = _now()
+    backup_id = new_backup_id(started)
+    key = target.data_key("base", backup_id)
+    command = [
+        tool_path("pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
+        "--checkpoint=fast", "--no-password", f"--label=socialnet-{backup_id}",
+    ]  # fmt: skip
+    env = {**os.environ, **access.libpq_env()}
+    log.info("base backup of %s to s3://%s/%s", access.describe(), target.store.bucket, key)
+    output = _start_tool(command, "pg_basebackup", env, log)
+    metadata = object_metadata(
+        backup_id=backup_id, environment=target.environment, database="(cluster)",
+        release=None, schema_revision=None, started_at=started,
+    )  # fmt: skip
+    uploaded = _upload_tool_output(output, target, key, metadata, storage, log)
+    manifest = BackupManifest(
+        id=backup_id,
+        kind="base",
+        environment=target.environment,
+        database="(cluster)",
+        key=key,
+        format="pg_basebackup tar",
+        **_upload_facts(uploaded, started),
+        start_wal=start_wal,
+        stop_wal=current_wal_segment(access),
+        server_settings=recovery_critical_settings(access),
+    )
+    _store_manifest(target, manifest, storage)
+    log.info("base backup %s: %d bytes, WAL from %s", backup_id, manifest.size_bytes, start_wal)
+    return manifest
+
+
+def prune_backups(
+    target: BackupTarget,
+    kind: BackupKind,
+    rules: Retention,
+    dry_run: bool,
+    *,
+    storage: BackupStorage,
+    log: RunLog,
+) -> RetentionOutcome:
+    """GFS over the complete backups of `kind`; base backups also drop WAL no kept base needs."""
+    manifests = list_manifests(target, kind, storage=storage, log=log)
+    plan = plan_retention([manifest.point() for manifest in manifests], rules)
+    doomed = [manifest for manifest in manifests if manifest.id in set(plan.delete_ids)]
+    # Manifests first: an interrupted run leaves data objects that are no longer backups.
+    keys = [target.manifest_key(kind, manifest.id) for manifest in doomed]
+    keys += [manifest.key for manifest in doomed]
+    wal: list[str] = []
+    if kind == "base":
+        kept = [manifest for manifest in manifests if manifest.id in plan.keep]
+        archived = [
+            stored.key.rsplit("/", 1)[-1]
+            for stored in storage.list_objects(target.store, target.wal_prefix)
+        ]
+        wal = wal_to_delete(kept, archived)
+    verb = "would delete" if dry_run else "deleting"
+    for line in plan.summary():
+        log.info("retention: %s", line)
+    if doomed or wal:
+        log.info("retention %s %d backups and %d WAL files", verb, len(doomed), len(wal))
+    if not dry_run:
+        storage.delete_objects(target.store, keys)
+        storage.delete_objects(target.store, [target.wal_prefix + name for name in wal])
+    return RetentionOutcome(
+        dry_run=dry_run, kept=plan.keep, deleted=plan.delete_ids, deleted_wal=wal
+    )
+
+
+# --- restores -----------------------------------------------------------------------------------
+
+
+def restore_dump_into(
+    target: BackupTarget,
+    backup_id: str,
+    database: str,
+    replace: bool,
+    *,
+    storage: BackupStorage,
+    log: RunLog,
+) -> dict[str, Any]:
+    """Restore a dump into a scratch database, verify it, and only then put it in place.
+
+    `replace` swaps an existing `database` out (kept as `<database>_before_restore_<time>`); when
+    anything fails the scratch database is dropped and `database` is never touched.
+    """
+    access = target.database
+    manifest = pick_manifest(list_manifests(target, "dump", storage=storage, log=log), backup_id)
+    scratch = f"{database[:40]}_restoring_{secrets.token_hex(3)}"
+    log.info("restoring backup %s (%d bytes) into %s", manifest.id, manifest.size_bytes, scratch)
+    started = time.monotonic()
+    with connect_admin(access) as connection:
+        create_database(connection, scratch, access.owner_role)
+    try:
+        command = [
+            tool_path("pg_restore"), "--no-owner", "--exit-on-error", "--no-password", f"--dbname={scratch}",
+        ]  # fmt: skip
+        if access.owner_role:
+            command.append(f"--role={access.owner_role}")
+        env = {**os.environ, **access.libpq_env(scratch)}
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        errors = OutputLog(process.stdout, "pg_restore", log)
+        try:
+            widen_pipe(process.stdin)
+            size, sha256, read_error = feed(
+                process, prefetch(storage.read_chunks(target.store, manifest.key))
+            )
+            returncode = process.wait()
+        finally:
+            stop_process(process)
+        errors.join()
+        problems = []
+        if read_error:
+            problems.append(f"download: {read_error}")
+        if size != manifest.size_bytes or sha256 != manifest.sha256:
+            # Structural checks first: rows of a corrupt object mean nothing.
+            problems += verification_problems(
+                manifest, size_bytes=size, sha256=sha256,
+                schema_revision=manifest.schema_revision, row_counts=manifest.row_counts,
+            )  # fmt: skip
+        if returncode != 0:
+            problems.append(f"pg_restore exited with {returncode}: {errors.tail() or 'no message'}")
+        if not problems:
+            with psycopg.connect(**access.connect_kwargs(scratch)) as restored:
+                revision, _ = snapshot_facts(restored)
+                counts = count_rows(restored)
+            problems = verification_problems(
+                manifest,
+                size_bytes=size,
+                sha256=sha256,
+                schema_revision=revision,
+                row_counts=counts,
+            )
+        if problems:
+            raise VerificationError(
+                f"restore of backup {manifest.id} failed verification; {database} was not touched:\n- "
+                + "\n- ".join(problems)
+            )
+        previous = None
+        with connect_admin(access) as connection:
+            if replace:
+                previous = f"{database[:30]}_before_restore_{_now():%Y%m%d%H%M%S}"
+                rename_database(connection, database, previous)
+            try:
+                rename_database(connection, scratch, database)
+            except psycopg.Error:
+                if previous is not None:
+                    rename_database(connection, previous, database)  # put the original back
+                raise
+    except BaseException:
+        with connect_admin(access) as connection:
+            drop_database(connection, scratch)
+        raise
+    seconds = round(time.monotonic() - started, 3)
+    log.info("restored %s into %s in %.1f s; verified", manifest.id, database, seconds)
+    return {
+        "backup_id": manifest.id,
+        "database": database,
+        "replaced": replace,
+        "previous_database_kept_as": previous,
+        "size_bytes": size,
+        "sha256": sha256,
+        "schema_revision": manifest.schema_revision,
+        "tables": len(counts),
+        "rows": sum(counts.values()),
+        "seconds": seconds,
+    }
+
+
+def drop_restored_database(target: BackupTarget, database: str) -> None:
+    """Drop a database a restore made (a drill's scratch copy); never the environment's own."""
+    if database == target.database.database:
+        raise BackupError(f"refusing to drop {database}: it is the environment's live database")
+    with connect_admin(target.database) as connection:
+        drop_database(connection, database)
