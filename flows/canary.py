@@ -1,15 +1,18 @@
 """canary: release a build to a share of users, judge it against stable, promote or abort.
 
 The flow walks the environment's release policy (set weight, pause, analysis) like an Argo Rollouts
-canary; the judgement is `socialnet_ops.core.canary.judge`, a pure function of what Prometheus saw for
-both tracks. Fail, no data for too long, a refused or unanswered approval: abort (weight 0, canary
-replicas stopped, stable untouched, ledger unchanged). Every step passed: promote.
+canary: `socialnet_ops.core.canary.walk_steps` decides each step, `judge` each measurement (a pure
+function of what Prometheus saw for both tracks), and `CanaryRollout` does what they decide. Fail,
+no data for too long, a refused or unanswered approval: abort (weight 0, canary replicas stopped,
+stable untouched, ledger unchanged). Every step passed: promote.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
@@ -34,18 +37,17 @@ from flows.common import (
     release_slot,
 )
 from socialnet_ops.adapters.builds import check_version
+from socialnet_ops.core.backups import backup_id, backup_name
 from socialnet_ops.core.canary import (
-    AnalysisTally,
-    Decision,
     Measurement,
     PlannedStep,
-    Verdict,
+    StepRow,
+    check_baseline,
     check_plan,
-    judge,
     plan,
-    progress_percent,
+    walk_steps,
 )
-from socialnet_ops.core.environments import Analysis
+from socialnet_ops.core.canary_report import CanaryReport
 from socialnet_ops.core.failures import before_any_change
 from socialnet_ops.core.ledger import CanaryRecord
 from socialnet_ops.core.results import CanaryResult
@@ -60,8 +62,8 @@ from tasks.platform import (
     set_canary_weight,
     start_canary,
 )
-from tasks.postgres import backup_id, backup_name, check_migrations, migrate, take_predeploy_backup
-from tasks.reporting import artifact_key, emit, publish, report_undo, table_report
+from tasks.postgres import check_migrations, migrate, take_predeploy_backup
+from tasks.reporting import emit, publish, report_undo, table_report
 from tasks.undo import UndoJournal, undoable, undone_failure
 from tasks.vault import materialize_secrets, read_secret_versions
 
@@ -75,10 +77,6 @@ class ApprovalInput(RunInput):
 
     approve: bool
     comment: str = ""
-
-
-class NoStableReleaseError(Exception):
-    pass
 
 
 class CanaryAbortedError(Exception):
@@ -101,104 +99,6 @@ def announce_canary_failure(flow: Any, flow_run: Any, state: Any) -> None:
     if CanaryAbortedError.__name__ in str(state.message or ""):
         return
     announce_release_failure(flow, flow_run, state)
-
-
-# --- the report a person follows in the UI --------------------------------------------------------
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.2f}%"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.0f} ms"
-
-
-def _count(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
-@dataclass
-class CanaryReport:
-    """The step table (one row per step and per measurement) and the progress bar."""
-
-    environment: str
-    version: str
-    steps: list[PlannedStep]
-    rows: list[dict[str, str]] = field(default_factory=list)
-    progress_id: UUID | None = None
-
-    @property
-    def table_key(self) -> str:
-        return artifact_key("canary", self.environment)
-
-    def start(self) -> None:
-        self.progress_id = cast(
-            UUID,
-            create_progress_artifact(
-                progress=0.0,
-                key=artifact_key("canary-progress", self.environment),
-                description=f"Canary {self.version} on {self.environment}: starting",
-            ),
-        )
-
-    def progress(self, done_steps: int, what: str) -> None:
-        if self.progress_id is None:
-            return
-        update_progress_artifact(
-            self.progress_id,
-            progress_percent(done_steps, len(self.steps)),
-            description=f"Canary {self.version} on {self.environment}: {what}",
-        )
-
-    def finish(self, what: str) -> None:
-        if self.progress_id is not None:
-            update_progress_artifact(
-                self.progress_id, 100.0, description=f"Canary {self.version}: {what}"
-            )
-
-    def row(
-        self,
-        step: PlannedStep | None,
-        weight: int,
-        verdict: str,
-        why: str,
-        measurement: Measurement | None = None,
-    ) -> None:
-        canary = measurement.canary if measurement else None
-        stable = measurement.stable if measurement else None
-        self.rows.append(
-            {
-                "step": step.title if step else "promotion",
-                "weight": f"{weight}%",
-                "canary requests": _count(canary.requests if canary else None),
-                "stable requests": _count(stable.requests if stable else None),
-                "canary errors": _ratio(canary.error_ratio if canary else None),
-                "stable errors": _ratio(stable.error_ratio if stable else None),
-                "canary p95": _ms(canary.p95 if canary else None),
-                "stable p95": _ms(stable.p95 if stable else None),
-                "canary p99": _ms(canary.p99 if canary else None),
-                "stable p99": _ms(stable.p99 if stable else None),
-                "verdict": verdict,
-                "why": why,
-            }
-        )
-        table_report(self.table_key, self.rows, f"Canary {self.version} on {self.environment}")
-
-
-# --- walking the steps (the rollout state machine) ----------------------------------------------
-
-
-@dataclass
-class Walk:
-    """Where the walk ended: every step passed, or the step that aborted it and why."""
-
-    promote: bool
-    reason: str
-    weight: int = 0
-    step: PlannedStep | None = None
-    measurements: int = 0
-    verdicts: dict[str, int] = field(default_factory=dict)
 
 
 def resume_own_run() -> None:
@@ -242,92 +142,55 @@ def wait_for_approval(step: PlannedStep, version: str, weight: int) -> tuple[boo
     return False, f"refused{comment}"
 
 
-def run_analysis(
-    environment: str,
-    version: str,
-    stable_version: str,
-    step: PlannedStep,
-    weight: int,
-    analysis: Analysis,
-    tally: AnalysisTally,
-    report: CanaryReport,
-    walk: Walk,
-) -> str | None:
-    """Measure every interval until the step passes (None) or the policy says abort (why)."""
-    logger = get_run_logger()
-    started = time.monotonic()
-    taken = 0
-    while True:
-        taken += 1
-        # Measure at the end of each interval, so a window holds traffic at this weight.
-        time.sleep(max(0.0, started + taken * analysis.interval - time.monotonic()))
-        measurement = measure_tracks(environment, stable_version, version, analysis.interval)
-        verdict: Verdict = judge(measurement, analysis)
-        decision = tally.observe(verdict, duration_elapsed=taken >= step.measurements)
-        walk.measurements += 1
-        walk.verdicts[verdict.outcome] = walk.verdicts.get(verdict.outcome, 0) + 1
-        held = decision is Decision.MEASURE_AGAIN and taken >= step.measurements
-        label = verdict.outcome + (" (holding)" if held else "")
-        report.row(step, weight, label, verdict.why, measurement)
-        logger.info(
-            "%s, measurement %d/%d: %s: %s",
-            step.title,
-            taken,
-            step.measurements,
-            label,
-            verdict.why,
-        )
-        if decision is Decision.ABORT:
-            return tally.abort_reason
-        if decision is Decision.STEP_PASSED:
-            return None
+@dataclass
+class CanaryRollout:
+    """What `walk_steps` decides, done: tasks, the approval pause, the report's artifacts."""
 
+    env: str
+    stable_version: str
+    interval: float
+    report: CanaryReport
+    record: CanaryRecord
+    progress_id: UUID | None = None
 
-def walk_steps(
-    environment: str,
-    version: str,
-    stable_version: str,
-    steps: list[PlannedStep],
-    analysis: Analysis,
-    report: CanaryReport,
-    record: CanaryRecord,
-) -> Walk:
-    walk = Walk(promote=False, reason="")
-    tally = AnalysisTally(analysis)
-    for done, step in enumerate(steps):
-        walk.step = step
-        report.progress(done, step.title)
-        if step.kind == "set_weight":
-            assert step.weight is not None
-            set_canary_weight(environment, step.weight)
-            walk.weight = step.weight
-            record_canary(environment, record.model_copy(update={"weight": step.weight}))
-            report.row(step, walk.weight, "done", f"{step.weight}% of API requests to {version}")
-        elif step.kind == "pause" and step.until_approved:
-            approved, why = wait_for_approval(step, version, walk.weight)
-            report.row(step, walk.weight, "approved" if approved else "refused", why)
-            if not approved:
-                walk.reason = f"manual gate: {why}"
-                return walk
-        elif step.kind == "pause":
-            assert step.duration is not None
-            time.sleep(step.duration)
-            report.row(step, walk.weight, "done", f"paused {step.duration:.0f} s")
-        else:
-            abort_reason = run_analysis(
-                environment, version, stable_version, step, walk.weight, analysis, tally, report,
-                walk,
-            )  # fmt: skip
-            if abort_reason is not None:
-                walk.reason = abort_reason
-                return walk
-    walk.promote = True
-    walk.step = None
-    walk.reason = f"all {len(steps)} steps passed"
-    return walk
+    def start(self) -> None:
+        percent, description = self.report.progress(0, "starting")
+        artifact = create_progress_artifact(percent, self.report.progress_key, description)
+        self.progress_id = cast(UUID, artifact)
 
+    def progress(self, done_steps: int, what: str) -> None:
+        if self.progress_id is not None:
+            percent, description = self.report.progress(done_steps, what)
+            update_progress_artifact(self.progress_id, percent, description=description)
 
-# --- the flow ------------------------------------------------------------------------------------
+    def finish(self, what: str) -> None:
+        if self.progress_id is not None:
+            update_progress_artifact(
+                self.progress_id, 100.0, description=self.report.finished(what)
+            )
+
+    def row(self, row: StepRow) -> None:
+        table_report(self.report.table_key, self.report.add(row), self.report.title)
+
+    def set_weight(self, weight: int) -> None:
+        set_canary_weight(self.env, weight)
+        record_canary(self.env, self.record.model_copy(update={"weight": weight}))
+
+    def approval(self, step: PlannedStep, weight: int) -> tuple[bool, str]:
+        return wait_for_approval(step, self.report.version, weight)
+
+    def pause(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def measurements(self, step: PlannedStep) -> Iterator[Measurement]:
+        started = time.monotonic()
+        for taken in itertools.count(1):
+            # Measure at the end of each interval, so a window holds traffic at this weight.
+            time.sleep(max(0.0, started + taken * self.interval - time.monotonic()))
+            yield measure_tracks(self.env, self.stable_version, self.report.version, self.interval)
+
+    def log(self, message: str) -> None:
+        get_run_logger().info(message)
 
 
 @release_flow(
@@ -353,14 +216,7 @@ def canary(
     started_at = time.time()
     with release_slot(env) as slot:
         with before_any_change():
-            stable_version = current_stable_version(env)
-            if stable_version is None:
-                raise NoStableReleaseError(
-                    f"{env} serves no stable release: a canary needs one to compare with; "
-                    f"deploy one first (deploy env={env})"
-                )
-            if stable_version == version:
-                raise ValueError(f"{version} already serves {env}: nothing to release")
+            stable_version = check_baseline(env, version, current_stable_version(env))
             with clock("build"):
                 build = build_release_task(env, version, source, runtime_settings)
             materialize_secrets(env)  # as the deploy flow: Vault's values before migrations
@@ -378,9 +234,10 @@ def canary(
         except Exception as error:
             report_undo(env, version, error, journal)
             raise undone_failure(error, journal) from error
-        report = CanaryReport(env, version, steps)
-        report.start()
         record = CanaryRecord(version=version, weight=0, flow_run_id=this_run.get_id())
+        report = CanaryReport(env, version, steps)
+        rollout = CanaryRollout(env, stable_version, policy.analysis.interval, report, record)
+        rollout.start()
         try:
             with clock("canary start"):
                 start_canary(env, version)
@@ -393,14 +250,12 @@ def canary(
                 steps=[step.title for step in steps],
             )
             with clock("steps"):
-                walk = walk_steps(
-                    env, version, stable_version, steps, policy.analysis, report, record
-                )
+                walk = walk_steps(steps, policy.analysis, version, rollout)
             if walk.promote:
-                report.progress(len(steps), "promoting")
+                rollout.progress(len(steps), "promoting")
                 with clock("promotion"):
                     promote_canary(env)
-                report.row(None, 100, "promoted", f"{version} replaced {stable_version}")
+                rollout.row(StepRow(None, 100, "promoted", f"{version} replaced {stable_version}"))
         except Exception as error:
             # Whatever went wrong, the canary must not keep serving users.
             logger.error("canary %s failed (%s): aborting it", version, error)
@@ -438,12 +293,12 @@ def canary(
         slot_released_at=slot.released_at,
     )
     if not walk.promote:
-        report.finish(f"aborted at {result.step_title}: {walk.reason}")
+        rollout.finish(f"aborted at {result.step_title}: {walk.reason}")
         publish(result)  # the rollback report and `socialnet.canary.aborted`
         raise CanaryAbortedError(
             f"canary {version} aborted on {env} at {result.step_title}: {walk.reason}", result
         )
-    report.finish(
+    rollout.finish(
         f"promoted, serves 100% ({walk.reason}); pre-deploy backup {result.predeploy_backup}"
     )
     logger.info("canary %s promoted on %s: %s", version, env, walk.reason)

@@ -14,13 +14,14 @@ from flows.common import (
     release_slot,
 )
 from socialnet_ops.adapters.builds import check_version
+from socialnet_ops.core.backups import backup_id, backup_name
 from socialnet_ops.core.failures import before_any_change
 from socialnet_ops.core.results import DeployResult
 from tasks.git import build_release_task
 from tasks.health import smoke_test
 from tasks.ledger import read_ledger, record_release
 from tasks.platform import note_serving_release, roll_replicas
-from tasks.postgres import backup_id, backup_name, check_migrations, migrate, take_predeploy_backup
+from tasks.postgres import check_migrations, migrate, take_predeploy_backup
 from tasks.reporting import publish, report_undo
 from tasks.undo import UndoJournal, undoable, undone_failure
 from tasks.vault import materialize_secrets, read_secret_versions

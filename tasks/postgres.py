@@ -37,7 +37,6 @@ from socialnet_ops.core.environments import Retention, load_environment
 from socialnet_ops.core.holds import Holds
 from socialnet_ops.core.results import RetentionOutcome
 from socialnet_ops.platforms import backup_target_for, platform_for
-from tasks import storage
 from tasks.ledger import record_backup
 from tasks.reporting import emit
 from tasks.undo import recalled, remember, undo_step
@@ -95,7 +94,7 @@ def backup_lock(environment: str) -> Iterator[None]:
 
 def _dump_under_lock(target: BackupTarget, trigger: Trigger, release: str | None) -> BackupManifest:
     with backup_lock(target.environment):
-        return dump_to_store(target, trigger, release, storage=storage, log=get_run_logger())
+        return dump_to_store(target, trigger, release, log=get_run_logger())
 
 
 @task(name="dump-database-to-s3")
@@ -143,9 +142,7 @@ def restore_predeploy_backup(txn: Transaction) -> None:
     def restore() -> None:
         target = backup_target_for(load_environment(environment))
         logger = get_run_logger()
-        restored = restore_dump_into(
-            target, backup_id, target.database.database, True, storage=storage, log=logger
-        )
+        restored = restore_dump_into(target, backup_id, target.database.database, True, log=logger)
         logger.warning(
             "restored pre-deploy backup %s over %s (the failed one is kept as %s)",
             backup_id,
@@ -154,17 +151,6 @@ def restore_predeploy_backup(txn: Transaction) -> None:
         )
 
     undo_step(f"database of {environment}: pre-deploy backup {backup_id} restored", restore)
-
-
-def backup_id(backup: dict[str, str] | None) -> str | None:
-    return backup.get("id") if backup else None
-
-
-def backup_name(backup: dict[str, str] | None) -> str:
-    """How a release report names its pre-deploy backup."""
-    if backup is None:
-        return "none (the environment has no backup policy)"
-    return f"{backup.get('id')} (s3 key {backup.get('key')}, sha256 {str(backup.get('sha256', ''))[:16]}…)"
 
 
 def _event_fields(manifest: BackupManifest) -> dict[str, Any]:
@@ -184,9 +170,7 @@ def _event_fields(manifest: BackupManifest) -> dict[str, Any]:
 def restore_dump(
     target: BackupTarget, backup_id: str, database: str, replace: bool
 ) -> dict[str, Any]:
-    return restore_dump_into(
-        target, backup_id, database, replace, storage=storage, log=get_run_logger()
-    )
+    return restore_dump_into(target, backup_id, database, replace, log=get_run_logger())
 
 
 @task(name="drop-database", retries=2, retry_delay_seconds=2)
@@ -203,7 +187,7 @@ def apply_retention(
 ) -> RetentionOutcome:
     """GFS over the complete backups of `kind`; base backups also drop WAL no kept base needs."""
     with backup_lock(target.environment):
-        return prune_backups(target, kind, rules, dry_run, storage=storage, log=get_run_logger())
+        return prune_backups(target, kind, rules, dry_run, log=get_run_logger())
 
 
 # --- physical backups and WAL -------------------------------------------------------------------
@@ -219,7 +203,7 @@ def wal_archiver_status(target: BackupTarget) -> dict[str, Any]:
 def take_base_backup(target: BackupTarget) -> BackupManifest:
     """pg_basebackup as one tar on stdout (WAL needed for consistency inside), streamed to S3."""
     with backup_lock(target.environment):
-        return base_backup_to_store(target, storage=storage, log=get_run_logger())
+        return base_backup_to_store(target, log=get_run_logger())
 
 
 # --- point-in-time recovery -------------------------------------------------------------------------
@@ -234,6 +218,5 @@ def restore_point_in_time(
         when,
         Path(restore_dir) if restore_dir else None,
         port,
-        storage=storage,
         log=get_run_logger(),
     )

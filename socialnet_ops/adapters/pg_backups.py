@@ -11,10 +11,9 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol
+from typing import Any
 
 import psycopg
 
@@ -39,13 +38,22 @@ from socialnet_ops.adapters.postgres import (
     snapshot_facts,
     tool_path,
 )
-from socialnet_ops.adapters.s3 import StorageError
+from socialnet_ops.adapters.s3 import (
+    StorageError,
+    Uploaded,
+    abort_stale_uploads,
+    delete_objects,
+    get_json,
+    list_objects,
+    put_json,
+    read_chunks,
+    upload_stream,
+)
 from socialnet_ops.core.backups import (
     BackupError,
     BackupKind,
     BackupManifest,
     BackupTarget,
-    ObjectStore,
     Trigger,
     VerificationError,
     new_backup_id,
@@ -59,57 +67,19 @@ from socialnet_ops.core.results import RetentionOutcome
 from socialnet_ops.core.retention import plan_retention
 
 
-class Uploaded(Protocol):
-    @property
-    def size_bytes(self) -> int: ...
-    @property
-    def sha256(self) -> str: ...
-
-
-class Listed(Protocol):
-    @property
-    def key(self) -> str: ...
-    @property
-    def last_modified(self) -> datetime: ...
-
-
-class BackupStorage(Protocol):
-    """The S3 operations the backups use, passed in by the caller: they are the `tasks.storage`
-    module's, in the tasks layer, which an adapter cannot import."""
-
-    def abort_stale_uploads(self, store: ObjectStore, prefix: str) -> list[str]: ...
-    def upload_stream(
-        self,
-        store: ObjectStore,
-        key: str,
-        source: IO[bytes],
-        metadata: dict[str, str],
-        on_progress: Callable[[int], None] | None = ...,
-    ) -> Uploaded: ...
-    def put_json(self, store: ObjectStore, key: str, document: Any) -> None: ...
-    def get_json(self, store: ObjectStore, key: str) -> Any: ...
-    def list_objects(self, store: ObjectStore, prefix: str) -> Sequence[Listed]: ...
-    def read_chunks(self, store: ObjectStore, key: str) -> Iterator[bytes]: ...
-    def delete_objects(self, store: ObjectStore, keys: list[str]) -> None: ...
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def list_manifests(
-    target: BackupTarget, kind: BackupKind, *, storage: BackupStorage, log: RunLog
-) -> list[BackupManifest]:
+def list_manifests(target: BackupTarget, kind: BackupKind, *, log: RunLog) -> list[BackupManifest]:
     """Complete backups, oldest first (an object without a readable manifest is not a backup)."""
     prefix = target.dump_prefix if kind == "dump" else target.base_prefix
     manifests = []
-    for stored in storage.list_objects(target.store, prefix):
+    for stored in list_objects(target.store, prefix):
         if not stored.key.endswith(".json"):
             continue
         try:
-            manifests.append(
-                BackupManifest.model_validate(storage.get_json(target.store, stored.key))
-            )
+            manifests.append(BackupManifest.model_validate(get_json(target.store, stored.key)))
         except (StorageError, ValueError) as error:
             log.warning("ignoring %s: not a readable manifest (%s)", stored.key, error)
     return sorted(manifests, key=lambda manifest: (manifest.started_at, manifest.id))
@@ -127,12 +97,11 @@ def _upload_tool_output(
     target: BackupTarget,
     key: str,
     metadata: dict[str, str],
-    storage: BackupStorage,
     log: RunLog,
 ) -> Uploaded:
     """The tool's stdout streamed into `key`; the tool is stopped however the upload ends."""
     try:
-        return storage.upload_stream(
+        return upload_stream(
             target.store,
             key,
             output,  # type: ignore[arg-type]
@@ -155,19 +124,17 @@ def _upload_facts(uploaded: Uploaded, started: datetime) -> dict[str, Any]:
     }
 
 
-def _store_manifest(target: BackupTarget, manifest: BackupManifest, storage: BackupStorage) -> None:
+def _store_manifest(target: BackupTarget, manifest: BackupManifest) -> None:
     """Written last: only a complete backup has a manifest."""
-    storage.put_json(
+    put_json(
         target.store,
         target.manifest_key(manifest.kind, manifest.id),
         manifest.model_dump(mode="json"),
     )
 
 
-def _sweep_stale_uploads(
-    target: BackupTarget, prefix: str, storage: BackupStorage, log: RunLog
-) -> None:
-    swept = storage.abort_stale_uploads(target.store, prefix)
+def _sweep_stale_uploads(target: BackupTarget, prefix: str, log: RunLog) -> None:
+    swept = abort_stale_uploads(target.store, prefix)
     if swept:
         log.warning("aborted unfinished uploads of earlier runs: %s", ", ".join(swept))
 
@@ -177,7 +144,6 @@ def dump_to_store(
     trigger: Trigger,
     release: str | None,
     *,
-    storage: BackupStorage,
     log: RunLog,
 ) -> BackupManifest:
     """pg_dump -Fc of one consistent snapshot, streamed into S3; the manifest is written last.
@@ -187,7 +153,7 @@ def dump_to_store(
     the counts recorded are exactly those of the dumped data, and counting overlaps the upload.
     """
     access = target.database
-    _sweep_stale_uploads(target, target.dump_prefix, storage, log)
+    _sweep_stale_uploads(target, target.dump_prefix, log)
     started = _now()
     backup_id = new_backup_id(started)
     key = target.data_key("dump", backup_id)
@@ -215,7 +181,7 @@ def dump_to_store(
                 backup_id=backup_id, environment=target.environment, database=access.database,
                 release=release, schema_revision=schema_revision, started_at=started,
             )  # fmt: skip
-            uploaded = _upload_tool_output(output, target, key, metadata, storage, log)
+            uploaded = _upload_tool_output(output, target, key, metadata, log)
             row_counts = counts.result()
     manifest = BackupManifest(
         id=backup_id,
@@ -231,7 +197,7 @@ def dump_to_store(
         **_upload_facts(uploaded, started),
         row_counts=row_counts,
     )
-    _store_manifest(target, manifest, storage)
+    _store_manifest(target, manifest)
     log.info(
         "backup %s: %d bytes in %.1f s (%.1f MiB/s), sha256 %s",
         backup_id, manifest.size_bytes, manifest.duration_s, manifest.throughput_mib_s, manifest.sha256,
@@ -239,12 +205,10 @@ def dump_to_store(
     return manifest
 
 
-def base_backup_to_store(
-    target: BackupTarget, *, storage: BackupStorage, log: RunLog
-) -> BackupManifest:
+def base_backup_to_store(target: BackupTarget, *, log: RunLog) -> BackupManifest:
     """pg_basebackup as one tar on stdout (WAL needed for consistency inside), streamed to S3."""
     access = target.database
-    _sweep_stale_uploads(target, target.base_prefix, storage, log)
+    _sweep_stale_uploads(target, target.base_prefix, log)
     # Read before the backup's checkpoint: a conservative first segment the restore needs.
     start_wal = current_wal_segment(access)
     started = _now()
@@ -261,7 +225,7 @@ def base_backup_to_store(
         backup_id=backup_id, environment=target.environment, database="(cluster)",
         release=None, schema_revision=None, started_at=started,
     )  # fmt: skip
-    uploaded = _upload_tool_output(output, target, key, metadata, storage, log)
+    uploaded = _upload_tool_output(output, target, key, metadata, log)
     manifest = BackupManifest(
         id=backup_id,
         kind="base",
@@ -274,7 +238,7 @@ def base_backup_to_store(
         stop_wal=current_wal_segment(access),
         server_settings=recovery_critical_settings(access),
     )
-    _store_manifest(target, manifest, storage)
+    _store_manifest(target, manifest)
     log.info("base backup %s: %d bytes, WAL from %s", backup_id, manifest.size_bytes, start_wal)
     return manifest
 
@@ -285,11 +249,10 @@ def prune_backups(
     rules: Retention,
     dry_run: bool,
     *,
-    storage: BackupStorage,
     log: RunLog,
 ) -> RetentionOutcome:
     """GFS over the complete backups of `kind`; base backups also drop WAL no kept base needs."""
-    manifests = list_manifests(target, kind, storage=storage, log=log)
+    manifests = list_manifests(target, kind, log=log)
     plan = plan_retention([manifest.point() for manifest in manifests], rules)
     doomed = [manifest for manifest in manifests if manifest.id in set(plan.delete_ids)]
     # Manifests first: an interrupted run leaves data objects that are no longer backups.
@@ -300,7 +263,7 @@ def prune_backups(
         kept = [manifest for manifest in manifests if manifest.id in plan.keep]
         archived = [
             stored.key.rsplit("/", 1)[-1]
-            for stored in storage.list_objects(target.store, target.wal_prefix)
+            for stored in list_objects(target.store, target.wal_prefix)
         ]
         wal = wal_to_delete(kept, archived)
     verb = "would delete" if dry_run else "deleting"
@@ -309,8 +272,8 @@ def prune_backups(
     if doomed or wal:
         log.info("retention %s %d backups and %d WAL files", verb, len(doomed), len(wal))
     if not dry_run:
-        storage.delete_objects(target.store, keys)
-        storage.delete_objects(target.store, [target.wal_prefix + name for name in wal])
+        delete_objects(target.store, keys)
+        delete_objects(target.store, [target.wal_prefix + name for name in wal])
     return RetentionOutcome(
         dry_run=dry_run, kept=plan.keep, deleted=plan.delete_ids, deleted_wal=wal
     )
@@ -325,7 +288,6 @@ def restore_dump_into(
     database: str,
     replace: bool,
     *,
-    storage: BackupStorage,
     log: RunLog,
 ) -> dict[str, Any]:
     """Restore a dump into a scratch database, verify it, and only then put it in place.
@@ -334,7 +296,7 @@ def restore_dump_into(
     anything fails the scratch database is dropped and `database` is never touched.
     """
     access = target.database
-    manifest = pick_manifest(list_manifests(target, "dump", storage=storage, log=log), backup_id)
+    manifest = pick_manifest(list_manifests(target, "dump", log=log), backup_id)
     scratch = f"{database[:40]}_restoring_{secrets.token_hex(3)}"
     log.info("restoring backup %s (%d bytes) into %s", manifest.id, manifest.size_bytes, scratch)
     started = time.monotonic()
@@ -358,7 +320,7 @@ def restore_dump_into(
         try:
             widen_pipe(process.stdin)
             size, sha256, read_error = feed(
-                process, prefetch(storage.read_chunks(target.store, manifest.key))
+                process, prefetch(read_chunks(target.store, manifest.key))
             )
             returncode = process.wait()
         finally:

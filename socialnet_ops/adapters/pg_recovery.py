@@ -22,11 +22,11 @@ from typing import Any
 
 import psycopg
 
-from socialnet_ops.adapters.pg_backups import BackupStorage, list_manifests
+from socialnet_ops.adapters.pg_backups import list_manifests
 from socialnet_ops.adapters.pg_streams import HashingStream, prefetch
 from socialnet_ops.adapters.postgres import BackupToolError, RunLog, count_rows, tool_path
 from socialnet_ops.adapters.process import ToolError, stream
-from socialnet_ops.adapters.s3 import DOWNLOAD_CHUNK
+from socialnet_ops.adapters.s3 import DOWNLOAD_CHUNK, list_objects, read_chunks
 from socialnet_ops.core.backups import (
     ArchivedSegment,
     BackupError,
@@ -118,7 +118,6 @@ def restore_to_time(
     restore_dir: Path | None,
     port: int,
     *,
-    storage: BackupStorage,
     log: RunLog,
 ) -> dict[str, Any]:
     """Base backup before `when` into a new data directory, WAL replayed up to `when`, promoted.
@@ -129,10 +128,10 @@ def restore_to_time(
     stopped, what it created removed. The server keeps running on 127.0.0.1:`port` (archiving
     off, so it never writes into the environment's archive); the result's `stop_with` stops it.
     """
-    bases = list_manifests(target, "base", storage=storage, log=log)
+    bases = list_manifests(target, "base", log=log)
     archived = [
         ArchivedSegment(stored.key.rsplit("/", 1)[-1], stored.last_modified)
-        for stored in storage.list_objects(target.store, target.wal_prefix)
+        for stored in list_objects(target.store, target.wal_prefix)
     ]
     plan = plan_recovery(when, bases, archived)
     if restore_dir is not None:
@@ -156,7 +155,7 @@ def restore_to_time(
             restore_dir.chmod(0o755)  # ours: the server's user must traverse it
         data_dir.mkdir(exist_ok=True)
         data_dir.chmod(0o700)
-        return _recover(target, plan, data_dir, port, storage, log)
+        return _recover(target, plan, data_dir, port, log)
     except BaseException:
         if (data_dir / "postmaster.pid").exists():
             stop_restored_server(data_dir, lambda line: log.info("pg_ctl: %s", line))
@@ -176,10 +175,9 @@ def _recover(
     plan: RecoveryPlan,
     data_dir: Path,
     port: int,
-    storage: BackupStorage,
     log: RunLog,
 ) -> dict[str, Any]:
-    reader = HashingStream(prefetch(storage.read_chunks(target.store, plan.base.key)))
+    reader = HashingStream(prefetch(read_chunks(target.store, plan.base.key)))
     try:
         with tarfile.open(fileobj=io.BufferedReader(reader, DOWNLOAD_CHUNK), mode="r|") as archive:
             archive.extractall(data_dir, filter="tar")

@@ -272,6 +272,18 @@ def pick_manifest(manifests: Iterable[BackupManifest], wanted: str) -> BackupMan
     raise BackupNotFoundError(f"no complete backup {wanted!r}; the newest are: {known}")
 
 
+def backup_id(backup: dict[str, str] | None) -> str | None:
+    """The id in a pre-deploy backup's ledger entry (`BackupManifest.ledger_entry`), if any."""
+    return backup.get("id") if backup else None
+
+
+def backup_name(backup: dict[str, str] | None) -> str:
+    """How a release report names its pre-deploy backup."""
+    if backup is None:
+        return "none (the environment has no backup policy)"
+    return f"{backup.get('id')} (s3 key {backup.get('key')}, sha256 {str(backup.get('sha256', ''))[:16]}…)"
+
+
 # --- verification ----------------------------------------------------------------------------
 
 

@@ -8,15 +8,18 @@ Two seams, as in Argo Rollouts:
   the latency quantiles, besides the policy's fixed error ratio ceiling.
 - `AnalysisTally` is the state machine of the analysis steps: it counts failures and inconclusive
   verdicts against the policy's limits and says after each verdict whether to measure again,
-  move to the next step, or abort. `plan` lists the policy's steps for the flow that walks them.
+  move to the next step, or abort. `plan` lists the policy's steps.
+- `walk_steps` walks them: it decides what each step does, when the canary aborts and when it is
+  promoted; the flow does what it decides through a `Rollout` (tasks, pauses, artifacts).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
+from typing import Literal, Protocol
 
 from socialnet_ops.core.environments import (
     Analysis,
@@ -345,3 +348,128 @@ def check_plan(planned: list[PlannedStep], environment: str) -> None:
 def progress_percent(done_steps: int, total_steps: int) -> float:
     """Progress of the canary: its steps, then promotion as the last share."""
     return round(100 * done_steps / (total_steps + 1), 1)
+
+
+# --- walking the steps (the rollout state machine) ----------------------------------------------
+
+
+class NoStableReleaseError(Exception):
+    pass
+
+
+def check_baseline(environment: str, version: str, stable_version: str | None) -> str:
+    """The stable release the canary of `version` is compared with: there must be one, not it."""
+    if stable_version is None:
+        raise NoStableReleaseError(
+            f"{environment} serves no stable release: a canary needs one to compare with; "
+            f"deploy one first (deploy env={environment})"
+        )
+    if stable_version == version:
+        raise ValueError(f"{version} already serves {environment}: nothing to release")
+    return stable_version
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """What a step (or one of its measurements) did, at which weight; `step` None: the promotion."""
+
+    step: PlannedStep | None
+    weight: int
+    verdict: str
+    why: str
+    measurement: Measurement | None = None
+
+
+class Rollout(Protocol):
+    """What walking the steps does to the world; the canary flow does it."""
+
+    def progress(self, done_steps: int, what: str) -> None:
+        """The walk is at `what`, `done_steps` steps behind it."""
+
+    def set_weight(self, weight: int) -> None:
+        """Send `weight`% of the requests to the canary."""
+
+    def approval(self, step: PlannedStep, weight: int) -> tuple[bool, str]:
+        """A person's answer at a gate (approved, why); none within the step's timeout is a no."""
+
+    def pause(self, seconds: float) -> None:
+        """Wait `seconds` at the current weight."""
+
+    def measurements(self, step: PlannedStep) -> Iterator[Measurement]:
+        """Both tracks measured at the end of each analysis interval, for as long as asked."""
+
+    def row(self, row: StepRow) -> None:
+        """One more row of the step table a person follows."""
+
+    def log(self, message: str) -> None:
+        """A line of the run's log."""
+
+
+@dataclass
+class Walk:
+    """Where the walk ended: every step passed, or the step that aborted it and why."""
+
+    promote: bool = False
+    reason: str = ""
+    weight: int = 0
+    step: PlannedStep | None = None
+    measurements: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+
+def walk_steps(
+    steps: list[PlannedStep], analysis: Analysis, version: str, rollout: Rollout
+) -> Walk:
+    """Walk the steps in order: the first refused gate or aborted analysis ends the walk, which
+    promotes only once every step passed."""
+    walk = Walk()
+    tally = AnalysisTally(analysis)
+    for done, step in enumerate(steps):
+        walk.step = step
+        rollout.progress(done, step.title)
+        if step.kind == "set_weight":
+            assert step.weight is not None
+            rollout.set_weight(step.weight)
+            walk.weight = step.weight
+            rollout.row(
+                StepRow(step, step.weight, "done", f"{step.weight}% of API requests to {version}")
+            )
+        elif step.kind == "pause" and step.until_approved:
+            approved, why = rollout.approval(step, walk.weight)
+            rollout.row(StepRow(step, walk.weight, "approved" if approved else "refused", why))
+            if not approved:
+                walk.reason = f"manual gate: {why}"
+                return walk
+        elif step.kind == "pause":
+            assert step.duration is not None
+            rollout.pause(step.duration)
+            rollout.row(StepRow(step, walk.weight, "done", f"paused {step.duration:.0f} s"))
+        else:
+            abort_reason = _analyse(step, tally, rollout, walk)
+            if abort_reason is not None:
+                walk.reason = abort_reason
+                return walk
+    walk.promote = True
+    walk.step = None
+    walk.reason = f"all {len(steps)} steps passed"
+    return walk
+
+
+def _analyse(step: PlannedStep, tally: AnalysisTally, rollout: Rollout, walk: Walk) -> str | None:
+    """Judge each measurement until the step passes (None) or the policy says abort (why)."""
+    for taken, measurement in enumerate(rollout.measurements(step), start=1):
+        verdict = judge(measurement, tally.analysis)
+        decision = tally.observe(verdict, duration_elapsed=taken >= step.measurements)
+        walk.measurements += 1
+        walk.verdicts[verdict.outcome] = walk.verdicts.get(verdict.outcome, 0) + 1
+        held = decision is Decision.MEASURE_AGAIN and taken >= step.measurements
+        label = verdict.outcome + (" (holding)" if held else "")
+        rollout.row(StepRow(step, walk.weight, label, verdict.why, measurement))
+        rollout.log(
+            f"{step.title}, measurement {taken}/{step.measurements}: {label}: {verdict.why}"
+        )
+        if decision is Decision.ABORT:
+            return tally.abort_reason
+        if decision is Decision.STEP_PASSED:
+            return None
+    raise RuntimeError(f"{step.title}: the measurements ended before the step was judged")
