@@ -144,6 +144,7 @@ def manifest_of(
         secrets,
         backup_id,
         rendered_digest(environment.name),
+        build.images,
     )
 
 

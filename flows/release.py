@@ -220,16 +220,14 @@ def release(
         try:
             with undoable(journal):
                 # Infrastructure and nodes from the release's commit; secrets from Vault.
-                preparation = (
-                    ("provision", partial(provision, ref=ref),
-                     None if provision_infra else "provision_infra=False"),
-                    ("configure", partial(configure, ref=ref),
-                     None if configure_nodes else "configure_nodes=False"),
-                    ("secrets", secrets, None),
-                )  # fmt: skip
-                for stage, stage_flow, skip_reason in preparation:
-                    for name in environments:
-                        report.run(f"{stage} {name}", partial(stage_flow, env=name), skip_reason)
+                for name in environments:
+                    report.run(f"provision {name}", partial(provision, env=name, ref=ref),
+                               None if provision_infra else "provision_infra=False")  # fmt: skip
+                for name in environments:
+                    report.run(f"configure {name}", partial(configure, env=name, ref=ref),
+                               None if configure_nodes else "configure_nodes=False")  # fmt: skip
+                for name in environments:
+                    report.run(f"secrets {name}", partial(secrets, env=name))
                 if source is not None:
                     release_stage(report, checked_environment(source), version, ref, sha,
                                   runtime_settings, allow_contracting_migrations)  # fmt: skip

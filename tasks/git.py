@@ -25,9 +25,11 @@ from socialnet_ops.adapters.builds import (
     releases_dir,
 )
 from socialnet_ops.adapters.source import SourceRepository, checkout
+from socialnet_ops.core.environments import load_environment
 from socialnet_ops.core.ledger import ReleaseRecord
 from socialnet_ops.core.release import Build, SourceTree
 from socialnet_ops.core.results import text_diff
+from socialnet_ops.platforms import platform_for
 
 
 @task(name="checkout-source", cache_policy=NO_CACHE)
@@ -58,9 +60,12 @@ def build_release_task(
     runtime_env: dict[str, str] | None = None,
 ) -> Build:
     logger = get_run_logger()
-    build, reused = build_release(environment, version, source, runtime_env)
+    registry = platform_for(load_environment(environment)).image_registry()
+    build, reused = build_release(environment, version, source, runtime_env, registry, logger.info)
     verb = "reused" if reused else "built"
     logger.info("%s %s from %s (%s) at %s", verb, version, build.ref, build.git_sha, build.path)
+    for component, reference in sorted(build.images.items()):
+        logger.info("%s image: %s", component, reference)
     return build
 
 

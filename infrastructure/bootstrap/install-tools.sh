@@ -11,6 +11,10 @@ APT_PACKAGES=(
   chromium:/usr/bin/chromium
   chromium-driver:/usr/bin/chromedriver
   openssh-client:/usr/bin/ssh
+  podman:/usr/bin/podman
+  buildah:/usr/bin/buildah
+  runc:/usr/sbin/runc
+  docker-registry:/usr/bin/docker-registry
 )
 
 missing=()
@@ -45,6 +49,12 @@ uv sync --frozen --quiet
 # Real Debian nodes for the Ansible tests and the demo (mmdebstrap, systemd-nspawn; root only).
 if [ "$(id -u)" -eq 0 ]; then
   "$(dirname "$0")/install-node-tools.sh"
+fi
+
+# The app's images build FROM bases made here from Debian packages, with the API's wheels
+# downloaded once: made now, so that builds (and tests) later send no traffic anywhere.
+if [ "$(id -u)" -eq 0 ] && command -v podman >/dev/null 2>&1; then
+  uv run --frozen --quiet python -m socialnet_ops.adapters.images
 fi
 
 # The Prometheus service that Debian's package may have started is not ours: the platform runs its own.

@@ -1,6 +1,8 @@
 """The release store: a build of one commit (or the working tree), made once and reused.
 
-A build holds what is released together: the app, the Helm chart and the values of its commit.
+A build holds what is released together: the app, the Helm chart and the values of its commit,
+and, where the platform has a registry, the app's images built from that commit's Dockerfiles and
+pushed by digest (`images`).
 
 A build lives under `.local/<env>/releases/<version>/` with a `build.json` manifest; reruns and
 rollbacks reuse it. Creating it is atomic: it is assembled in a temporary folder and renamed.
@@ -20,6 +22,7 @@ from pathlib import Path
 import yaml
 from alembic.script import ScriptDirectory
 
+from socialnet_ops.adapters import images
 from socialnet_ops.adapters.files import copy_writable
 from socialnet_ops.core.paths import environment_state_dir
 from socialnet_ops.core.release import Build, SourceTree
@@ -37,6 +40,10 @@ MIGRATIONS = "app/api/migrations"
 
 class BuildError(Exception):
     """A build that cannot be made or found; the message names the version, ref or path."""
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 def releases_dir(environment: str) -> Path:
@@ -134,6 +141,7 @@ def _read_manifest(folder: Path) -> Build:
         runtime_env=manifest.get("runtime_env", {}),
         digests=manifest.get("digests", {}),
         source=manifest.get("source", ""),
+        images=manifest.get("images", {}),
     )
 
 
@@ -162,8 +170,14 @@ def build_release(
     version: str,
     source: SourceTree,
     runtime_env: dict[str, str] | None = None,
+    registry: str | None = None,
+    say: images.Say | None = None,
 ) -> tuple[Build, bool]:
-    """Build `version` from `source` (a commit's tree or the working tree). (build, reused)."""
+    """Build `version` from `source` (a commit's tree or the working tree). (build, reused).
+
+    With a `registry`, the app's images are built from the release's files and pushed there;
+    a stored build is reused as it is (an unchanged commit is never rebuilt).
+    """
     check_version(version)
     ref_name, git_sha = source.ref, build_identity(source)
     wanted_env = dict(sorted((runtime_env or {}).items()))
@@ -191,14 +205,23 @@ def build_release(
             "built_at": datetime.now(UTC).isoformat(),
             "digests": layer_digests(source, staging),
         }
+        if registry is not None:
+            labels = images.oci_labels(version, source.sha, source.url)
+            built = images.build_and_push(staging, registry, version, labels, say or _quiet)
+            manifest["images"] = {image.component: image.reference for image in built}
+            manifest["image_sizes_mb"] = {image.component: image.size_mb for image in built}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         staging.chmod(0o755)
         os.rename(staging, folder)
+    except images.ImageError as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise BuildError(f"build {version!r}: {error}") from error
     except OSError as error:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         if (folder / MANIFEST).exists():  # a concurrent build of the same version won the race
-            return build_release(environment, version, source, runtime_env)
+            return build_release(environment, version, source, runtime_env, registry, say)
         raise BuildError(f"cannot store build {version!r} under {folder}: {error}") from error
     except BaseException:
         if staging is not None:

@@ -130,7 +130,15 @@ def status(
         restarts = [f"{p['name']} restarted {p['restarts']}x" for p in programs if p["restarts"]]
         if row.get("wal_archiving"):
             restarts.append(f"WAL archiving: {row['wal_archiving']}")
-        for key in ("recorded_release", "manifest", "last_backup", "drift", "records"):
+        for key in (
+            "runtime",
+            "images",
+            "recorded_release",
+            "manifest",
+            "last_backup",
+            "drift",
+            "records",
+        ):
             if row.get(key):
                 restarts.append(f"{key.replace('_', ' ')}: {row[key]}")
         if restarts:

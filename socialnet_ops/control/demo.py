@@ -151,6 +151,15 @@ def release_pushed_change(project: DemoProject, say: Callable[[str], None]) -> R
     return expect_released(delivered_run_result(event_id))
 
 
+def _serving_status() -> dict[str, Any]:
+    """How the demo's app runs at the end: containers of which images, or processes and why."""
+    try:
+        status = platform_for(load_environment(DEMO_ENV)).status()
+    except Exception as error:  # the summary still prints when the platform cannot answer
+        return {"runtime": f"unknown ({error})"}
+    return {"runtime": status.runtime, "images": status.images}
+
+
 def run_demo(console: Console) -> int:
 
     say: Callable[[str], None] = lambda line: console.print(f"[dim]{line}[/dim]")  # noqa: E731
@@ -244,8 +253,11 @@ def run_demo(console: Console) -> int:
             f"The social network: {context['edge_url']}   Prefect UI: {context['ui_url']}   "
             "(`make down` stops everything)"
         )
+    serving = _serving_status()
     summary = {
         "demo": "failed" if failed else "ok",
+        "runtime": serving.get("runtime"),
+        "images": serving.get("images"),
         "synthetic_requests": context.get("synthetic_requests"),
         "synthetic_failures": context.get("synthetic_failures"),
         "stages": {item.name: item.result for item in stages},

@@ -37,6 +37,9 @@ def environment_status(environment: Environment) -> dict[str, Any]:
     row["stable_version"] = platform_status.stable_version
     row["canary_version"] = platform_status.canary_version
     row["canary_weight"] = platform_status.canary_weight
+    row["runtime"] = platform_status.runtime
+    if platform_status.images:
+        row["images"] = ", ".join(f"{k} {v}" for k, v in sorted(platform_status.images.items()))
     row["programs"] = [asdict(program) for program in platform_status.programs]
     if platform_status.running and environment.backup is not None:
         row["wal_archiving"] = wal_archiving(platform.database_env())

@@ -92,6 +92,9 @@ class LocalPlatform(Model):
     canary_replicas: Annotated[int, Field(ge=1, le=8)] = 1
     ready_timeout: Duration = 30.0
     drain_timeout: Duration = 10.0
+    # containers: builds carry images pushed to the platform's registry and replicas run them
+    # (processes, saying why, where no container engine works); processes: never build images.
+    runtime: Literal["containers", "processes"] = "containers"
 
 
 class KubernetesPlatform(Model):
@@ -106,6 +109,9 @@ class KubernetesPlatform(Model):
     canary_replicas: Annotated[int, Field(ge=1, le=20)] = 1
     resources: dict[Literal["api", "front", "database"], Resources] = Field(default_factory=dict)
     rollout_timeout: Duration = 300.0
+    # Where the control plane pushes the images it builds (host[:port][/path]); the chart then
+    # pins them by digest. None: the builds carry no images and the chart deploys version tags.
+    registry: str | None = None
 
 
 Platform = Annotated[LocalPlatform | KubernetesPlatform, Field(discriminator="kind")]

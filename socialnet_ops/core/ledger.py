@@ -37,11 +37,15 @@ class ReleaseManifest(BaseModel):
     alembic_head: str | None = None
     secrets: dict[str, int] = Field(default_factory=dict)
     backup_id: str | None = None  # the pre-deploy backup
+    # component -> registry/repository@sha256:... of the images the release runs
+    images: dict[str, str] = Field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, str]]:
         """(layer, what) for a table: every field, `-` when unknown."""
-        shown = self.model_dump(exclude={"secrets"})
+        shown = self.model_dump(exclude={"secrets", "images"})
         shown["secrets"] = ", ".join(f"{name} v{v}" for name, v in sorted(self.secrets.items()))
+        for component, reference in sorted(self.images.items()):
+            shown[f"image:{component}"] = reference
         return [
             (key, str(value) if value not in (None, "") else "-") for key, value in shown.items()
         ]
@@ -56,6 +60,7 @@ def release_manifest(
     secrets: dict[str, int],
     backup_id: str | None,
     rendered: str | None = None,
+    images: dict[str, str] | None = None,
 ) -> ReleaseManifest:
     """The manifest of a release, from its build's digests and what serves around it."""
     terraform = None
@@ -78,6 +83,7 @@ def release_manifest(
         alembic_head=digests.get("alembic_head"),
         secrets=secrets,
         backup_id=backup_id,
+        images=dict(images or {}),
     )
 
 

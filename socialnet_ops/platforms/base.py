@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from socialnet_ops.adapters import images
 from socialnet_ops.core.release import Build as Build  # the interface speaks of builds
 from socialnet_ops.core.secrets_catalog import RuntimeSecrets
 
@@ -22,6 +23,22 @@ class PlatformError(Exception):
 
 class ReplicaNotReadyError(PlatformError):
     pass
+
+
+def require_pushed_images(build: Build) -> None:
+    """Every image `build` is pinned to (by digest) is in its registry; checked before anything
+    changes, the error names the image."""
+    for component, reference in sorted(build.images.items()):
+        if "@" not in reference:
+            continue
+        try:
+            found = images.in_registry(reference)
+        except images.ImageError as error:
+            raise PlatformError(f"build {build.version}: {component} image: {error}") from None
+        if not found:
+            raise PlatformError(
+                f"build {build.version}: {component} image {reference} is not in its registry"
+            )
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,10 @@ class PlatformStatus:
     canary_weight: int
     programs: list[ProgramStatus]
     endpoints: Endpoints | None
+    # How the app runs: "containers (podman)", or "processes: <why>" (local); Kubernetes: "pods".
+    runtime: str = ""
+    # The images the stable track runs (component -> registry/repository@sha256:...), if any.
+    images: dict[str, str] = field(default_factory=dict)
 
 
 class Platform(Protocol):
@@ -94,6 +115,10 @@ class Platform(Protocol):
 
     def rollback(self, build: Build, progress: Progress | None = None) -> None:
         """Return the stable track to an earlier `build` with the same mechanics as deploy."""
+
+    def image_registry(self) -> str | None:
+        """Where a build pushes the app's images (`host:port`); None when builds carry none
+        (the local platform without a container engine, which then runs processes)."""
 
     def rendered_digest(self) -> str | None:
         """A digest of what the platform rendered for the serving release (Helm: its

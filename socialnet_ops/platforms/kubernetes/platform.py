@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from socialnet_ops.adapters import images
 from socialnet_ops.adapters.builds import BuildError, load_build
 from socialnet_ops.adapters.process import ToolError
 from socialnet_ops.core.environments import Environment
@@ -39,6 +40,7 @@ from socialnet_ops.platforms.base import (
     ProgramStatus,
     Progress,
     ReplicaNotReadyError,
+    require_pushed_images,
 )
 from socialnet_ops.platforms.kubernetes.helm import Helm, Revision
 from socialnet_ops.platforms.kubernetes.rollout import RolloutState, rollout_state
@@ -389,12 +391,20 @@ class KubernetesPlatform:
         return values
 
     def _image_values(self, build: Build) -> dict[str, Any]:
-        """Tags (and registry, when the build names its images) of `build`."""
-        values: dict[str, Any] = {"api": {"tag": build.version}, "front": {"tag": build.version}}
+        """The images of `build`: by digest when it carries them (always, when the control plane
+        built it), else tags of its version."""
+        values: dict[str, Any] = {
+            "api": {"tag": build.version, "digest": ""},
+            "front": {"tag": build.version, "digest": ""},
+        }
         registries = set()
         for component in ("api", "front"):
             reference = build.images.get(component)
-            if reference:
+            if reference and "@" in reference:
+                registry, repository, digest = images.split_digest_reference(reference)
+                registries.add(registry)
+                values[component].update({"repository": repository, "digest": digest})
+            elif reference:
                 registry, repository, tag = split_image(reference)
                 registries.add(registry)
                 values[component].update({"repository": repository, "tag": tag})
@@ -419,6 +429,7 @@ class KubernetesPlatform:
             "canary": {
                 "enabled": True,
                 "tag": images["api"]["tag"],
+                "digest": images["api"]["digest"],
                 "gitSha": build.git_sha,
                 "weight": weight,
                 "extraEnv": dict(build.runtime_env),
@@ -502,6 +513,7 @@ class KubernetesPlatform:
 
     def deploy(self, build: Build, progress: Progress | None = None) -> None:
         say = progress or _quiet
+        require_pushed_images(build)
         current = self._release_values()
         # A canary in flight stays as it is; only the stable track changes.
         release = deep_merge(
@@ -560,6 +572,9 @@ class KubernetesPlatform:
 
     def history(self) -> list[Revision]:
         return self.helm.history()
+
+    def image_registry(self) -> str | None:
+        return self.settings.registry
 
     def rendered_digest(self) -> str | None:
         return self.helm.manifest_digest()
@@ -621,6 +636,7 @@ class KubernetesPlatform:
 
     def start_canary(self, build: Build, progress: Progress | None = None) -> None:
         say = progress or _quiet
+        require_pushed_images(build)
         current = self._release_values()
         if not (current.get("api") or {}).get("tag"):
             raise PlatformError(

@@ -1,7 +1,9 @@
 """The local platform: one supervisord per environment runs the whole stack on 127.0.0.1.
 
 Programs: PostgreSQL, the API replicas (stable and canary tracks), the front, HAProxy (the edge,
-weights changed through its runtime API), Prometheus, the AWS emulator and an OpenBao dev server.
+weights changed through its runtime API), Prometheus, the AWS emulator, an OpenBao dev server and
+an image registry. The API and the front run as containers of the build's images where it has
+them (see `runtime.py`).
 State, configuration and logs live under `.local/<env>/` (see `socialnet_ops.core.paths`).
 """
 
@@ -42,6 +44,7 @@ from socialnet_ops.platforms.local.haproxy import (
     slot_names,
     track_weights,
 )
+from socialnet_ops.platforms.local.runtime import AppRuntime, ProgramSpec
 from socialnet_ops.platforms.local.state import (
     BASE_PORTS,
     BuildRecord,
@@ -57,7 +60,6 @@ from socialnet_ops.platforms.local.tools import (
     free_port,
     port_answers,
     port_is_free,
-    python_executable,
     read_secret,
     render,
     supervisor_quote,
@@ -83,6 +85,7 @@ PORT_PROGRAMS = {
     "prometheus": "prometheus",
     "moto": "moto (AWS emulator)",
     "openbao": "openbao",
+    "registry": "registry (docker-registry)",
 }
 
 
@@ -115,6 +118,7 @@ class LocalPlatform:
         self.store = StateStore(self.state_dir, environment.name)
         self.supervisor = Supervisor(self.state_dir / "supervisor.sock")
         self.haproxy = HAProxyRuntime(self.state_dir / "haproxy" / "haproxy.sock")
+        self.runtime = AppRuntime(self.environment, self.state_dir, self.settings)
 
     # --- paths ---------------------------------------------------------------------------------
 
@@ -253,6 +257,7 @@ class LocalPlatform:
                 raise PlatformError(f"supervisord (pid {pid}) did not stop within 60 s")
             with contextlib.suppress(FileNotFoundError):
                 (self.state_dir / "supervisor.sock").unlink()
+            self.runtime.remove_all()
 
     def _binaries(self) -> dict[str, str]:
         names = ("supervisord", "haproxy", "prometheus", "postgres", "initdb", "runuser")
@@ -338,6 +343,9 @@ class LocalPlatform:
             state_dir=self.state_dir,
         )
 
+    def _spec_program(self, name: str, spec: ProgramSpec, **options: Any) -> str:
+        return self._program(name, spec.command, directory=spec.directory, env=spec.env, **options)
+
     def _render_configs(self, state: PlatformState, binaries: dict[str, str]) -> set[str]:
         """Write supervisord, HAProxy and Prometheus configs; return the names that changed."""
         ports = state.ports
@@ -374,8 +382,6 @@ class LocalPlatform:
             )
             if check.returncode != 0:
                 raise PlatformError(f"{haproxy_cfg} is invalid: {check.stderr.strip()}")
-        root = repo_root()
-        python = python_executable()
         # The root token reaches the dev server from its 0600 file, not through this program's
         # config; the banner lines that echo it are dropped from the log, and -dev-no-store-token
         # keeps it out of ~/.vault-token.
@@ -414,13 +420,7 @@ class LocalPlatform:
                 directory=sd,
                 priority=20,
             ),
-            "front": self._program(
-                "front",
-                [python, "-m", "app.front.server", "--host", "127.0.0.1", "--port", str(ports["front"])],
-                directory=root,
-                env={"PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"},
-                priority=30,
-            ),
+            "front": self._front_program(state),
             "haproxy": self._program(
                 "haproxy",
                 [binaries["haproxy"], "-db", "-f", str(haproxy_cfg)],
@@ -441,6 +441,10 @@ class LocalPlatform:
                 priority=70,
             ),
         }  # fmt: skip
+        if self.runtime.problem() is None:
+            programs["registry"] = self._spec_program(
+                "registry", self.runtime.registry_program(ports["registry"]), priority=20
+            )
         log_size = self._log_size()
         for name, text in programs.items():
             if write_atomic(self._programs_dir / f"{name}.conf", text, mode=0o600):
@@ -448,6 +452,28 @@ class LocalPlatform:
             state.log_offsets.setdefault(name, log_size)
         self.store.save(state)
         return changed
+
+    def _front_program(self, state: PlatformState) -> str:
+        """The front of the stable build (its image), or the static server of the working tree."""
+        spec = self.runtime.front_program(state.front_image, state.ports["front"], repo_root())
+        return self._spec_program("front", spec, priority=30)
+
+    def _update_front(self, build: Build, say: Progress) -> None:
+        """Run the front of the stable `build`: restarted only when its files changed."""
+        state = self.store.load()
+        state.front_image = self.runtime.front_image(state.front_image, build)
+        self.store.save(state)
+        if write_atomic(self._programs_dir / "front.conf", self._front_program(state), mode=0o600):
+            say(f"the front changes with {build.version}: restarting it")
+            self.supervisor.update()
+            deadline = time.monotonic() + START_TIMEOUT
+            while not port_answers(state.ports["front"]):
+                if time.monotonic() > deadline:
+                    log = self._logs / "front.log"
+                    raise PlatformError(
+                        f"the front did not listen within {START_TIMEOUT:.0f} s:\n{tail(log)}"
+                    )
+                time.sleep(0.1)
 
     def _log_size(self) -> int:
         try:
@@ -780,6 +806,8 @@ class LocalPlatform:
             "openbao": "openbao",
             "front": "front",
         }
+        if (self._programs_dir / "registry.conf").exists():
+            ports["registry"] = "registry"
         pending = dict(ports)
         deadline = time.monotonic() + START_TIMEOUT
         while pending:
@@ -800,7 +828,7 @@ class LocalPlatform:
                 names = ", ".join(f"{n} (port {state.ports[k]})" for n, k in pending.items())
                 raise PlatformError(f"not listening within {START_TIMEOUT:.0f} s: {names}")
             time.sleep(0.2)
-        say("postgres, haproxy, prometheus, moto, openbao and front are up")
+        say(f"{', '.join(ports)} are up")
 
     def _wait_replica_ready(self, replica: Replica) -> None:
         url = f"http://127.0.0.1:{replica.port}/readyz"
@@ -893,7 +921,6 @@ class LocalPlatform:
     # --- replicas ------------------------------------------------------------------------------
 
     def _replica_env(self, build: Build, track: Track, state: PlatformState) -> dict[str, str]:
-        assert build.path is not None
         return {
             "SOCIALNET_DB_HOST": "127.0.0.1",
             "SOCIALNET_DB_PORT": str(state.ports["postgres"]),
@@ -906,8 +933,6 @@ class LocalPlatform:
             "SOCIALNET_VERSION": build.version,
             "SOCIALNET_GIT_SHA": build.git_sha,
             "SOCIALNET_TRACK": track,
-            "PYTHONPATH": str(build.path),
-            "PYTHONUNBUFFERED": "1",
             # The build's own settings last: a drill may point it at a broken database on purpose.
             **build.runtime_env,
         }
@@ -928,22 +953,16 @@ class LocalPlatform:
             track=track,
             version=build.version,
         )
-        assert build.path is not None
-        conf = self._program(
+        spec = self.runtime.api_program(
+            build,
             replica.program,
-            [
-                python_executable(), "-m", "uvicorn", "app.api.main:app",
-                "--host", "127.0.0.1", "--port", str(replica.port),
-                "--no-access-log",
-                # Longer than HAProxy's idle server connections: HAProxy closes them first.
-                "--timeout-keep-alive", "75",
-                "--timeout-graceful-shutdown", str(int(self.settings.drain_timeout) + 5),
-            ],
-            directory=build.path,
-            env=self._replica_env(build, track, state),
-            priority=50,
-            stopwaitsecs=int(self.settings.drain_timeout) + 10,
-        )  # fmt: skip
+            replica.port,
+            self._replica_env(build, track, state),
+            self.settings.drain_timeout,
+        )
+        conf = self._spec_program(
+            replica.program, spec, priority=50, stopwaitsecs=int(self.settings.drain_timeout) + 10
+        )
         state.track(track).replicas.append(replica)
         state.log_offsets[replica.program] = self._log_size()
         self.store.save(state)
@@ -971,6 +990,7 @@ class LocalPlatform:
         self.haproxy.set_state(replica.slot, "maint")
         say(f"stopping {replica.program}")
         self.supervisor.remove(replica.program)
+        self.runtime.remove(replica.program)
         with contextlib.suppress(FileNotFoundError):
             (self._programs_dir / f"{replica.program}.conf").unlink()
         self.supervisor.update()
@@ -998,8 +1018,9 @@ class LocalPlatform:
         at a time) only when all new ones serve, so a replica that never gets ready leaves the old
         set untouched and the new ones are removed.
         """
-        if build.path is None or not (build.path / "app").is_dir():
+        if not build.images and (build.path is None or not (build.path / "app").is_dir()):
             raise PlatformError(f"build {build.version}: {build.path} holds no app/ folder")
+        self.runtime.require_images(build)
         state = self.store.load()
         infos = self.supervisor.processes()
         keep = [
@@ -1057,10 +1078,18 @@ class LocalPlatform:
                 f"deploying {build.version} to the stable track ({self.settings.api_replicas} replicas)"
             )
             self._roll("stable", build, self.settings.api_replicas, say)
+            self._update_front(build, say)
             say(f"stable track runs {build.version}")
 
     def rollback(self, build: Build, progress: Progress | None = None) -> None:
         self.deploy(build, progress)
+
+    def image_registry(self) -> str | None:
+        """Where builds push their images: this platform's registry; None runs processes."""
+        ports = self.store.load().ports
+        if self.runtime.problem() is not None or "registry" not in ports:
+            return None  # no engine, or never started: the build carries no images
+        return f"127.0.0.1:{ports['registry']}"
 
     def rendered_digest(self) -> str | None:
         return None  # nothing is rendered: the programs run the build's own files
@@ -1111,6 +1140,7 @@ class LocalPlatform:
             build = state.canary.build.to_build()
             say(f"promoting canary {build.version} to stable")
             self._roll("stable", build, self.settings.api_replicas, say)
+            self._update_front(build, say)
             self._empty_canary(say)
             say(f"stable track runs {build.version}; canary track empty")
 
@@ -1199,6 +1229,8 @@ class LocalPlatform:
             canary_weight=state.canary_weight,
             programs=programs,
             endpoints=self.endpoints() if state.ports else None,
+            runtime=self.runtime.describe(),
+            images=dict(state.stable.build.images) if state.stable.build else {},
         )
 
 

@@ -16,7 +16,9 @@ from socialnet_ops.platforms.base import Build, PlatformError, Track
 from socialnet_ops.platforms.local.tools import write_atomic
 
 # The long-lived programs every environment runs, with the port each one listens on.
-BASE_PORTS = ("edge", "exporter", "front", "postgres", "prometheus", "moto", "openbao")
+BASE_PORTS = (
+    "edge", "exporter", "front", "postgres", "prometheus", "moto", "openbao", "registry",
+)  # fmt: skip
 
 
 class BuildRecord(BaseModel):
@@ -25,6 +27,7 @@ class BuildRecord(BaseModel):
     ref: str
     path: str | None = None
     runtime_env: dict[str, str] = Field(default_factory=dict)
+    images: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, build: Build) -> BuildRecord:
@@ -34,6 +37,7 @@ class BuildRecord(BaseModel):
             ref=build.ref,
             path=str(build.path) if build.path else None,
             runtime_env=dict(build.runtime_env),
+            images=dict(build.images),
         )
 
     def to_build(self) -> Build:
@@ -43,6 +47,7 @@ class BuildRecord(BaseModel):
             ref=self.ref,
             path=Path(self.path) if self.path else None,
             runtime_env=dict(self.runtime_env),
+            images=dict(self.images),
         )
 
 
@@ -67,6 +72,8 @@ class PlatformState(BaseModel):
     stable: TrackState = Field(default_factory=TrackState)
     canary: TrackState = Field(default_factory=TrackState)
     canary_weight: int = 0
+    # The image the front runs (None: the static server of the working tree).
+    front_image: str | None = None
     # Offset of supervisord.log when each program was added: its restarts are counted after it.
     log_offsets: dict[str, int] = Field(default_factory=dict)
 

@@ -49,9 +49,15 @@ app.kubernetes.io/component: api
 socialnet.example/track: {{ index . 1 }}
 {{- end -}}
 
+{{/* An image: pinned by digest when one is given (the control plane always gives one), else by tag. */}}
 {{- define "socialnet.image" -}}
 {{- $root := index . 0 -}}
+{{- $digest := "" -}}{{- if gt (len .) 3 -}}{{- $digest = index . 3 | default "" -}}{{- end -}}
+{{- if $digest -}}
+{{- printf "%s/%s@%s" $root.Values.image.registry (index . 1) $digest -}}
+{{- else -}}
 {{- printf "%s/%s:%s" $root.Values.image.registry (index . 1) (index . 2) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "socialnet.db.host" -}}
@@ -89,7 +95,7 @@ imagePullSecrets:
 {{- end -}}
 
 {{/*
-The API pod of one track: {{ include "socialnet.api.podTemplate" (dict "root" . "track" "stable" "tag" .Values.api.tag "gitSha" .Values.api.gitSha "extraEnv" .Values.api.extraEnv) }}
+The API pod of one track: {{ include "socialnet.api.podTemplate" (dict "root" . "track" "stable" "tag" .Values.api.tag "digest" .Values.api.digest "gitSha" .Values.api.gitSha "extraEnv" .Values.api.extraEnv) }}
 */}}
 {{- define "socialnet.api.podTemplate" -}}
 {{- $root := .root -}}
@@ -113,7 +119,7 @@ spec:
     {{- include "socialnet.podSecurityContext" 10001 | nindent 4 }}
   containers:
     - name: api
-      image: {{ include "socialnet.image" (list $root $api.repository .tag) }}
+      image: {{ include "socialnet.image" (list $root $api.repository .tag .digest) }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
       ports:
         - name: http
