@@ -51,8 +51,8 @@ def flow_run(groups: dict[str, int], folder: Path) -> tuple[float, ConfigureResu
 
 def raw_run(groups: dict[str, int], folder: Path) -> float:
     """`ansible-playbook` as a person would run it: same playbook, config and kind of nodes."""
+    from socialnet_ops.adapters.ansible import ANSIBLE_DIR, PLAYBOOK, playbook_environment
     from socialnet_ops.adapters.nodes import running_nodes
-    from tasks.ansible import ANSIBLE_DIR, PLAYBOOK, playbook_environment
 
     with running_nodes(groups) as nodes:
         inventory = nodes.write_inventory(folder / "raw-inventory.yml", _variables(nodes))
@@ -73,8 +73,8 @@ def raw_run(groups: dict[str, int], folder: Path) -> float:
 def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
+    from socialnet_ops.adapters.ansible import strategy
     from socialnet_ops.adapters.nodes import ensure_image, requirements_problem
-    from tasks.ansible import strategy
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=2, help="runs of each; fastest kept")

@@ -29,14 +29,11 @@ from prefect.states import Running
 from flows.common import (
     StepClock,
     announce_release_failure,
-    checked_environment,
-    checked_release_settings,
-    checked_source,
+    checked_release_inputs,
     manifest_of,
     release_flow,
     release_slot,
 )
-from socialnet_ops.adapters.builds import check_version
 from socialnet_ops.core.backups import backup_id, backup_name
 from socialnet_ops.core.canary import (
     Measurement,
@@ -204,10 +201,7 @@ def canary(
     allow_contracting_migrations: bool = False,
 ) -> CanaryResult:
     with before_any_change():
-        environment = checked_environment(env)
-        check_version(version)
-        runtime_settings = checked_release_settings(settings)
-        source = checked_source(ref)
+        environment, runtime_settings, source = checked_release_inputs(env, version, settings, ref)
         policy = environment.release
         steps = plan(policy.steps, policy.analysis)
         check_plan(steps, env)

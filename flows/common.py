@@ -6,13 +6,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from prefect import Flow, flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run as current_run
 
+from socialnet_ops.adapters.builds import check_version
 from socialnet_ops.core.environments import Environment, environment_names, load_environment
 from socialnet_ops.core.failures import RejectedError, before_any_change, changed_nothing, one_line
 from socialnet_ops.core.gitflow import context_from_tags
@@ -127,6 +128,25 @@ def checked_source(ref: str | None) -> SourceTree:
     does not have, or one force-pushed off the branch GitLab announced it on, is refused."""
     with before_any_change():
         return checkout_source(ref, on=announced_ref(ref))
+
+
+class ReleaseInputs(NamedTuple):
+    """What a deploy or canary checked before anything changes."""
+
+    environment: Environment
+    settings: dict[str, str]
+    source: SourceTree
+
+
+def checked_release_inputs(
+    env: str, version: str, settings: dict[str, str] | None, ref: str | None
+) -> ReleaseInputs:
+    """The environment, version, runtime settings and source of a release, each validated
+    before anything changes (an error names the file, key, setting or ref)."""
+    with before_any_change():
+        environment = checked_environment(env)
+        check_version(version)
+        return ReleaseInputs(environment, checked_release_settings(settings), checked_source(ref))
 
 
 def manifest_of(

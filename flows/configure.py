@@ -8,9 +8,11 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment, checked_source
+from socialnet_ops.adapters.ansible import PLAYBOOK
 from socialnet_ops.adapters.nodes import NodeError, requirements_problem, up
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.core.inventory import (
+    ConfigurationError,
     HostRecap,
     TaskFailure,
     failed_hosts,
@@ -19,8 +21,6 @@ from socialnet_ops.core.inventory import (
 )
 from socialnet_ops.core.results import ConfigureResult
 from tasks.ansible import (
-    PLAYBOOK,
-    ConfigurationError,
     build_node_inventory,
     publish_recap,
     run_playbook,

@@ -6,14 +6,11 @@ from prefect.runtime import flow_run
 
 from flows.common import (
     StepClock,
-    checked_environment,
-    checked_release_settings,
-    checked_source,
+    checked_release_inputs,
     manifest_of,
     release_flow,
     release_slot,
 )
-from socialnet_ops.adapters.builds import check_version
 from socialnet_ops.core.backups import backup_id, backup_name
 from socialnet_ops.core.failures import before_any_change
 from socialnet_ops.core.results import DeployResult
@@ -35,11 +32,7 @@ def deploy(
     settings: dict[str, str] | None = None,
     allow_contracting_migrations: bool = False,
 ) -> DeployResult:
-    with before_any_change():
-        environment = checked_environment(env)
-        check_version(version)
-        runtime_settings = checked_release_settings(settings)
-        source = checked_source(ref)
+    environment, runtime_settings, source = checked_release_inputs(env, version, settings, ref)
     clock = StepClock()
     with release_slot(env) as slot:
         # A build that fails, or migrations the policy refuses, change nothing: rejected.

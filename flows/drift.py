@@ -10,9 +10,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.common import checked_environment
 from socialnet_ops.core.environments import environment_names
 from socialnet_ops.core.results import DriftResult, StackDrift
+from socialnet_ops.core.terraform import DriftReport
 from tasks.ledger import record_drift
 from tasks.reporting import artifact_key, emit, table_report
-from tasks.terraform import DriftReport, check_drift
+from tasks.terraform import check_drift
 
 
 class DriftCheckError(Exception):

@@ -24,7 +24,6 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment, checked_source, release_slot
-from socialnet_ops.adapters.terraform import PlanSummary, TerraformError
 from socialnet_ops.core.failures import before_any_change, mark_unchanged, one_line
 from socialnet_ops.core.merge_requests import (
     ApplyRefusedError,
@@ -42,6 +41,7 @@ from socialnet_ops.core.merge_requests import (
 )
 from socialnet_ops.core.results import ProvisionResult
 from socialnet_ops.core.stack_locks import KEPT_FINDINGS, PlanRecord, StackLock, short
+from socialnet_ops.core.terraform import Plan, PlanSummary, TerraformError
 from tasks.gitlab import (
     flow_run_url,
     gitlab_status_hooks,
@@ -61,7 +61,6 @@ from tasks.stack_locks import (
     record_plan,
 )
 from tasks.terraform import (
-    Plan,
     apply,
     describe_applied,
     ensure_state_bucket,

@@ -9,14 +9,13 @@ from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment, checked_source
 from flows.merge_request import plan_merge_request
-from socialnet_ops.adapters.terraform import GATED_ENVIRONMENTS, needs_approval
 from socialnet_ops.core.failures import before_any_change
 from socialnet_ops.core.merge_requests import PlanRefusedError
 from socialnet_ops.core.results import ProvisionResult
+from socialnet_ops.core.terraform import GATED_ENVIRONMENTS, Plan, needs_approval
 from tasks.gitlab import gitlab_status_hooks
 from tasks.reporting import publish
 from tasks.terraform import (
-    Plan,
     apply,
     describe_applied,
     ensure_state_bucket,

@@ -6,7 +6,7 @@ Writers hold the environment's release slot, so read-modify-write does not race.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prefect import task
 from prefect.runtime import flow_run
@@ -19,10 +19,8 @@ from socialnet_ops.core.ledger import (
     ReleaseRecord,
     Strategy,
 )
+from socialnet_ops.core.terraform import DriftReport
 from socialnet_ops.platforms.base import Build
-
-if TYPE_CHECKING:
-    from tasks.terraform import DriftReport
 
 
 def ledger_variable(environment: str) -> str:

@@ -34,6 +34,7 @@ import httpx
 
 from socialnet_ops.adapters.nodes import debian_mirrors
 from socialnet_ops.adapters.process import ToolError, stream
+from socialnet_ops.core.network import is_loopback
 from socialnet_ops.core.paths import repo_root
 
 CACHE_SETTING = "SOCIALNET_IMAGE_CACHE"
@@ -343,7 +344,7 @@ class ContainerEngine:
             digest_file = Path(folder) / "digest"
             self.run(
                 [
-                    "podman", "push", "--quiet", f"--tls-verify={not _loopback(registry)}".lower(),
+                    "podman", "push", "--quiet", f"--tls-verify={not is_loopback(registry)}".lower(),
                     "--digestfile", str(digest_file), local, f"{registry}/{repository}:{tag}",
                 ],
                 say,
@@ -358,7 +359,7 @@ class ContainerEngine:
                     "podman",
                     "pull",
                     "--quiet",
-                    f"--tls-verify={not _loopback(registry)}".lower(),
+                    f"--tls-verify={not is_loopback(registry)}".lower(),
                     reference,
                 ],
                 say,
@@ -417,10 +418,6 @@ def _inputs_digest(context: Path, component: Component, arguments: list[str]) ->
     return digest.hexdigest()[:16]
 
 
-def _loopback(registry: str) -> bool:
-    return registry.split(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
-
-
 @cache
 def engine_problem() -> str | None:
     """Why containers cannot run here (a missing tool, or the kernel refusing), or None; once."""
@@ -460,7 +457,7 @@ def split_digest_reference(reference: str) -> tuple[str, str, str]:
 def in_registry(reference: str, timeout: float = 5.0) -> bool:
     """Whether the registry holds the manifest of `reference` (registry/name@sha256:...)."""
     registry, repository, digest = split_digest_reference(reference)
-    scheme = "http" if _loopback(registry) else "https"
+    scheme = "http" if is_loopback(registry) else "https"
     try:
         answer = httpx.head(
             f"{scheme}://{registry}/v2/{repository}/manifests/{digest}",
@@ -511,6 +508,7 @@ def container_command(
     env: dict[str, str] | None = None,
     mounts: dict[Path, str] | None = None,
     labels: dict[str, str] | None = None,
+    owned_mounts: dict[Path, str] | None = None,
 ) -> list[str]:
     """`podman run` of `reference` in the foreground, as a supervised program runs it.
 
@@ -525,6 +523,9 @@ def container_command(
     ]  # fmt: skip
     for host, inside in sorted((mounts or {}).items()):
         options += ["--volume", f"{host}:{inside}:ro"]
+    # Files only the container's user may read (0600): handed to that user as they are mounted.
+    for host, inside in sorted((owned_mounts or {}).items()):
+        options += ["--volume", f"{host}:{inside}:ro,U"]
     for key, value in sorted((env or {}).items()):
         options += ["--env", f"{key}={value}"]
     for key, value in sorted((labels or {}).items()):

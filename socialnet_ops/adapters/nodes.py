@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from socialnet_ops.adapters.process import pid_alive
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.core.inventory import InventoryNode, build_inventory
 from socialnet_ops.core.paths import environment_state_dir, repo_root
@@ -303,16 +304,6 @@ def node_names(groups: Mapping[str, int]) -> list[tuple[str, str]]:
 # --- processes -----------------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-
-
 def _process_start(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
@@ -343,11 +334,11 @@ def _kill_container(pid: int, timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
     deadline = time.monotonic() + timeout
-    while _is_nspawn(pid) and _alive(pid) and time.monotonic() < deadline:
+    while _is_nspawn(pid) and pid_alive(pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.05)
-    if _is_nspawn(pid) and _alive(pid):
+    if _is_nspawn(pid) and pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
@@ -530,7 +521,7 @@ class NodeSet:
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
-            if node.pid is not None and not _alive(node.pid):
+            if node.pid is not None and not pid_alive(node.pid):
                 console = (node.state / "console.log").read_text()[-2000:]
                 raise NodeError(f"node {node.name} stopped while booting:\n{console}")
             try:
@@ -695,7 +686,7 @@ def _owner_alive(state: Path) -> bool:
         return time.time() - state.stat().st_mtime < 30
     if owner["pid"] == 0:
         return True
-    return _alive(owner["pid"]) and _process_start(owner["pid"]) == owner["start"]
+    return pid_alive(owner["pid"]) and _process_start(owner["pid"]) == owner["start"]
 
 
 @contextlib.contextmanager

@@ -96,3 +96,17 @@ def stream(
     if returncode not in ok_codes:
         raise ToolError(redact(" ".join(command[:3])), returncode, lines)
     return ToolResult(returncode, lines)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie awaiting its parent does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return False

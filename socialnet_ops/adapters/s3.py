@@ -11,7 +11,6 @@ lifecycle rule (AbortIncompleteMultipartUpload) is the last net.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
 import threading
@@ -20,13 +19,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from socialnet_ops.core.backups import BackupError, ObjectStore
+from socialnet_ops.core.network import is_loopback
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -42,23 +41,13 @@ class StorageError(BackupError):
     """S3 refused or could not be reached; the message names the bucket, key and reason."""
 
 
-def _is_loopback(url: str | None) -> bool:
-    host = urlsplit(url or "").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def s3_client(store: ObjectStore) -> S3Client:
     """A client for the store; the AWS emulator on loopback gets its dummy key if none is set."""
     key_id = secret = None
-    if _is_loopback(store.endpoint_url) and not os.environ.get("AWS_ACCESS_KEY_ID"):
+    if is_loopback(store.endpoint_url) and not os.environ.get("AWS_ACCESS_KEY_ID"):
         key_id = secret = _EMULATOR_KEY
     s3_settings: dict[str, Any] = {"addressing_style": "path"}
-    if _is_loopback(store.endpoint_url):
+    if is_loopback(store.endpoint_url):
         # botocore SHA-256-signs every request body sent over plain HTTP (over HTTPS it relies on
         # TLS and the CRC32 checksum instead). On loopback no network can alter a body, the CRC32
         # is still sent and checked, and the backup's own SHA-256 is verified on restore: the

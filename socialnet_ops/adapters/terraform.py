@@ -1,55 +1,63 @@
-"""Terraform without Prefect: settings, variables, plan summaries, lock holders, outputs.
+"""Terraform's client: the provider mirror, the working directory a stack runs in, AWS (endpoint,
+credentials, the state bucket) and the `terraform` CLI with every line into the run log.
 
-The provision and drift flows drive the `terraform` CLI through `tasks/terraform.py`; everything
-here is plain data in, plain data out, so it is tested without Terraform.
+`python-terraform` is not used: it buffers a command's output until the command ends (nothing
+would reach the Prefect UI while an apply runs) and its defaults break on Terraform 1.x. The CLI's
+own JSON (`show -json`, `output -json`) gives the structured parts, read by
+`socialnet_ops.core.terraform`. The steps built on this (plan, apply, drift) are in
+`terraform_plans`; `tasks/terraform.py` wraps them as tasks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from socialnet_ops.core.environments import Environment
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from socialnet_ops.adapters.postgres import RunLog
+from socialnet_ops.adapters.process import ToolError, stream
+from socialnet_ops.core.environments import Environment, load_environment
 from socialnet_ops.core.paths import environment_state_dir, repo_root
+from socialnet_ops.core.terraform import (
+    MissingCredentialsError,
+    StateLockedError,
+    TerraformConfigError,
+    TerraformError,
+    catalog_source,
+    error_block,
+    is_lock_error,
+    lock_wait,
+    parse_lock_holder,
+)
 
+TERRAFORM = "terraform"
 MIRROR_SETTING = "SOCIALNET_TF_PROVIDER_MIRROR"
 # Where the machine image keeps its provider mirror; used when it holds registry.terraform.io.
 DEFAULT_MIRROR = Path("/opt/tf-plugins")
-# Prefect Variables hold at most 5,000 characters of JSON.
-SHARED_STATE_LIMIT = 5000
-# Environments whose destroys and replacements wait for a person in the Prefect UI.
-GATED_ENVIRONMENTS = ("production",)
+# The local emulator accepts any key; real credentials must never be sent to it.
+EMULATOR_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "socialnet-local",
+    "AWS_SECRET_ACCESS_KEY": "socialnet-local-emulator",
+}
+# How long another run on this machine may keep a working directory before we give up.
+WORKSPACE_WAIT_SECONDS = 900
 
-
-class TerraformError(Exception):
-    """Provisioning cannot go on; the message says where and what to do."""
-
-
-class TerraformConfigError(TerraformError):
-    """Bad settings or variables, found before Terraform changes anything."""
-
-
-class MissingCredentialsError(TerraformError):
-    pass
-
-
-class StateLockedError(TerraformError):
-    def __init__(self, environment: str, holder: LockInfo | None, waited: str) -> None:
-        self.environment = environment
-        self.holder = holder
-        who = holder.describe() if holder else "an unknown holder"
-        super().__init__(
-            f"{environment}: the Terraform state is locked by {who}; waited {waited}. "
-            "If that run is dead, release the lock with "
-            f"`terraform force-unlock {holder.id if holder else 'LOCK_ID'}` in the stack."
-        )
+# Asks the local platform for its AWS emulator's endpoint (the platforms sit above the adapters).
+Emulator = Callable[[Environment], str]
 
 
 # --- settings: provider mirror, CLI configuration, endpoint ---------------------------------
@@ -251,7 +259,7 @@ def terraform_environ(
     return environ
 
 
-# --- variables from the catalog ---------------------------------------------------------------
+# --- variables and backend settings ------------------------------------------------------------
 
 _VARIABLE_BLOCK = re.compile(r'^\s*variable\s+"([A-Za-z_][A-Za-z0-9_-]*)"', re.MULTILINE)
 
@@ -262,45 +270,6 @@ def declared_variables(stack_dir: Path) -> set[str]:
     for path in sorted(stack_dir.glob("*.tf")):
         names.update(_VARIABLE_BLOCK.findall(path.read_text()))
     return names
-
-
-def retention_days(environment: Environment) -> int | None:
-    """Age at which a backup leaves every retention tier: the bucket's expiration."""
-    if environment.backup is None:
-        return None
-    keep = environment.backup.retention
-    return max(keep.daily, keep.weekly * 7, keep.monthly * 31) + 1
-
-
-def stack_variables(
-    environment: Environment, declared: set[str], source: str, *, emulated: bool
-) -> dict[str, Any]:
-    """The stack's variables: derived from the environment, then its `terraform.variables`.
-
-    Unknown names are an error here (Terraform only warns about them in a variables file).
-    """
-    derived: dict[str, Any] = {
-        "environment": environment.name,
-        "region": environment.cloud.region,
-        "domain": environment.domain,
-        "dns_zone": environment.dns_zone,
-        "node_count": sum(environment.ansible.groups.values()),
-        "backup_bucket": environment.backup.bucket if environment.backup else None,
-        "backup_retention_days": retention_days(environment),
-        "s3_use_path_style": emulated,
-    }
-    unknown = sorted(set(environment.terraform.variables) - declared)
-    if unknown:
-        raise TerraformConfigError(
-            "\n".join(
-                f"{source}: terraform.variables.{name}: not a variable of "
-                f"{environment.terraform.stack} (it has: {', '.join(sorted(declared))})"
-                for name in unknown
-            )
-        )
-    variables = {name: value for name, value in derived.items() if name in declared}
-    variables.update(environment.terraform.variables)
-    return {name: value for name, value in variables.items() if value is not None}
 
 
 def backend_arguments(environment: Environment, *, emulated: bool) -> list[str]:
@@ -315,307 +284,228 @@ def backend_arguments(environment: Environment, *, emulated: bool) -> list[str]:
     return arguments
 
 
-# --- plans ---------------------------------------------------------------------------------------
-
-Action = Literal["create", "update", "delete", "replace", "read"]
+# --- where AWS is and who we are there -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ResourceChange:
-    address: str
-    action: Action
-    attributes: tuple[str, ...] = ()  # top-level attributes that change (update/replace)
+def local_emulator_endpoint(environment: Environment, emulator: Emulator | None) -> str:
+    """The local platform's AWS emulator (moto), for environments whose cloud.endpoint is `local`."""
 
-
-@dataclass(frozen=True)
-class PlanSummary:
-    changes: tuple[ResourceChange, ...] = ()
-    output_changes: tuple[str, ...] = ()
-    errored: bool = False
-
-    def addresses(self, action: Action) -> list[str]:
-        return [change.address for change in self.changes if change.action == action]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        counts = {"create": 0, "update": 0, "replace": 0, "delete": 0}
-        for change in self.changes:
-            if change.action in counts:
-                counts[change.action] += 1
-        return counts
-
-    @property
-    def has_changes(self) -> bool:
-        return any(change.action != "read" for change in self.changes)
-
-    @property
-    def destructive(self) -> list[ResourceChange]:
-        """What the plan destroys, replacements included."""
-        return [change for change in self.changes if change.action in {"delete", "replace"}]
-
-    def headline(self) -> str:
-        counts = self.counts
-        return (
-            f"{counts['create']} to add, {counts['update']} to change, "
-            f"{counts['replace']} to replace, {counts['delete']} to destroy"
-        )
-
-    def rows(self) -> list[dict[str, str]]:
-        """One row per changing resource, for the plan table artifact."""
-        return [
-            {
-                "address": change.address,
-                "action": change.action,
-                "attributes": ", ".join(change.attributes),
-            }
-            for change in self.changes
-            if change.action != "read"
-        ]
-
-
-def _action(actions: Sequence[str]) -> Action | None:
-    kinds = set(actions)
-    if kinds == {"delete", "create"}:
-        return "replace"
-    if len(actions) == 1 and actions[0] in {"create", "update", "delete", "read"}:
-        return actions[0]  # type: ignore[return-value]
-    return None  # no-op
-
-
-def _changed_attributes(change: Mapping[str, Any]) -> tuple[str, ...]:
-    """What the plan changes on a resource: known new values first, else what becomes unknown.
-
-    Values computed by the provider (a resized node's new public_ip) are consequences, named
-    only when nothing known changes (the DNS record whose addresses follow those nodes).
-    """
-    before = change.get("before") or {}
-    after = change.get("after") or {}
-    unknown = change.get("after_unknown") or {}
-    if not isinstance(before, dict) or not isinstance(after, dict):
-        return ()
-    pending = (
-        {name for name, value in unknown.items() if value is True}
-        if isinstance(unknown, dict)
-        else set()
-    )
-    known = {
-        name
-        for name in set(before) | set(after)
-        if name not in pending and before.get(name) != after.get(name)
-    }
-    names = known or {name for name in pending if name in before}
-    # A tag change shows in both `tags` and the provider's merged `tags_all`: name it once.
-    if "tags" in names:
-        names.discard("tags_all")
-    return tuple(sorted(names))
-
-
-def summarize_plan(plan: Mapping[str, Any]) -> PlanSummary:
-    """Summarize `terraform show -json PLANFILE`: what changes, by address.
-
-    `resource_drift` is not read: against emulators it lists harmless read-back noise. A real
-    drift that matters shows up as a planned change, which is what `resource_changes` holds.
-    """
-    changes: list[ResourceChange] = []
-    for item in plan.get("resource_changes", []):
-        change = item.get("change", {})
-        action = _action(change.get("actions", []))
-        if action is None:
-            continue
-        attributes = _changed_attributes(change) if action in {"update", "replace"} else ()
-        changes.append(ResourceChange(item["address"], action, attributes))
-    outputs = tuple(
-        sorted(
-            name
-            for name, change in (plan.get("output_changes") or {}).items()
-            if _action(change.get("actions", [])) not in {None, "read"}
-        )
-    )
-    return PlanSummary(
-        changes=tuple(sorted(changes, key=lambda change: change.address)),
-        output_changes=outputs,
-        errored=bool(plan.get("errored")),
-    )
-
-
-_STREAM_ACTIONS: dict[str, Action] = {
-    "create": "create",
-    "update": "update",
-    "delete": "delete",
-    "replace": "replace",
-    "read": "read",
-}
-
-
-def read_plan_event(line: str) -> tuple[str, ResourceChange | None]:
-    """One line of `terraform plan -json`: the text for the log, and a planned change if any.
-
-    The streamed plan spares the drift check a `show -json`, which starts the provider again only
-    to read its schema. `resource_drift` events are not changes (see summarize_plan).
-    """
     try:
-        event = json.loads(line)
-    except ValueError:
-        return line, None
-    if not isinstance(event, dict):
-        return line, None
-    text = str(event.get("@message", line))
-    if event.get("type") == "diagnostic":
-        detail = (event.get("diagnostic") or {}).get("detail")
-        if detail:
-            text = f"{text}\n{detail}"
-    if event.get("type") != "planned_change":
-        return text, None
-    change = event.get("change") or {}
-    action = _STREAM_ACTIONS.get(str(change.get("action")))
-    address = (change.get("resource") or {}).get("addr")
-    if action is None or not address:
-        return text, None
-    return text, ResourceChange(address, action)
+        if emulator is None:
+            raise LookupError("no local platform was asked")
+        return emulator(environment)
+    except Exception as error:
+        raise TerraformConfigError(
+            f"{catalog_source(environment)}: cloud.endpoint: local, but the local platform's AWS "
+            f"emulator is not reachable ({error}); start it with `make up`"
+        ) from None
 
 
-def needs_approval(
-    environment: str, summary: PlanSummary, gated: Sequence[str] = GATED_ENVIRONMENTS
-) -> bool:
-    """A person approves destroys and replacements in gated environments."""
-    return environment in gated and bool(summary.destructive)
+def endpoint_for(
+    environment: Environment, override: str | None = None, emulator: Emulator | None = None
+) -> str | None:
+    """The AWS endpoint: the explicit override, else AWS_ENDPOINT_URL, else the catalog's."""
+    if override:
+        return override
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        return os.environ["AWS_ENDPOINT_URL"]
+    if environment.cloud.endpoint == "local":
+        return local_emulator_endpoint(environment, emulator)
+    return environment.cloud.endpoint
 
 
-# --- state locks ---------------------------------------------------------------------------------
+def aws_environ(environment: Environment, endpoint: str | None) -> dict[str, str]:
+    """Extra environment of Terraform and boto3: the endpoint and, for the emulator, its keys."""
+    environ: dict[str, str] = {"AWS_REGION": environment.cloud.region}
+    if endpoint:
+        environ["AWS_ENDPOINT_URL"] = endpoint
+    if environment.cloud.endpoint == "local":
+        environ.update(EMULATOR_CREDENTIALS)
+    return environ
 
 
-@dataclass(frozen=True)
-class LockInfo:
-    id: str = ""
-    path: str = ""
-    operation: str = ""
-    who: str = ""
-    version: str = ""
-    created: str = ""
-    info: str = ""
-
-    def describe(self) -> str:
-        parts = [self.who or "someone"]
-        if self.operation:
-            parts.append(f"running {self.operation.removeprefix('OperationType').lower()}")
-        if self.created:
-            parts.append(f"since {self.created}")
-        if self.id:
-            parts.append(f"(lock id {self.id})")
-        return " ".join(parts)
+def _boto_session(environment: Environment) -> boto3.Session:
+    if environment.cloud.endpoint == "local":
+        return boto3.Session(
+            aws_access_key_id=EMULATOR_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=EMULATOR_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=environment.cloud.region,
+        )
+    return boto3.Session(region_name=environment.cloud.region)
 
 
-_LOCK_FIELDS = {
-    "ID": "id",
-    "Path": "path",
-    "Operation": "operation",
-    "Who": "who",
-    "Version": "version",
-    "Created": "created",
-    "Info": "info",
-}
-_LOCK_LINE = re.compile(r"^[\s│]*(ID|Path|Operation|Who|Version|Created|Info):\s*(.*?)\s*$")
+def state_client(environment: Environment, endpoint: str | None) -> Any:
+    """S3 where the environment's Terraform state (and its saved plans) are kept."""
+    region = environment.terraform.backend.region or environment.cloud.region
+    return _boto_session(environment).client("s3", endpoint_url=endpoint, region_name=region)
 
 
-def is_lock_error(lines: Sequence[str]) -> bool:
-    return any("Error acquiring the state lock" in line for line in lines)
-
-
-def parse_lock_holder(lines: Sequence[str]) -> LockInfo | None:
-    """The holder in Terraform's 'Error acquiring the state lock' report, if it names one."""
+def check_credentials(environment: Environment, endpoint: str | None) -> str:
+    """Who Terraform will act as; a clear error before anything runs when nobody."""
+    session = _boto_session(environment)
+    if session.get_credentials() is None:
+        raise MissingCredentialsError(
+            f"{environment.name}: no AWS credentials found; set AWS_PROFILE (or "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) for the account of "
+            f"{environment.name} before provisioning"
+        )
     try:
-        start = next(index for index, line in enumerate(lines) if "Lock Info:" in line)
-    except StopIteration:
-        return None
-    found: dict[str, str] = {}
-    for line in lines[start + 1 : start + 12]:
-        match = _LOCK_LINE.match(line)
-        if match and _LOCK_FIELDS[match.group(1)] not in found:
-            found[_LOCK_FIELDS[match.group(1)]] = match.group(2)
-    return LockInfo(**found) if found else None
+        identity = session.client("sts", endpoint_url=endpoint).get_caller_identity()
+    except (ClientError, BotoCoreError) as error:
+        raise MissingCredentialsError(
+            f"{environment.name}: the AWS credentials were refused ({error}); renew them "
+            "(aws sso login, a fresh AWS_SESSION_TOKEN, ...) and run again"
+        ) from None
+    return str(identity.get("Arn", "unknown"))
 
 
-# --- outputs into the shared state ---------------------------------------------------------------
-
-
-def shared_state_name(environment: str) -> str:
-    """The Prefect Variable holding an environment's provisioned facts."""
-    return f"infra-{environment}"
-
-
-@dataclass(frozen=True)
-class InfraState:
-    """What other flows need from provisioning: nodes (Ansible), buckets (backups), zone (DNS).
-
-    Stored as JSON in the Prefect Variable `infra-<env>`:
-    `{"environment", "applied_at", "flow_run_id", "nodes": [{"name", "role", "private_ip",
-    "public_ip"}], "backup_bucket", "dns_zone", "dns_zone_id", "fqdn", "vpc_id"}`.
-    """
-
-    environment: str
-    applied_at: str
-    flow_run_id: str | None
-    nodes: list[dict[str, str]] = field(default_factory=list)
-    backup_bucket: str | None = None
-    dns_zone: str | None = None
-    dns_zone_id: str | None = None
-    fqdn: str | None = None
-    vpc_id: str | None = None
-    # What was applied: the commit, a digest of the code and variables, the state's serial.
-    commit: str | None = None
-    stack_digest: str | None = None
-    serial: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        document = {
-            "environment": self.environment,
-            "applied_at": self.applied_at,
-            "flow_run_id": self.flow_run_id,
-            "nodes": self.nodes,
-            "backup_bucket": self.backup_bucket,
-            "dns_zone": self.dns_zone,
-            "dns_zone_id": self.dns_zone_id,
-            "fqdn": self.fqdn,
-            "vpc_id": self.vpc_id,
-            "commit": self.commit,
-            "stack_digest": self.stack_digest,
-            "serial": self.serial,
-        }
-        size = len(json.dumps(document, separators=(",", ":")))
-        if size > SHARED_STATE_LIMIT:
-            raise TerraformError(
-                f"{self.environment}: the outputs take {size} characters of JSON, above the "
-                f"{SHARED_STATE_LIMIT} a Prefect Variable holds; read them with `terraform output`"
-            )
-        return document
-
-
-def infra_state(
-    environment: str,
-    outputs: Mapping[str, Any],
-    applied_at: str,
-    flow_run_id: str | None,
-    applied: Mapping[str, Any] | None = None,
-) -> InfraState:
-    """From `terraform output -json` ({name: {value, type, sensitive}}) to the shared state."""
-    values = {
-        name: output.get("value")
-        for name, output in outputs.items()
-        if isinstance(output, Mapping) and not output.get("sensitive")
-    }
-    nodes = [
-        {key: str(node.get(key) or "") for key in ("name", "role", "private_ip", "public_ip")}
-        for node in values.get("nodes") or []
+def _secrets() -> list[str]:
+    return [
+        value
+        for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+        if (value := os.environ.get(name))
     ]
-    return InfraState(
-        environment=environment,
-        applied_at=applied_at,
-        flow_run_id=flow_run_id,
-        nodes=nodes,
-        backup_bucket=values.get("backup_bucket"),
-        dns_zone=values.get("dns_zone"),
-        dns_zone_id=values.get("dns_zone_id"),
-        fqdn=values.get("fqdn"),
-        vpc_id=values.get("vpc_id"),
-        **{key: (applied or {}).get(key) for key in ("commit", "stack_digest", "serial")},
+
+
+# --- running terraform ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    """One environment's Terraform settings for one use (provision, drift, bootstrap)."""
+
+    environment: Environment
+    workspace: Workspace
+    endpoint: str | None
+    mirror: Path | None
+
+    @classmethod
+    def of(cls, env: str, use: str, endpoint: str | None, source: str | None = None) -> Context:
+        """`source`: the tree the code comes from (the run's commit); None: the working tree."""
+        environment = load_environment(env)
+        workspace = Workspace.of(environment, use, Path(source) if source else None)
+        return cls(environment, workspace, endpoint, provider_mirror())
+
+    @property
+    def environ(self) -> dict[str, str]:
+        environ = {
+            **terraform_environ(self.workspace, self.endpoint, self.mirror),
+            **aws_environ(self.environment, self.endpoint),
+        }
+        if self.mirror is not None:
+            # A plugin cache would shadow the mirror; the mirror is linked, not copied, anyway.
+            environ["TF_PLUGIN_CACHE_DIR"] = ""
+        return environ
+
+
+def prepare(context: Context) -> None:
+    """Refresh the working copy of the code and write its CLI configuration."""
+    sync_code(context.workspace)
+    context.workspace.cli_config.write_text(render_cli_config(context.mirror))
+
+
+def run_terraform(
+    context: Context,
+    arguments: Sequence[str],
+    *,
+    log: RunLog,
+    cwd: Path | None = None,
+    ok_codes: Sequence[int] = (0,),
+    translate: Callable[[str], str] | None = None,
+) -> int:
+    """`terraform -chdir=STACK ARGS`, every line into the run log; Terraform's errors raised whole.
+
+    `translate` turns each output line into the text logged (for `-json` output).
+    """
+    command = [TERRAFORM, f"-chdir={cwd or context.workspace.stack_dir}", *arguments]
+    log.info("$ %s", " ".join(command[1:]))
+    texts: list[str] = []
+
+    def on_line(line: str) -> None:
+        text = translate(line) if translate else line
+        texts.append(text)
+        log.info("%s", text)
+
+    try:
+        result = stream(
+            command,
+            on_line,
+            env=context.environ,
+            secrets=_secrets(),
+            ok_codes=ok_codes,
+            keep_lines=2000,
+        )
+    except ToolError as error:
+        tail = "\n".join(texts[-2000:]).splitlines() if translate else error.tail
+        if is_lock_error(tail):
+            raise StateLockedError(
+                context.environment.name, parse_lock_holder(tail), lock_wait(arguments)
+            ) from None
+        raise TerraformError(
+            f"{context.environment.name}: terraform {arguments[0]} failed (exit "
+            f"{error.returncode}):\n{error_block(tail)}"
+        ) from None
+    return result.returncode
+
+
+def capture_json(context: Context, arguments: Sequence[str]) -> Any:
+    """A terraform command whose stdout is JSON data (not log material)."""
+    completed = subprocess.run(
+        [TERRAFORM, f"-chdir={context.workspace.stack_dir}", *arguments],
+        env={**os.environ, **context.environ},
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    if completed.returncode != 0:
+        raise TerraformError(
+            f"{context.environment.name}: terraform {' '.join(arguments)} failed:\n"
+            f"{completed.stderr.strip()}"
+        )
+    return json.loads(completed.stdout)
+
+
+@functools.cache
+def terraform_version() -> str:
+    completed = subprocess.run(
+        [TERRAFORM, "version", "-json"],
+        env={**os.environ, "CHECKPOINT_DISABLE": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return completed.stdout.strip() or completed.stderr.strip()
+
+
+@contextlib.contextmanager
+def hold_workspace(
+    env: str, use: str, holder: str, wait_seconds: float = WORKSPACE_WAIT_SECONDS
+) -> Iterator[None]:
+    """One run at a time per working directory on this machine (the state lock covers others).
+
+    `holder` (the flow run) is written into the lock file, for whoever waits on it.
+    """
+    workspace = Workspace.of(load_environment(env), use)
+    workspace.root.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    with workspace.lock_file.open("a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.seek(0)
+                    raise TerraformError(
+                        f"{env}: another {use} run on this machine keeps {workspace.root} "
+                        f"({handle.read().strip() or 'holder unknown'}); waited {wait_seconds:.0f} s"
+                    ) from None
+                time.sleep(1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, {holder}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

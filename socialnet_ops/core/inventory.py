@@ -1,7 +1,7 @@
 """Ansible without Prefect: inventories from Terraform outputs or launched nodes, run recaps.
 
-Plain data in, plain data out: the configure flow (`flows/configure.py`, `tasks/ansible.py`) runs
-ansible-runner and hands its events and stats to the functions here.
+Plain data in, plain data out: the configure flow (`flows/configure.py`) runs ansible-runner
+through `socialnet_ops/adapters/ansible.py` and hands its events and stats to the functions here.
 
 Every inventory has one shape, whatever built it:
 
@@ -373,3 +373,86 @@ def recap_rows(recaps: Mapping[str, HostRecap]) -> list[dict[str, Any]]:
         }
         for recap in recaps.values()
     ]
+
+
+def event_failed(event: Mapping[str, Any]) -> bool:
+    """A failed or unreachable host whose failure is not ignored: an error line in the run log."""
+    return event.get("event", "") in {"runner_on_failed", "runner_on_unreachable"} and not (
+        event.get("event_data") or {}
+    ).get("ignore_errors")
+
+
+def recap_line(recaps: Mapping[str, HostRecap]) -> str:
+    """The run-log recap after a playbook run: ok, changed, failed and unreachable per host."""
+    return "; ".join(
+        f"{r.host} ok={r.ok} changed={r.changed} failed={r.failed} unreachable={r.unreachable}"
+        for r in recaps.values()
+    )
+
+
+# --- a playbook run and its report ----------------------------------------------------------
+
+
+class ConfigurationError(Exception):
+    """Nodes could not be configured; the message names the hosts and tasks.
+
+    `hosts` holds the recap row of every host, so callers see which hosts did converge.
+    """
+
+    def __init__(self, message: str, hosts: dict[str, dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.hosts = hosts or {}
+
+
+class AnsibleCrashedError(ConfigurationError):
+    """ansible-playbook itself failed (rc 250, no stats): a broken playbook, inventory or setup."""
+
+
+@dataclass
+class PlaybookRun:
+    """What one ansible-playbook run left: its recap per host and the tasks that failed."""
+
+    attempt: int
+    rc: int
+    status: str
+    seconds: float
+    limit: str | None
+    recaps: dict[str, HostRecap] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+
+def retry_delay(base_seconds: float, attempt: int) -> float:
+    """The back-off before `attempt` (2, 3, ...) at unreachable hosts: doubled each time."""
+    return base_seconds * 2 ** (attempt - 2)
+
+
+@dataclass(frozen=True)
+class RecapReport:
+    """The recap artifacts of a configure run: a table, one row per host, and a summary."""
+
+    rows: list[dict[str, Any]]
+    description: str
+    title: str
+    sections: dict[str, Any]
+
+
+def recap_report(
+    env: str, recaps: Mapping[str, HostRecap], check: bool, seconds: float
+) -> RecapReport:
+    mode = "check mode: changes that would be made" if check else "converge"
+    rows = recap_rows(recaps)
+    return RecapReport(
+        rows=rows,
+        description=f"Ansible recap for {env} ({mode}), {seconds:.1f} s",
+        title=f"Configured {env}" if not check else f"Checked {env} (dry run)",
+        sections={
+            "hosts": [
+                f"{r['host']}: {r['status']}, ok={r['ok']} changed={r['changed']} "
+                f"failed={r['failed']} unreachable={r['unreachable']}, {r['seconds']} s, "
+                f"{r['attempts']} attempt(s)"
+                for r in rows
+            ],
+            "mode": mode,
+            "seconds": f"{seconds:.1f}",
+        },
+    )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.ansible import STRATEGY_SETTING, ansible_environ, playbook_environment
+from socialnet_ops.adapters.ansible import STRATEGY_SETTING, ansible_environ, playbook_environment
 
 pytestmark = pytest.mark.unit
 

@@ -8,6 +8,7 @@ import pytest
 
 from socialnet_ops.adapters import images
 from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.network import is_loopback
 from socialnet_ops.platforms.local.runtime import AppRuntime
 
 pytestmark = pytest.mark.unit
@@ -84,3 +85,19 @@ def test_without_a_container_engine_the_platform_says_which_tool_is_missing(
         "processes: no container engine: podman, buildah, runc missing "
         "(apt-get install podman buildah runc docker-registry)"
     )
+
+
+@pytest.mark.parametrize(
+    ("address", "here"),
+    [
+        ("127.0.0.1:5000", True),
+        ("localhost:5000", True),
+        ("http://[::1]:9000", True),
+        ("http://127.0.0.1:9000/bucket", True),
+        ("registry.socialnet.example/socialnet", False),
+        ("https://s3.eu-west-3.amazonaws.com", False),
+        ("", False),
+    ],
+)
+def test_only_a_registry_on_this_machine_is_spoken_to_without_tls(address: str, here: bool) -> None:
+    assert is_loopback(address) is here

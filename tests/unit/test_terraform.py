@@ -10,29 +10,31 @@ import pytest
 
 from socialnet_ops.adapters.terraform import (
     MIRROR_SETTING,
+    Workspace,
+    backend_arguments,
+    declared_variables,
+    init_fingerprint,
+    provider_mirror,
+    render_cli_config,
+    sync_code,
+)
+from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.paths import repo_root
+from socialnet_ops.core.terraform import (
     SHARED_STATE_LIMIT,
     LockInfo,
     ResourceChange,
     TerraformConfigError,
     TerraformError,
-    Workspace,
-    backend_arguments,
-    declared_variables,
     infra_state,
-    init_fingerprint,
     is_lock_error,
     needs_approval,
     parse_lock_holder,
-    provider_mirror,
     read_plan_event,
-    render_cli_config,
     retention_days,
     stack_variables,
     summarize_plan,
-    sync_code,
 )
-from socialnet_ops.core.environments import load_environment
-from socialnet_ops.core.paths import repo_root
 
 pytestmark = pytest.mark.unit
 

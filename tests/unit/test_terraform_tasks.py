@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from socialnet_ops.adapters.terraform import EMULATOR_CREDENTIALS, aws_environ, endpoint_for
 from socialnet_ops.core.environments import load_environment
-from tasks.terraform import EMULATOR_CREDENTIALS, _error_block, aws_environ, endpoint_for
+from socialnet_ops.core.terraform import error_block as _error_block
 
 pytestmark = pytest.mark.unit
 

@@ -97,6 +97,10 @@ class HAProxyRuntime:
     def point(self, slot: str, port: int) -> None:
         self.command(f"set server {BACKEND}/{slot} addr 127.0.0.1 port {port}")
 
+    def point_front(self, port: int) -> None:
+        """Send the front's traffic (new connections) to `port`."""
+        self.command(f"set server front/front addr 127.0.0.1 port {port}")
+
     def set_state(self, slot: str, state: str) -> None:
         self.command(f"set server {BACKEND}/{slot} state {state}")
 

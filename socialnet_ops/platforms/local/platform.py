@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from socialnet_ops.adapters import vault
+from socialnet_ops.adapters.process import pid_alive
 from socialnet_ops.core.backups import ObjectStore, archiving_settings
 from socialnet_ops.core.environments import Environment
 from socialnet_ops.core.environments import LocalPlatform as LocalSettings
@@ -250,7 +251,7 @@ class LocalPlatform:
             self.supervisor.shutdown()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                if pid is None or not _pid_alive(pid):
+                if pid is None or not pid_alive(pid):
                     break
                 time.sleep(0.2)
             else:
@@ -453,27 +454,49 @@ class LocalPlatform:
         self.store.save(state)
         return changed
 
-    def _front_program(self, state: PlatformState) -> str:
+    def _front_program(self, state: PlatformState, program: str = "front", port: int = 0) -> str:
         """The front of the stable build (its image), or the static server of the working tree."""
-        spec = self.runtime.front_program(state.front_image, state.ports["front"], repo_root())
-        return self._spec_program("front", spec, priority=30)
+        spec = self.runtime.front_program(
+            state.front_image, port or state.ports["front"], repo_root(), program
+        )
+        # nginx finishes the requests it has on SIGQUIT (podman passes it on); TERM drops them.
+        signal = "QUIT" if state.front_image else "TERM"
+        return self._spec_program(program, spec, priority=30, stopsignal=signal)
 
     def _update_front(self, build: Build, say: Progress) -> None:
-        """Run the front of the stable `build`: restarted only when its files changed."""
+        """Run the front of the stable `build`, restarted only when its files changed, and then
+        without a gap: a stand-in of the new front takes the traffic while `front` restarts."""
         state = self.store.load()
-        state.front_image = self.runtime.front_image(state.front_image, build)
+        wanted = self.runtime.front_image(state.front_image, build)
+        if wanted == state.front_image:
+            return
+        say(f"the front changes with {build.version}: replacing it")
+        state.front_image = wanted
+        standin, port = "front-next", free_port(state.taken_ports())
+        self._run_front(state, standin, port)
+        self.haproxy.point_front(port)
         self.store.save(state)
-        if write_atomic(self._programs_dir / "front.conf", self._front_program(state), mode=0o600):
-            say(f"the front changes with {build.version}: restarting it")
+        self._run_front(state, "front", state.ports["front"])
+        self.haproxy.point_front(state.ports["front"])
+        self.supervisor.remove(standin)
+        self.runtime.remove(standin)
+        with contextlib.suppress(FileNotFoundError):
+            (self._programs_dir / f"{standin}.conf").unlink()
+        self.supervisor.update()
+
+    def _run_front(self, state: PlatformState, program: str, port: int) -> None:
+        """(Re)start front program `program` on `port` and wait until it answers."""
+        conf = self._front_program(state, program, port)
+        if write_atomic(self._programs_dir / f"{program}.conf", conf, mode=0o600):
             self.supervisor.update()
-            deadline = time.monotonic() + START_TIMEOUT
-            while not port_answers(state.ports["front"]):
-                if time.monotonic() > deadline:
-                    log = self._logs / "front.log"
-                    raise PlatformError(
-                        f"the front did not listen within {START_TIMEOUT:.0f} s:\n{tail(log)}"
-                    )
-                time.sleep(0.1)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not port_answers(port):
+            if time.monotonic() > deadline:
+                log = self._logs / f"{program}.log"
+                raise PlatformError(
+                    f"{program} did not listen on port {port} within {START_TIMEOUT:.0f} s:\n{tail(log)}"
+                )
+            time.sleep(0.1)
 
     def _log_size(self) -> int:
         try:
@@ -739,26 +762,15 @@ class LocalPlatform:
         say = progress or _quiet
         with self.store.locked():
             self._require_running()
-            state = self.store.load()
-            if state.stable.build is not None:
-                say(f"restarting the stable replicas of {state.stable.build.version}")
-                self._roll(
-                    "stable",
-                    state.stable.build.to_build(),
-                    self.settings.api_replicas,
-                    say,
-                    fresh=True,
-                )
-            state = self.store.load()
-            if state.canary.build is not None:
-                say(f"restarting the canary replicas of {state.canary.build.version}")
-                self._roll(
-                    "canary",
-                    state.canary.build.to_build(),
-                    self.settings.canary_replicas,
-                    say,
-                    fresh=True,
-                )
+            tracks: tuple[tuple[Track, int], ...] = (
+                ("stable", self.settings.api_replicas),
+                ("canary", self.settings.canary_replicas),
+            )
+            for track, count in tracks:
+                build = self.store.load().track(track).build
+                if build is not None:
+                    say(f"restarting the {track} replicas of {build.version}")
+                    self._roll(track, build.to_build(), count, say, fresh=True)
 
     def database_env(self) -> dict[str, str]:
         """SOCIALNET_DB_* for migrations and tools (the password stays in its file)."""
@@ -1232,13 +1244,3 @@ class LocalPlatform:
             runtime=self.runtime.describe(),
             images=dict(state.stable.build.images) if state.stable.build else {},
         )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -5,14 +5,15 @@ runs as podman containers of exactly those images, so the artifact tried here is
 Kubernetes runs; a build without images (no container engine here, or `platform.runtime:
 processes`) runs the build's files with the project's interpreter, as before.
 
-The API container sees only its own secrets: copies of the three files it reads, owned by the
-image's user and mounted read-only, never the folder that also holds Vault's tokens.
+The API container sees only its own secrets: the three files it reads, each mounted read-only
+and handed to the image's user (podman's `U` option), never the folder that also holds Vault's
+tokens.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,10 @@ class ProgramSpec:
     env: dict[str, str]
 
 
-def container_name(environment: str, program: str) -> str:
-    return f"socialnet-{environment}-{program}"
+def instance_name(environment: str, state_dir: Path) -> str:
+    """The environment and its state folder: two checkouts (or test sessions) may each run an
+    environment of the same name, and their containers must never replace each other's."""
+    return f"{environment}-{hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:6]}"
 
 
 class AppRuntime:
@@ -53,6 +56,12 @@ class AppRuntime:
         self.state_dir = state_dir
         self.settings = settings
         self.engine = images.ContainerEngine()
+        self.instance = instance_name(environment, state_dir)
+        self.label = {"socialnet.instance": self.instance}
+
+    def container(self, program: str) -> str:
+        """The container name of `program`."""
+        return f"socialnet-{self.instance}-{program}"
 
     # --- can containers run here --------------------------------------------------------------
 
@@ -107,35 +116,30 @@ class AppRuntime:
                 build.path,
                 {**env, "PYTHONPATH": str(build.path), "PYTHONUNBUFFERED": "1"},
             )
-        secrets = self._api_secrets(reference, env)
-        inside = {
-            key: f"{SECRETS_INSIDE}/{Path(value).name}"
-            for key, value in env.items()
-            if key in SECRET_FILE_SETTINGS
+        # Only its own secret files, each mounted where the settings point inside; never the
+        # folder that also holds Vault's tokens.
+        secrets = {
+            Path(env[key]): f"{SECRETS_INSIDE}/{Path(env[key]).name}"
+            for key in SECRET_FILE_SETTINGS
+            if Path(env[key]).exists()
         }
+        inside = {key: value for key, value in env.items() if key not in SECRET_FILE_SETTINGS}
+        inside.update(
+            {
+                key: secrets[Path(env[key])]
+                for key in SECRET_FILE_SETTINGS
+                if Path(env[key]) in secrets
+            }
+        )
         command = images.container_command(
             reference,
-            container_name(self.environment, program),
+            self.container(program),
             server,
-            env={**env, **inside},
-            mounts={secrets: SECRETS_INSIDE},
-            labels={"socialnet.environment": self.environment},
+            env=inside,
+            owned_mounts=secrets,
+            labels=self.label,
         )
         return ProgramSpec(command, self.state_dir, self.engine.env)
-
-    def _api_secrets(self, reference: str, env: dict[str, str]) -> Path:
-        """The API's secret files, copied for the image's user; the folder mounted read-only."""
-        uid, gid = self.engine.user(reference)
-        folder = self.state_dir / "secrets-api"
-        folder.mkdir(mode=0o700, exist_ok=True)
-        for key in SECRET_FILE_SETTINGS:
-            source = Path(env[key])
-            copy = folder / source.name
-            write_atomic(copy, source.read_text() if source.exists() else "", mode=0o400)
-            os.chown(copy, uid, gid)
-        os.chown(folder, uid, gid)
-        folder.chmod(0o500)
-        return folder
 
     # --- the front ---------------------------------------------------------------------------
 
@@ -150,7 +154,9 @@ class AppRuntime:
                 return running
         return wanted
 
-    def front_program(self, reference: str | None, port: int, root: Path) -> ProgramSpec:
+    def front_program(
+        self, reference: str | None, port: int, root: Path, program: str = "front"
+    ) -> ProgramSpec:
         """The front of image `reference`; None: the static server of the files under `root`."""
         if reference is None:
             return ProgramSpec(
@@ -158,14 +164,14 @@ class AppRuntime:
                 root,
                 {"PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
-        listen = self.state_dir / "front-listen.conf"
+        listen = self.state_dir / f"{program}-listen.conf"
         write_atomic(listen, f"listen 127.0.0.1:{port};\n")
         command = images.container_command(
             reference,
-            container_name(self.environment, "front"),
+            self.container(program),
             ["nginx", "-g", "daemon off;"],
             mounts={listen: FRONT_LISTEN_INSIDE},
-            labels={"socialnet.environment": self.environment},
+            labels=self.label,
         )
         return ProgramSpec(command, self.state_dir, self.engine.env)
 
@@ -174,10 +180,10 @@ class AppRuntime:
     def remove(self, program: str) -> None:
         """The container of `program`, should its `podman run` have been killed before it."""
         if shutil.which("podman"):
-            self.engine.remove_container(container_name(self.environment, program))
+            self.engine.remove_container(self.container(program))
 
     def remove_all(self) -> None:
         """Every container of this environment (after supervisord stopped their programs)."""
         if shutil.which("podman"):
             with contextlib.suppress(images.ImageError):
-                self.engine.remove_labelled(f"socialnet.environment={self.environment}")
+                self.engine.remove_labelled(f"socialnet.instance={self.instance}")

@@ -20,7 +20,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.configure import configure
 from socialnet_ops.adapters.nodes import NodeSet
-from tasks.ansible import ConfigurationError
+from socialnet_ops.core.inventory import ConfigurationError
 from tests.integration.ansible.conftest import ADMIN, inventory_for
 
 # Converging takes minutes here (image build included on a fresh machine).

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from socialnet_ops.adapters import nodes
+from socialnet_ops.adapters.process import pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -54,9 +55,9 @@ def test_a_crashed_launch_is_cleaned_up_by_the_next(node_image: Path) -> None:
     assert nodes.bridge_name(slot) + ":" not in links()
     assert str(nodes.RUN_ROOT / str(slot)) not in Path("/proc/mounts").read_text()
     deadline = time.monotonic() + 10
-    while nodes._alive(nspawn) and time.monotonic() < deadline:
+    while pid_alive(nspawn) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not nodes._alive(nspawn)
+    assert not pid_alive(nspawn)
 
 
 def test_nodes_reach_each_other_and_the_host_but_have_no_way_out(node_image: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.ansible import ANSIBLE_DIR, ansible_environ, playbook_environment
+from socialnet_ops.adapters.ansible import ANSIBLE_DIR, ansible_environ, playbook_environment
 from tests.support.requirements import unavailable
 
 pytestmark = pytest.mark.integration

@@ -117,9 +117,15 @@ class SteadyLoad:
     """GET /version through the edge at a steady rate in a thread, bounded in count and time."""
 
     def __init__(
-        self, url: str, rate: float = 20.0, max_requests: int = 2400, max_seconds: float = 120
+        self,
+        url: str,
+        rate: float = 20.0,
+        max_requests: int = 2400,
+        max_seconds: float = 120,
+        path: str = "/version",
     ):
         self.url = url
+        self.path = path
         self.interval = 1.0 / rate
         self.max_requests = max_requests
         self.max_seconds = max_seconds
@@ -135,9 +141,11 @@ class SteadyLoad:
                     return
                 began = time.monotonic()
                 try:
-                    response = client.get(f"{self.url}/version")
-                    if response.status_code == 200:
+                    response = client.get(f"{self.url}{self.path}")
+                    if response.status_code == 200 and self.path == "/version":
                         self.report.answers[response.json()["version"]] += 1
+                    elif response.status_code == 200:
+                        self.report.answers[self.path] += 1
                     else:
                         self.report.failures.append(f"{response.status_code} {response.text[:100]}")
                 except httpx.HTTPError as error:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -44,7 +46,7 @@ def containers(platform: LocalPlatform) -> dict[str, str]:
     """name -> image of the environment's running containers."""
     engine = images.ContainerEngine()
     listing = engine.output(
-        "podman", "ps", "--filter", f"label=socialnet.environment={platform.environment}",
+        "podman", "ps", "--filter", f"label=socialnet.instance={platform.runtime.instance}",
         "--format", "json",
     )  # fmt: skip
     return {entry["Names"][0]: entry["Image"] for entry in json.loads(listing or "[]")}
@@ -64,7 +66,7 @@ def test_a_release_runs_as_containers_of_its_images(
     running = containers(platform)
     api = {name: image for name, image in running.items() if "-api-stable-c1_0_0" in name}
     assert len(api) == 2 and set(api.values()) == {build.images["api"]}, running
-    assert running[f"socialnet-{platform.environment}-front"] == build.images["front"]
+    assert running[platform.runtime.container("front")] == build.images["front"]
     # Non-root, from the image's own user; the replica answers /readyz from its container.
     name = next(iter(api))
     user = images.ContainerEngine().output("podman", "exec", name, "id", "-u")
@@ -92,6 +94,41 @@ def test_a_rolling_deploy_of_containers_fails_no_request(
     assert load.report.total > 50
     assert set(edge_versions(platform, 10)) == {("c2.0.0", "stable")}
     assert all("c2_0_0" in name for name in api_programs(platform))
+
+
+def test_a_release_that_changes_the_front_replaces_it_without_a_failed_page(
+    platform: LocalPlatform, image_builds: Callable[..., Build], tmp_path: Path
+) -> None:
+    serving = image_builds("c1.0.0")
+    platform.deploy(serving)
+    root = tmp_path / "source"
+    shutil.copytree(repo_root() / "app", root / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    page = root / "app" / "front" / "static" / "index.html"
+    page.write_text(page.read_text() + "\n<!-- a front change -->\n")
+    source = SourceTree(root=root, sha=None, ref="worktree", url=str(root))
+    changed, _ = build_release(
+        platform.environment, "c-front", source, None, platform.image_registry()
+    )
+    assert changed.images["front"] != serving.images["front"]
+
+    with SteadyLoad(platform.endpoints().edge_url, path="/") as load:
+        platform.deploy(changed)
+        time.sleep(1)
+    assert load.report.failures == []
+    assert load.report.total > 20
+    assert containers(platform)[platform.runtime.container("front")] == changed.images["front"]
+    assert "a front change" in httpx.get(f"{platform.endpoints().edge_url}/", timeout=5).text
+    # A release that changes only the API leaves the front as it is: not even restarted.
+    front_pid = platform.supervisor.processes()["front"]["pid"]
+    main = root / "app" / "api" / "main.py"
+    main.write_text(main.read_text() + "\n# an API change\n")
+    api_only, _ = build_release(
+        platform.environment, "c-api", source, None, platform.image_registry()
+    )
+    platform.deploy(api_only)
+    assert set(edge_versions(platform, 5)) == {("c-api", "stable")}
+    assert platform.supervisor.processes()["front"]["pid"] == front_pid
+    assert containers(platform)[platform.runtime.container("front")] == changed.images["front"]
 
 
 def test_an_image_missing_from_the_registry_is_refused_before_anything_changes(

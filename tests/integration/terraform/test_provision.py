@@ -17,18 +17,19 @@ from prefect.variables import Variable
 
 from flows.drift import drift
 from flows.provision import provision
-from socialnet_ops.adapters.terraform import (
+from socialnet_ops.core.environments import UnknownEnvironmentError
+from socialnet_ops.core.merge_requests import ApplyRefusedError, PlanRefusedError, note_marker
+from socialnet_ops.core.results import ProvisionResult
+from socialnet_ops.core.stack_locks import lock_variable
+from socialnet_ops.core.terraform import (
+    ApplyRejectedError,
     MissingCredentialsError,
     StateLockedError,
     TerraformConfigError,
     TerraformError,
 )
-from socialnet_ops.core.environments import UnknownEnvironmentError
-from socialnet_ops.core.merge_requests import ApplyRefusedError, PlanRefusedError, note_marker
-from socialnet_ops.core.results import ProvisionResult
-from socialnet_ops.core.stack_locks import lock_variable
 from tasks.stack_locks import read_lock
-from tasks.terraform import ApplyRejectedError, read_infra_state
+from tasks.terraform import read_infra_state
 from tests.integration.terraform.conftest import AppliedStack, Emulator, catalog, environ
 from tests.integration.terraform.merge_requests import ENV as MR_ENV
 from tests.integration.terraform.merge_requests import (

@@ -1,0 +1,242 @@
+"""Ansible without Prefect: the inventory sources, a playbook run whose events stream into a log.
+
+ansible-runner runs `ansible-playbook`; its event callback is called as each event happens (task
+start, host ok/changed/failed/unreachable), and every event becomes a log line, as AWX shows a
+job's output. `runner.stats` gives the recap per host. What events and stats *mean* (lines,
+recaps, failures) is in socialnet_ops.core.inventory; `tasks/ansible.py` hands in the run logger.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+import yaml
+
+from socialnet_ops.adapters.nodes import launcher_inventory_path
+from socialnet_ops.adapters.postgres import RunLog
+from socialnet_ops.core.environments import Environment, load_environment
+from socialnet_ops.core.inventory import (
+    AnsibleCrashedError,
+    ConfigurationError,
+    InventoryError,
+    PlaybookRun,
+    build_inventory,
+    cloud_connection,
+    diff_lines,
+    event_failed,
+    event_line,
+    inventory_hosts,
+    recap_from_stats,
+    recap_line,
+    task_failures,
+    terraform_nodes,
+)
+from socialnet_ops.core.paths import environment_state_dir, repo_root
+from socialnet_ops.core.terraform import shared_state_name
+
+ANSIBLE_FOLDER = Path("infrastructure") / "ansible"  # in the run's source tree
+ANSIBLE_DIR = repo_root() / ANSIBLE_FOLDER  # the working tree's
+PLAYBOOK = "site.yml"
+# A playbook that runs longer than this is stuck (a hung package install, a dead SSH channel).
+PLAYBOOK_TIMEOUT_SECONDS = 1800
+# Mitogen keeps one Python interpreter per host over the SSH connection and runs modules in it:
+# no module upload and interpreter start per task, about a third less time per host. Setting
+# SOCIALNET_ANSIBLE_STRATEGY=linear (or free) goes back to Ansible's own.
+STRATEGY_SETTING = "SOCIALNET_ANSIBLE_STRATEGY"
+DEFAULT_STRATEGY = "mitogen_linear"
+
+
+def _catalog(environment: Environment) -> str:
+    return f"deployments/environments/{environment.name}.yaml"
+
+
+# --- inventory -------------------------------------------------------------------------------
+
+
+def _environment_vars(env: str) -> list[str]:
+    """The environment's own group_vars (administrators, ...), an inventory source of vars only."""
+    folder = ANSIBLE_DIR / "inventories" / env
+    return [str(folder)] if (folder / "group_vars").is_dir() else []
+
+
+def _checked_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise InventoryError(f"{what}: {path} does not exist")
+    return path
+
+
+def inventory_sources(
+    env: str,
+    inventory_path: str | None,
+    *,
+    read_shared_state: Callable[[str], Any],
+    log: RunLog,
+) -> list[str]:
+    """The inventory sources of `env`: the hosts file, then the environment's group_vars.
+
+    - `inventory_path` given: that file (tests, a launcher, a hand-written inventory);
+    - `ansible.source: terraform`: from the provision flow's shared state `infra-<env>`, read
+      with `read_shared_state(name)` (None when it is missing);
+    - `ansible.source: launcher`: the inventory the node launcher wrote for `env`;
+    - `ansible.source: static`: the catalog's `ansible.path`.
+    """
+    environment = load_environment(env)
+    catalog = _catalog(environment)
+    source = environment.ansible.source
+    if inventory_path:
+        hosts_file = _checked_file(Path(inventory_path), "inventory_path")
+    elif source == "static":
+        if not environment.ansible.path:
+            raise InventoryError(f"{catalog}: ansible.path: a static inventory needs a path")
+        hosts_file = _checked_file(
+            repo_root() / environment.ansible.path, f"{catalog}: ansible.path"
+        )
+    elif source == "launcher":
+        hosts_file = launcher_inventory_path(env)
+        if not hosts_file.is_file():
+            raise InventoryError(
+                f"{catalog}: ansible.source is launcher, but no nodes run for {env}: start them "
+                f"with `python -m socialnet_ops.adapters.nodes up {env}` (root, mmdebstrap, systemd-nspawn)"
+            )
+    else:
+        name = shared_state_name(env)
+        infra = read_shared_state(name)
+        if not isinstance(infra, dict):
+            raise InventoryError(
+                f"Prefect Variable {name} is missing: run the provision flow for {env} first"
+            )
+        nodes = terraform_nodes(
+            infra, environment.ansible.groups, source=f"Prefect Variable {name}", catalog=catalog
+        )
+        hosts_file = environment_state_dir(env) / "ansible" / "inventory.yml"
+        hosts_file.parent.mkdir(parents=True, exist_ok=True)
+        hosts_file.write_text(
+            yaml.safe_dump(build_inventory(nodes, cloud_connection()), sort_keys=False)
+        )
+    hosts = inventory_hosts(yaml.safe_load(hosts_file.read_text()) or {})
+    log.info("inventory %s: %s", hosts_file, ", ".join(f"{h} ({g})" for h, g in hosts.items()))
+    return [str(hosts_file), *_environment_vars(env)]
+
+
+def inventory_host_names(sources: list[str]) -> list[str]:
+    document = yaml.safe_load(Path(sources[0]).read_text()) or {}
+    return list(inventory_hosts(document))
+
+
+# --- a playbook run ----------------------------------------------------------------------------
+
+
+def strategy() -> str:
+    return os.environ.get(STRATEGY_SETTING) or DEFAULT_STRATEGY
+
+
+def strategy_environ() -> dict[str, str]:
+    """The play strategy, and where Ansible finds Mitogen's (inside the installed package)."""
+    chosen = strategy()
+    environ = {"ANSIBLE_STRATEGY": chosen}
+    if chosen.startswith("mitogen"):
+        import ansible_mitogen
+
+        plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+        environ["ANSIBLE_STRATEGY_PLUGINS"] = str(plugins)
+    return environ
+
+
+def ansible_environ(
+    extra: Mapping[str, str] | None = None, source: Path | None = None
+) -> dict[str, str]:
+    """The environment of every ansible-playbook run: the project's ansible.cfg, no colours."""
+    return {
+        "ANSIBLE_CONFIG": str((source or repo_root()) / ANSIBLE_FOLDER / "ansible.cfg"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        **strategy_environ(),
+        **(extra or {}),
+    }
+
+
+def playbook_environment() -> dict[str, str]:
+    """For a plain `ansible-playbook` run outside the flow (benchmarks, by hand)."""
+    return {**os.environ, **ansible_environ()}
+
+
+def execute_playbook(
+    inventory: list[str],
+    playbook: str,
+    check: bool,
+    limit: str | None,
+    tags: list[str] | None,
+    attempt: int,
+    source: str | None,
+    *,
+    log: RunLog,
+) -> PlaybookRun:
+    """Run a playbook of infrastructure/ansible/playbooks with every event in `log`.
+
+    `source`: the tree the playbooks and roles come from (the run's commit); None: the working
+    tree."""
+    root = Path(source) if source else repo_root()
+    playbook_path = root / ANSIBLE_FOLDER / "playbooks" / playbook
+    if not playbook_path.is_file():
+        raise ConfigurationError(f"no playbook {playbook} in {playbook_path.parent}")
+    events: list[dict[str, Any]] = []
+
+    def on_event(event: dict[str, Any]) -> bool:
+        events.append(event)
+        line = event_line(event)
+        if line is not None:
+            (log.error if event_failed(event) else log.info)(line)
+        if check:
+            for diff in diff_lines(event):
+                log.info("    %s", diff)
+        return True
+
+    mode = " in check mode (dry run with diff)" if check else ""
+    log.info(
+        "ansible-playbook %s%s, attempt %d, strategy %s%s%s",
+        playbook,
+        mode,
+        attempt,
+        strategy(),
+        f", limit {limit}" if limit else "",
+        f", tags {','.join(tags)}" if tags else "",
+    )
+    # A private folder per run: ansible-runner keeps its artifacts and SSH control sockets there.
+    private = Path(tempfile.mkdtemp(prefix="socialnet-ansible-"))
+    started = time.monotonic()
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            playbook=str(playbook_path),
+            inventory=inventory,
+            envvars=ansible_environ(source=root),
+            limit=limit,
+            tags=",".join(tags) if tags else None,
+            cmdline="--check --diff" if check else None,
+            event_handler=on_event,
+            quiet=True,
+            timeout=PLAYBOOK_TIMEOUT_SECONDS,
+        )
+        seconds = round(time.monotonic() - started, 2)
+        stats = runner.stats
+        if runner.rc == 250 or stats is None or runner.status in {"timeout", "canceled"}:
+            tail = [line for line in (runner.stdout.read() or "").splitlines() if line.strip()]
+            raise AnsibleCrashedError(
+                f"ansible-playbook {playbook} ended with rc {runner.rc} ({runner.status}) "
+                "before any recap:\n" + "\n".join(tail[-15:])
+            )
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    # Every host the run targeted is in the stats, unreachable ones too.
+    recaps = recap_from_stats(stats, events)
+    failures = [asdict(failure) for failure in task_failures(events)]
+    log.info("recap: %s", recap_line(recaps))
+    return PlaybookRun(attempt, runner.rc, runner.status, seconds, limit, recaps, failures)
