@@ -67,7 +67,8 @@ def main() -> None:
         context = _context(Path(scratch))
         cold = _build_both(context, "bench-cold", no_cache=True)
         main_py = context / "app" / "api" / "main.py"
-        main_py.write_text(main_py.read_text() + "\n# an app-only change\n")
+        # Unique to this run: an image of the same files would be reused, not rebuilt.
+        main_py.write_text(main_py.read_text() + f"\n# an app-only change {time.time_ns()}\n")
         rebuild = _build_both(context, "bench-rebuild", no_cache=False)
 
         with running_local_platform(prefix="snb-") as platform:
