@@ -42,10 +42,6 @@ class BuildError(Exception):
     """A build that cannot be made or found; the message names the version, ref or path."""
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
 def releases_dir(environment: str) -> Path:
     return environment_state_dir(environment) / "releases"
 
@@ -207,7 +203,9 @@ def build_release(
         }
         if registry is not None:
             labels = images.oci_labels(version, source.sha, source.url)
-            built = images.build_and_push(staging, registry, version, labels, say or _quiet)
+            built = images.build_and_push(
+                staging, registry, version, labels, say or (lambda _line: None)
+            )
             manifest["images"] = {image.component: image.reference for image in built}
             manifest["image_sizes_mb"] = {image.component: image.size_mb for image in built}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -169,26 +169,29 @@ def _locked(name: str) -> Iterator[None]:
         yield
 
 
+@cache
+def _containers_conf(home: Path) -> Path:
+    """The engine's settings, written once per process (every podman and buildah call reads them)."""
+    conf = home / "containers.conf"
+    text = (
+        "# Written by socialnet-ops: the kernel here refuses crun and unlowered ulimits.\n"
+        "[containers]\n"
+        'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+        "[engine]\n"
+        'runtime = "runc"\n'
+    )
+    if not conf.exists() or conf.read_text() != text:
+        home.mkdir(parents=True, exist_ok=True)
+        conf.write_text(text)
+    return conf
+
+
 class ContainerEngine:
     """podman and buildah with the project's settings; storage is the machine's."""
 
     def __init__(self) -> None:
         self.home = cache_root()
-
-    @property
-    def env(self) -> dict[str, str]:
-        conf = self.home / "containers.conf"
-        text = (
-            "# Written by socialnet-ops: the kernel here refuses crun and unlowered ulimits.\n"
-            "[containers]\n"
-            'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
-            "[engine]\n"
-            'runtime = "runc"\n'
-        )
-        if not conf.exists() or conf.read_text() != text:
-            self.home.mkdir(parents=True, exist_ok=True)
-            conf.write_text(text)
-        return {"CONTAINERS_CONF": str(conf)}
+        self.env = {"CONTAINERS_CONF": str(_containers_conf(self.home))}
 
     def run(self, command: list[str], say: Say = _quiet, *, cwd: Path | None = None) -> list[str]:
         try:
@@ -197,27 +200,23 @@ class ContainerEngine:
             last = error.tail[-1] if error.tail else ""
             raise ImageError(f"{' '.join(command[:2])} failed: {last}") from error
 
-    def output(self, *command: str) -> str:
-        result = subprocess.run(
+    def _call(self, *command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             list(command),
             capture_output=True,
             text=True,
             env={**os.environ, **self.env},
             check=False,
         )
+
+    def output(self, *command: str) -> str:
+        result = self._call(*command)
         if result.returncode != 0:
             raise ImageError(f"{' '.join(command[:3])} failed: {result.stderr.strip()[-300:]}")
         return result.stdout.strip()
 
     def has_image(self, reference: str) -> bool:
-        return (
-            subprocess.run(
-                ["podman", "image", "exists", reference],
-                env={**os.environ, **self.env},
-                check=False,
-            ).returncode
-            == 0
-        )
+        return self._call("podman", "image", "exists", reference).returncode == 0
 
     # --- bases -------------------------------------------------------------------------------
 
@@ -367,12 +366,7 @@ class ContainerEngine:
         return reference
 
     def remove_container(self, name: str) -> None:
-        subprocess.run(
-            ["podman", "rm", "--force", "--ignore", "--time", "5", name],
-            capture_output=True,
-            env={**os.environ, **self.env},
-            check=False,
-        )
+        self._call("podman", "rm", "--force", "--ignore", "--time", "5", name)
 
     def remove_labelled(self, label: str) -> None:
         """Every container labelled `label` (key=value), e.g. left by a killed `podman run`."""
