@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -101,10 +101,12 @@ def _secret(folder: Path, name: str, value: str) -> Path:
     return path
 
 
-def register(api_url: str) -> None:
+def register(api_url: str, pool: str = POOL, auth: str | None = None) -> None:
+    """The burst deployment (no worker runs it) and the `worker` one, on `pool`."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     schema = {
         "type": "object",
@@ -116,18 +118,22 @@ def register(api_url: str) -> None:
         },
         "required": ["env", "version"],
     }
-    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+    updates: dict[Any, Any] = {PREFECT_API_URL: api_url}
+    if auth:
+        updates[PREFECT_API_AUTH_STRING] = auth
+    with temporary_settings(updates), get_client(sync_client=True) as client:
         # The control plane's process pool settings: runs start the engine directly.
-        client.create_work_pool(
-            WorkPoolCreate(name=POOL, type="process", base_job_template=pool_job_template())
-        )
+        with suppress(ObjectAlreadyExists):
+            client.create_work_pool(
+                WorkPoolCreate(name=pool, type="process", base_job_template=pool_job_template())
+            )
         flow_id = client.create_flow_from_name(FLOW)
         client.create_deployment(flow_id=flow_id, name="burst", parameter_openapi_schema=schema)
         client.create_deployment(
             flow_id=flow_id,
             name="worker",
             parameter_openapi_schema=schema,
-            work_pool_name=POOL,
+            work_pool_name=pool,
             entrypoint="tests/integration/webhooks/trivial_flow.py:noop",
             path=str(repo_root()),
             pull_steps=[

@@ -22,6 +22,7 @@ from socialnet_ops.core.inventory import (
 from socialnet_ops.core.results import ConfigureResult
 from tasks.ansible import (
     build_node_inventory,
+    prefect_worker_inventory,
     publish_recap,
     run_playbook,
     wait_before_retry,
@@ -62,7 +63,8 @@ def configure(
     retry_backoff_seconds: float = RETRY_BACKOFF_SECONDS,
     ref: str | None = None,
 ) -> ConfigureResult:
-    """inventory -> playbook (events in the run log) -> retry unreachable hosts -> recap.
+    """inventory (+ the control plane's API for the nodes' Prefect workers) -> playbook (events
+    in the run log) -> retry unreachable hosts -> recap.
 
     `check`: a dry run with diffs, nothing changes on the nodes. `limit` and `tags` are
     ansible-playbook's. `inventory_path` replaces the catalog's inventory source (tests, nodes
@@ -73,7 +75,7 @@ def configure(
     code = str(checked_source(ref).root)
     clock = StepClock()
     with clock("inventory"):
-        inventory = build_node_inventory(env, inventory_path)
+        inventory = prefect_worker_inventory(build_node_inventory(env, inventory_path))
     with clock("playbook"):
         run = run_playbook(env, inventory, playbook, check, limit, tags, 1, code)
         recaps, failures = run.recaps, list(run.failures)

@@ -11,9 +11,15 @@ import time
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 from prefect.variables import Variable
 
-from socialnet_ops.adapters.ansible import PLAYBOOK, execute_playbook, inventory_sources
+from socialnet_ops.adapters.ansible import (
+    PLAYBOOK,
+    execute_playbook,
+    inventory_sources,
+    prefect_worker_sources,
+)
 from socialnet_ops.core.inventory import HostRecap, PlaybookRun, recap_report, retry_delay
 from tasks.reporting import artifact_key, markdown_report, table_report
 
@@ -26,6 +32,18 @@ def build_node_inventory(env: str, inventory_path: str | None = None) -> list[st
         env,
         inventory_path,
         read_shared_state=lambda name: Variable.get(name, default=None),
+        log=get_run_logger(),
+    )
+
+
+@task(name="prefect-worker-settings", cache_policy=NO_CACHE)
+def prefect_worker_inventory(inventory: list[str]) -> list[str]:
+    """The inventory plus what the prefect_workers nodes need to join this run's control plane:
+    its API as they reach it (through the node launcher's relay) and its credential's file."""
+    return prefect_worker_sources(
+        inventory,
+        PREFECT_API_URL.value(),
+        PREFECT_API_AUTH_STRING.value() is not None,
         log=get_run_logger(),
     )
 

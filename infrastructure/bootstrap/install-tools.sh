@@ -7,6 +7,7 @@ APT_PACKAGES=(
   postgresql-15:/usr/lib/postgresql/15/bin/initdb
   postgresql-client-15:/usr/lib/postgresql/15/bin/pg_dump
   haproxy:/usr/sbin/haproxy
+  redis-server:/usr/bin/redis-server
   prometheus:/usr/bin/prometheus
   chromium:/usr/bin/chromium
   chromium-driver:/usr/bin/chromedriver

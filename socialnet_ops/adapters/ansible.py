@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -20,22 +21,30 @@ from typing import Any
 import ansible_runner
 import yaml
 
-from socialnet_ops.adapters.nodes import launcher_inventory_path
+from socialnet_ops.adapters.nodes import ensure_relay, launcher_inventory_path
 from socialnet_ops.adapters.postgres import RunLog
 from socialnet_ops.core.environments import Environment, load_environment
 from socialnet_ops.core.inventory import (
+    LOOPBACK_HOSTS,
+    PREFECT_WORKER_GROUP,
+    RELAY_SLOT_VARIABLE,
     AnsibleCrashedError,
     ConfigurationError,
     InventoryError,
     PlaybookRun,
+    api_endpoint,
     build_inventory,
     cloud_connection,
     diff_lines,
     event_failed,
     event_line,
+    group_hosts,
+    group_variables,
     inventory_hosts,
+    prefect_worker_variables,
     recap_from_stats,
     recap_line,
+    relayed_url,
     task_failures,
     terraform_nodes,
 )
@@ -52,6 +61,11 @@ PLAYBOOK_TIMEOUT_SECONDS = 1800
 # SOCIALNET_ANSIBLE_STRATEGY=linear (or free) goes back to Ansible's own.
 STRATEGY_SETTING = "SOCIALNET_ANSIBLE_STRATEGY"
 DEFAULT_STRATEGY = "mitogen_linear"
+# The control plane's API credential, a 0600 file on this machine (set for the flows it runs).
+AUTH_FILE_SETTING = "SOCIALNET_PREFECT_AUTH_FILE"
+# The flow's own Prefect credentials: ansible-playbook has no use for them, and ansible-runner
+# records its whole environment in its artifacts.
+HIDDEN_FROM_ANSIBLE = ("PREFECT_API_AUTH_STRING", "PREFECT_API_KEY")
 
 
 def _catalog(environment: Environment) -> str:
@@ -126,6 +140,60 @@ def inventory_sources(
     return [str(hosts_file), *_environment_vars(env)]
 
 
+def prefect_worker_sources(
+    sources: list[str],
+    api_url: str | None,
+    auth_required: bool,
+    *,
+    log: RunLog,
+    environ: Mapping[str, str] = os.environ,
+) -> list[str]:
+    """`sources` plus the settings of the prefect_workers group's role, when the group has hosts.
+
+    The nodes reach this run's API (`api_url`) directly, or through the node launcher's relay
+    when it listens on loopback only; the credential goes as the path of its file
+    (SOCIALNET_PREFECT_AUTH_FILE), which the role copies with no_log. The settings are written
+    beside the hosts file, an inventory source of group vars only.
+    """
+    hosts_file = Path(sources[0])
+    document = yaml.safe_load(hosts_file.read_text()) or {}
+    hosts = group_hosts(document, PREFECT_WORKER_GROUP)
+    if not hosts:
+        return sources
+    where = f"{hosts_file}: {PREFECT_WORKER_GROUP} {', '.join(hosts)}"
+    if not api_url:
+        raise InventoryError(f"{where}: this run has no Prefect API server for their workers")
+    auth_file = environ.get(AUTH_FILE_SETTING) or None
+    if auth_required and not auth_file:
+        raise InventoryError(
+            f"{where}: the Prefect API asks for a credential and {AUTH_FILE_SETTING} names no file"
+        )
+    if auth_file and not Path(auth_file).is_file():
+        raise InventoryError(f"{AUTH_FILE_SETTING}: {auth_file} does not exist")
+    host, port = api_endpoint(api_url)
+    node_url = api_url
+    if host in LOOPBACK_HOSTS:
+        slot = group_variables(document, PREFECT_WORKER_GROUP).get(RELAY_SLOT_VARIABLE)
+        if not isinstance(slot, int):
+            raise InventoryError(
+                f"{where}: the API listens on {host} only and the group sets no "
+                f"{RELAY_SLOT_VARIABLE} (the node launcher's inventories do)"
+            )
+        node_url = relayed_url(api_url, ensure_relay(slot, port))
+    variables = prefect_worker_variables(node_url, auth_file, sys.executable, str(repo_root()))
+    settings = hosts_file.with_name(f"{hosts_file.stem}.prefect-workers.yml")
+    document = {"all": {"children": {PREFECT_WORKER_GROUP: {"vars": variables}}}}
+    settings.write_text(yaml.safe_dump(document, sort_keys=False))
+    log.info(
+        "Prefect workers on %s: pool %s, queue %s, API %s",
+        ", ".join(hosts),
+        variables["prefect_worker_pool"],
+        variables["prefect_worker_queue"],
+        node_url,
+    )
+    return [*sources, str(settings)]
+
+
 def inventory_host_names(sources: list[str]) -> list[str]:
     document = yaml.safe_load(Path(sources[0]).read_text()) or {}
     return list(inventory_hosts(document))
@@ -158,6 +226,7 @@ def ansible_environ(
         "ANSIBLE_CONFIG": str((source or repo_root()) / ANSIBLE_FOLDER / "ansible.cfg"),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
+        **dict.fromkeys(HIDDEN_FROM_ANSIBLE, ""),
         **strategy_environ(),
         **(extra or {}),
     }

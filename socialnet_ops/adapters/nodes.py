@@ -11,6 +11,12 @@ The image has the packages the roles install already downloaded (the nodes have 
 beyond the bridge) and a bootstrap user `admin` with passwordless sudo, as Debian's cloud images
 have: Ansible logs in as that user, so `hardening` can forbid root logins on test nodes too.
 
+Every node mounts the project and the Python running it read-only at the same paths as here
+(its state folder `.local/` masked): a Prefect worker on a node (roles/prefect_worker) runs the
+control plane's very code and interpreter, which a node without a network could not install. The
+control plane's API listens on 127.0.0.1 only; `ensure_relay` gives a launch's nodes a way to it,
+an HAProxy TCP relay on the bridge address.
+
 Everything a launch creates is recorded under /run/socialnet-nodes/<slot>/ so that teardown
 always finds it, also after a crash: a slot whose owner process is gone is cleaned at the next
 launch. Root is needed (mounts, namespaces, nspawn).
@@ -41,8 +47,13 @@ import yaml
 
 from socialnet_ops.adapters.process import pid_alive
 from socialnet_ops.core.environments import load_environment
-from socialnet_ops.core.inventory import InventoryNode, build_inventory
-from socialnet_ops.core.paths import environment_state_dir, repo_root
+from socialnet_ops.core.inventory import (
+    PREFECT_WORKER_GROUP,
+    InventoryNode,
+    build_inventory,
+    prefect_worker_group,
+)
+from socialnet_ops.core.paths import environment_state_dir, repo_root, state_root
 
 SUITE = "bookworm"
 CACHE_SETTING = "SOCIALNET_NODE_CACHE"
@@ -73,6 +84,15 @@ BOOT_PACKAGES = (
     "procps",
 )
 GROUP_PREFIXES = {"control_plane": "cp", "workers": "worker"}
+# The group whose nodes run a Prefect worker of the control plane in `up`'s environments.
+PREFECT_WORKER_NODES = "workers"
+# System prefixes belong to the node's own Debian: never covered by the host's.
+SYSTEM_PREFIXES = (Path("/"), Path("/usr"), Path("/usr/local"))
+# The relay to the control plane: connections at once, and how long one may idle (the events
+# websocket of a worker stays open; it reconnects after this).
+RELAY_MAX_CONNECTIONS = 256
+RELAY_IDLE_TIMEOUT = "1h"
+RELAY_START_SECONDS = 10.0
 REQUIRED_TOOLS = ("mmdebstrap", "systemd-nspawn", "ip", "ssh", "ssh-keygen", "nsenter", "mount")
 
 
@@ -301,6 +321,37 @@ def node_names(groups: Mapping[str, int]) -> list[tuple[str, str]]:
     return names
 
 
+# --- the project on the nodes ------------------------------------------------------------------
+
+
+def outermost(paths: Sequence[Path]) -> list[Path]:
+    """`paths` without those inside another one of them, sorted."""
+    unique = sorted(set(paths))
+    return [
+        path for path in unique if not any(p != path and path.is_relative_to(p) for p in unique)
+    ]
+
+
+def project_mounts(
+    root: Path | None = None, prefixes: Sequence[str] = (sys.prefix, sys.base_prefix)
+) -> list[Path]:
+    """What every node mounts read-only at the same path: the project and the Python running it.
+
+    The virtualenv's interpreter is a link into its base installation, so both prefixes go; the
+    node's own /usr is never covered by the host's.
+    """
+    candidates = [(root or repo_root()).resolve()]
+    candidates += [Path(prefix).resolve() for prefix in prefixes]
+    return [path for path in outermost(candidates) if path not in SYSTEM_PREFIXES]
+
+
+def masked_paths(root: Path | None = None) -> list[Path]:
+    """The project's state folders (secrets, tokens, databases), hidden under an empty tmpfs."""
+    root = (root or repo_root()).resolve()
+    found = {root / ".local", state_root().resolve()}
+    return sorted(path for path in found if path.is_relative_to(root) and path.is_dir())
+
+
 # --- processes -----------------------------------------------------------------------------------
 
 
@@ -350,6 +401,16 @@ def _umount(path: Path) -> None:
         return
     if _run(["umount", str(path)], check=False).returncode != 0:
         _run(["umount", "-l", str(path)], check=False)  # lazily, if a process still holds it
+
+
+def _make_traversable(root: Path, mount: Path) -> None:
+    """Let every user of the node reach `mount` (a Python under /root, 0700 in the image)."""
+    for ancestor in reversed(mount.parents):
+        inside = root / ancestor.relative_to("/")
+        if inside.is_dir():
+            mode = inside.stat().st_mode
+            if not mode & 0o001:
+                inside.chmod((mode & 0o7777) | 0o001)
 
 
 def _links() -> list[str]:
@@ -464,6 +525,8 @@ class NodeSet:
         owner = (root / "home" / BOOTSTRAP_USER).stat()
         for path in (ssh_dir, ssh_dir / "authorized_keys"):
             os.chown(path, owner.st_uid, owner.st_gid)
+        for mount in project_mounts():
+            _make_traversable(root, mount)
         _run(["ip", "netns", "add", node.netns])
         _run(
             [
@@ -505,6 +568,8 @@ class NodeSet:
                 "--link-journal=no",
                 # The node's network namespace is its own: it may set its sysctls and links.
                 "--capability=CAP_NET_ADMIN",
+                *[f"--bind-ro={path}" for path in project_mounts()],
+                *[f"--tmpfs={path}:mode=0700" for path in masked_paths()],
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -627,8 +692,13 @@ class NodeSet:
         if node.pid is not None:
             _kill_container(node.pid)
 
-    def inventory(self, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """An Ansible inventory of these nodes (see socialnet_ops.core.inventory)."""
+    def inventory(
+        self, variables: Mapping[str, Any] | None = None, prefect_workers: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """An Ansible inventory of these nodes (see socialnet_ops.core.inventory).
+
+        `prefect_workers`: nodes that run a Prefect worker of the control plane (the
+        `prefect_workers` group, reached through this launch's relay)."""
 
         connection = {
             "ansible_user": BOOTSTRAP_USER,
@@ -641,14 +711,28 @@ class NodeSet:
             # Nodes have no network: their packages were downloaded into the image.
             "common_apt_update_cache": False,
         }
+        for name in prefect_workers:
+            self.node(name)  # a KeyError naming the nodes there are
+        groups = (
+            {PREFECT_WORKER_GROUP: prefect_worker_group(prefect_workers, self.slot)}
+            if prefect_workers
+            else {}
+        )
         return build_inventory(
             [InventoryNode(node.name, node.group, node.address) for node in self.nodes],
             {**connection, **(variables or {})},
+            groups,
         )
 
-    def write_inventory(self, path: Path, variables: Mapping[str, Any] | None = None) -> Path:
+    def write_inventory(
+        self,
+        path: Path,
+        variables: Mapping[str, Any] | None = None,
+        prefect_workers: Sequence[str] = (),
+    ) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.inventory(variables), sort_keys=False))
+        document = self.inventory(variables, prefect_workers)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
         return path
 
     def close(self) -> None:
@@ -659,9 +743,106 @@ def _slot_dir(slot: int) -> Path:
     return RUN_ROOT / str(slot)
 
 
+# --- the relay to the control plane ------------------------------------------------------------
+
+
+def relay_config(listen: str, port: int) -> str:
+    """HAProxy in TCP mode: `listen:port` to 127.0.0.1:port, bounded in connections and idle time."""
+    return "\n".join(
+        [
+            "# The nodes' way to the control plane's API (socialnet_ops.adapters.nodes.ensure_relay).",
+            "global",
+            f"    maxconn {RELAY_MAX_CONNECTIONS}",
+            "    user nobody",
+            "    group nogroup",
+            "defaults",
+            "    mode tcp",
+            "    timeout connect 5s",
+            f"    timeout client {RELAY_IDLE_TIMEOUT}",
+            f"    timeout server {RELAY_IDLE_TIMEOUT}",
+            "frontend nodes",
+            f"    bind {listen}:{port}",
+            "    default_backend api",
+            "backend api",
+            f"    server api 127.0.0.1:{port}",
+            "",
+        ]
+    )
+
+
+def _relay_pid(pid_file: Path) -> int | None:
+    """The relay's pid when that process is still an HAProxy (pids are reused)."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        running = Path(f"/proc/{pid}/comm").read_text().strip() == "haproxy"
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if running and pid_alive(pid) else None
+
+
+def _stop_relay(pid_file: Path, timeout: float = 5.0) -> None:
+    pid = _relay_pid(pid_file)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _relay_pid(pid_file) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _relay_pid(pid_file) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+
+
+def ensure_relay(slot: int, port: int) -> str:
+    """`host:port` on slot's bridge, relayed to 127.0.0.1:`port` (where the control plane listens).
+
+    An HAProxy of its own per slot and port, daemonised, its config and pid in the slot's folder
+    so that teardown stops it; called again, a running relay of the same config is kept, another
+    one replaced.
+    """
+    state = _slot_dir(slot)
+    if not (state / "owner.json").is_file():
+        raise NodeError(f"relay to port {port}: no nodes run in slot {slot} ({state})")
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        raise NodeError(
+            "relay to the control plane: haproxy is not installed (apt-get install haproxy)"
+        )
+    listen = host_address(slot)
+    folder = state / "relays"
+    folder.mkdir(exist_ok=True)
+    config, pid_file = folder / f"{port}.cfg", folder / f"{port}.pid"
+    text = relay_config(listen, port)
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two configure runs at once start one relay
+        if _relay_pid(pid_file) is not None and config.is_file() and config.read_text() == text:
+            return f"{listen}:{port}"
+        _stop_relay(pid_file)
+        config.write_text(text)
+        with (folder / f"{port}.log").open("w") as log:
+            started = subprocess.run(
+                [haproxy, "-D", "-q", "-f", str(config), "-p", str(pid_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=RELAY_START_SECONDS,
+                check=False,
+            )
+        if started.returncode != 0 or _relay_pid(pid_file) is None:
+            output = (folder / f"{port}.log").read_text().strip()
+            raise NodeError(
+                f"relay {listen}:{port} -> 127.0.0.1:{port}: haproxy exited with "
+                f"{started.returncode}: {output or 'no output'} ({config})"
+            )
+    return f"{listen}:{port}"
+
+
 def teardown_slot(slot: int) -> None:
     """Remove everything of a launch, from what is on disk; safe to run twice or half-done."""
     state = _slot_dir(slot)
+    for pid_file in sorted(state.glob("relays/*.pid")):
+        _stop_relay(pid_file)
     for pid_file in sorted(state.glob("nodes/*/pid")):
         with contextlib.suppress(ValueError, OSError):
             _kill_container(int(pid_file.read_text()))
@@ -822,7 +1003,8 @@ def up(
     """Start (or restart) the nodes of an environment and write their inventory."""
     down(environment)
     nodes = launch(groups, keep=environment, on_line=on_line)
-    return nodes.write_inventory(launcher_inventory_path(environment))
+    workers = [node.name for node in nodes.nodes if node.group == PREFECT_WORKER_NODES]
+    return nodes.write_inventory(launcher_inventory_path(environment), prefect_workers=workers)
 
 
 def down(environment: str) -> bool:

@@ -651,6 +651,12 @@ def _prefect_environment() -> None:
     for key, value in control_plane.prefect_settings().items():
         if key.startswith("PREFECT_") and not key.startswith("PREFECT_SERVER_"):
             os.environ.setdefault(key, value)
+    # The API credential, from its 0600 file: in this process's environment only.
+    auth = control_plane.client_auth()
+    if auth:
+        os.environ.setdefault("PREFECT_API_AUTH_STRING", auth)
+        # Where configure finds it for a worker on another host (the file, never the value).
+        os.environ.setdefault("SOCIALNET_PREFECT_AUTH_FILE", str(control_plane.stack().auth_file))
     # The repository, mapping and GitLab the control plane's programs use, unless set here.
     for key, value in control_plane.recorded_settings().items():
         os.environ.setdefault(key, value)

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
+import platform
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,11 +29,15 @@ from typing import Any, cast
 
 import httpx
 
+from socialnet_ops.adapters import vault
 from socialnet_ops.adapters.gitlab import read_secret_file
 from socialnet_ops.adapters.process import stream
-from socialnet_ops.core.environments import environment_names, load_catalog
+from socialnet_ops.control.prefect_stack import API_SERVERS, PrefectStack, StackPorts
+from socialnet_ops.control.sqlite_history import migrate_sqlite_history
+from socialnet_ops.core.environments import environment_names, load_catalog, load_environment
 from socialnet_ops.core.paths import environment_state_dir, repo_root, state_root
 from socialnet_ops.platforms.base import PlatformError
+from socialnet_ops.platforms.local import LocalPlatform
 from socialnet_ops.platforms.local.supervisor import Supervisor
 from socialnet_ops.platforms.local.tools import (
     ensure_secret,
@@ -44,7 +51,9 @@ from socialnet_ops.platforms.local.tools import (
 from webhooks.alerts import read_alerts
 
 WORK_POOL = "socialnet"
-DEFAULT_API_PORT = 4200
+DEFAULT_API_PORT = 4200  # the balancer's; API servers take the next ones
+DEFAULT_POSTGRES_PORT = 5433
+DEFAULT_REDIS_PORT = 6380
 DEFAULT_WEBHOOK_PORT = 8088
 DEFAULT_GIT_PORT = 9418  # git's own
 # The environment whose Vault holds the receiver's token on this machine.
@@ -153,8 +162,6 @@ def prefect_settings(port: int | None = None) -> dict[str, str]:
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -165,6 +172,12 @@ def prefect_settings(port: int | None = None) -> dict[str, str]:
     }
 
 
+def client_auth() -> str | None:
+    """The API credential clients send (Prefect's basic auth), once `up` has made it."""
+    auth_file = stack().auth_file
+    return stack().auth_string() if auth_file.exists() else None
+
+
 @contextlib.contextmanager
 def connected(settings: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """Runs and clients of this process report to the local control plane while inside.
@@ -173,6 +186,7 @@ def connected(settings: dict[str, str] | None = None) -> Iterator[dict[str, str]
     the settings context is what counts.
     """
     from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
         PREFECT_API_URL,
         PREFECT_LOCAL_STORAGE_PATH,
         PREFECT_RESULTS_PERSIST_BY_DEFAULT,
@@ -187,19 +201,55 @@ def connected(settings: dict[str, str] | None = None) -> Iterator[dict[str, str]
         PREFECT_LOCAL_STORAGE_PATH: settings["PREFECT_LOCAL_STORAGE_PATH"],
         PREFECT_RESULTS_PERSIST_BY_DEFAULT: True,
     }
+    auth = settings.get("PREFECT_API_AUTH_STRING") or client_auth()
+    if auth:
+        updates[PREFECT_API_AUTH_STRING] = auth
     with temporary_settings(updates=updates):
         yield settings
 
 
-def _programs(port: int) -> dict[str, list[str]]:
-    prefect = find_binary("prefect")
-    server = f"{prefect} server start --host 127.0.0.1 --port {port} --analytics-off"
-    # Prefect's process worker, with runs started in a spare engine process (socialnet_ops.control.worker).
-    worker = f"{sys.executable} -m socialnet_ops.control.worker --pool {WORK_POOL} --limit 4"
+WORKERS = 2
+# This machine's workers take the pool's `default` queue: releases need its tools and state. A
+# worker on another host (the `prefect_worker` Ansible role) takes the `node` queue.
+HOST_QUEUE = "default"
+# Runs each worker starts at once; SOCIALNET_WORKER_LIMIT=1 makes a worker stand for a one-core
+# host (the control_plane_scale benchmark).
+DEFAULT_WORKER_LIMIT = "4"
+
+
+def stack() -> PrefectStack:
+    return PrefectStack(control_plane_dir())
+
+
+def _stack_ports() -> StackPorts:
+    return StackPorts(
+        balancer=_api_port(),
+        postgres=_recorded_port("control_postgres_port", DEFAULT_POSTGRES_PORT),
+        redis=_recorded_port("redis_port", DEFAULT_REDIS_PORT),
+        api_servers=tuple(
+            _recorded_port(f"api_server_{index}_port", DEFAULT_API_PORT + index)
+            for index in range(1, API_SERVERS + 1)
+        ),
+    )
+
+
+def _client_programs() -> dict[str, list[str]]:
+    """Programs that call the API: the workers and the receiver, with the API credential only."""
+    client_env = stack().client_env
+    # Prefect's process worker, with runs started in a spare engine (socialnet_ops.control.worker).
+    workers = {
+        f"prefect-worker-{index}": stack().with_secrets(
+            client_env,
+            [sys.executable, "-m", "socialnet_ops.control.worker", "--pool", WORK_POOL,
+             "--work-queue", HOST_QUEUE,
+             "--limit", os.environ.get("SOCIALNET_WORKER_LIMIT", DEFAULT_WORKER_LIMIT),
+             "--name", f"{platform.node()}-{index}"],
+        )
+        for index in range(1, WORKERS + 1)
+    }  # fmt: skip
     return {
-        "prefect-server": server.split(),
-        "prefect-worker": worker.split(),
-        "webhook-receiver": receiver_command(_webhook_port()),
+        **workers,
+        "webhook-receiver": stack().with_secrets(client_env, receiver_command(_webhook_port())),
         "git-remote": [
             find_binary("git"), "daemon", "--reuseaddr", "--listen=127.0.0.1",
             f"--port={_git_port()}", f"--base-path={git_remote_dir()}", "--export-all",
@@ -223,41 +273,67 @@ def receiver_command(port: int) -> list[str]:
     ).split()
 
 
-def _write_config(port: int) -> Path:
+def _write_supervisor_config() -> Path:
     folder = control_plane_dir()
-    (folder / "programs").mkdir(parents=True, exist_ok=True)
+    for sub in ("programs", "logs"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
     git_remote_dir().mkdir(parents=True, exist_ok=True)
-    (folder / "logs").mkdir(parents=True, exist_ok=True)
     config = folder / "supervisord.conf"
     write_atomic(config, render("supervisord.conf", environment="control-plane", state_dir=folder))
     # What the programs are given is recorded: the CLI's own runs use the same (cli.py).
     state = {**_read_state(), "settings": _passed_settings()}
     write_atomic(_state_file(), json.dumps(state, indent=2))
-    settings = {
-        **prefect_settings(port),
-        **_receiver_settings(),
-        # Runs the worker starts beat every 30 s; the zombie automation crashes a silent one.
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
-    }
+    return config
+
+
+def _write_programs(
+    programs: dict[str, list[str]],
+    settings: dict[str, str],
+    priority: int,
+    user: str | None = None,
+    stopsignal: str = "TERM",
+) -> None:
     environment = ",".join(f"{key}={supervisor_quote(value)}" for key, value in settings.items())
-    for priority, (name, command) in enumerate(_programs(port).items(), start=10):
+    folder = control_plane_dir()
+    for offset, (name, command) in enumerate(programs.items()):
         write_atomic(
             folder / "programs" / f"{name}.conf",
             render(
                 "program.conf",
                 environment="control-plane",
                 name=name,
-                command=" ".join(command),
+                command=shlex.join(command),
                 directory=repo_root(),
-                user="root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
+                user=user or ("root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")),
                 environment_vars=environment,
-                priority=priority,
-                stopsignal="TERM",
-                stopwaitsecs=15,
+                priority=priority + offset,
+                stopsignal=stopsignal,
+                stopwaitsecs=30,
                 state_dir=folder,
             ),
         )
-    return config
+
+
+def _program_settings() -> dict[str, str]:
+    # A changed secret changes the program files, so `up` restarts the programs that read it.
+    secrets_digest = hashlib.sha256(
+        stack().server_env.read_bytes() + stack().client_env.read_bytes()
+    ).hexdigest()[:16]
+    return {
+        "SOCIALNET_SECRETS_DIGEST": secrets_digest,
+        **prefect_settings(),
+        **_receiver_settings(),
+        "SOCIALNET_PREFECT_AUTH_FILE": str(stack().auth_file),
+        # Runs the worker starts beat every 30 s; the zombie automation crashes a silent one.
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+    }
+
+
+def _remove_stale_programs(keep: set[str]) -> None:
+    """Program files of an older layout (e.g. the single SQLite `prefect-server`) go away."""
+    for path in (control_plane_dir() / "programs").glob("*.conf"):
+        if path.stem not in keep:
+            path.unlink()
 
 
 def _supervisor() -> Supervisor:
@@ -289,7 +365,7 @@ def _register_deployments(settings: dict[str, str]) -> bool:
         [find_binary("prefect"), "--no-prompt", "deploy", "--all"],
         lambda _line: None,
         cwd=repo_root(),
-        env=settings,
+        env={**settings, "PREFECT_API_AUTH_STRING": stack().auth_string()},
     )
     write_atomic(_state_file(), json.dumps({**state, "deployments_digest": digest}, indent=2))
     return True
@@ -503,22 +579,57 @@ def _ensure_pool_and_limits() -> None:
 
 
 def up(progress: Any = print) -> dict[str, str]:
-    """Start (or keep) the control plane and register everything it serves."""
-    port = _api_port()
-    settings = prefect_settings(port)
+    """Start (or keep) the control plane and register everything it serves.
+
+    First PostgreSQL and Redis; then Prefect's schema is brought to this Prefect's version (once,
+    before any server runs) and an older SQLite control plane's history is copied in; then the
+    API servers, the services, the balancer, the workers and the receiver.
+    """
+    ports = _stack_ports()
+    settings = prefect_settings(ports.balancer)
+    prefect = stack()
+    prefect.ensure_credentials()
+    kept = _keep_credential_in_vault()
+    if kept:
+        progress(kept)
+    prefect.write_environment_files(ports)
+    config = _write_supervisor_config()
+    prefect.write_data_config(ports, progress)
+    data = prefect.data_programs(ports)
+    servers, clients = prefect.server_programs(ports), _client_programs()
+    for priority, (name, (command, user)) in enumerate(data.items(), start=1):
+        _write_programs({name: command}, {}, priority, user=user, stopsignal="INT")
     supervisor = _supervisor()
-    config = _write_config(port)
     if supervisor.is_running():
+        _remove_stale_programs(set(data) | set(servers) | set(clients))
         supervisor.update()
     else:
-        if not port_is_free(port):
+        busy = [
+            port for port in (ports.balancer, ports.postgres, ports.redis) if not port_is_free(port)
+        ]
+        if busy:
             raise ControlPlaneError(
-                f"port {port} (Prefect server) is in use by another program; free it or delete "
+                f"port {busy[0]} (control plane) is in use by another program; free it or delete "
                 f"{_state_file()} to pick another"
             )
+        # Servers start only once their database is ready (below).
+        _remove_stale_programs(set(data))
         progress(f"starting supervisord for the control plane ({config})")
         subprocess.run([find_binary("supervisord"), "-c", str(config)], check=True)
-    progress(f"waiting for the Prefect server on {settings['PREFECT_UI_URL']}")
+    progress("waiting for the control plane's PostgreSQL and Redis")
+    prefect.bootstrap_database(ports)
+    prefect.wait_for_redis(ports)
+    _upgrade_schema(ports, progress)
+    migrated = migrate_sqlite_history(
+        control_plane_dir() / "prefect" / "prefect.db", prefect.superuser_url(ports)
+    )
+    if migrated:
+        progress(f"history of the SQLite control plane copied to PostgreSQL: {migrated}")
+    prefect.write_balancer_config(ports)
+    _write_programs(servers, {**_program_settings(), **prefect.server_settings(ports)}, 10)
+    _write_programs(clients, _program_settings(), 20)
+    supervisor.update()
+    progress(f"waiting for the Prefect API servers behind {settings['PREFECT_UI_URL']}")
     _wait_for_server(settings["PREFECT_API_URL"])
     with connected(settings):
         _ensure_pool_and_limits()
@@ -534,6 +645,65 @@ def up(progress: Any = print) -> dict[str, str]:
         )
     progress(f"automations: {', '.join(automations) or 'none'}")
     return settings
+
+
+# Where the local Vault keeps the API credential: beside, not under, an environment's secrets
+# (the flows of `local` read `socialnet/local/*`; they need no control-plane credential).
+CREDENTIAL_VAULT_PATH = "control-plane/prefect-auth"
+
+
+def _keep_credential_in_vault() -> str | None:
+    """The API credential in the local environment's Vault (OpenBao), when it runs.
+
+    Vault is the source: a credential written there (rotation) replaces the file at the next
+    `up`, which restarts every program that reads it. Without a local Vault the file alone holds
+    it. Returns what was done, for the progress lines.
+    """
+    if WEBHOOK_ENVIRONMENT not in load_catalog():
+        return None
+    environment = load_environment(WEBHOOK_ENVIRONMENT)
+    local = LocalPlatform(environment)
+    try:
+        address = local.vault_address
+        vault.check_health(address)
+    except (PlatformError, vault.VaultError):
+        return None
+    token_file = local.vault_token_file
+    session = vault.VaultSession(
+        address, vault.TokenLogin(lambda: vault.read_token_file(token_file, "root token"))
+    )
+    mount = environment.vault.mount
+    stored = vault.read_secret(session, mount, CREDENTIAL_VAULT_PATH)
+    current = stack().auth_string()
+    if stored is None:
+        vault.write_secret(session, mount, CREDENTIAL_VAULT_PATH, {"auth-string": current}, cas=0)
+        return f"the API credential is kept in the local Vault ({mount}/{CREDENTIAL_VAULT_PATH})"
+    if stored.data.get("auth-string") and stored.data["auth-string"] != current:
+        write_atomic(stack().auth_file, stored.data["auth-string"] + "\n", mode=0o600)
+        return f"the API credential changed in the local Vault ({mount}/{CREDENTIAL_VAULT_PATH})"
+    return None
+
+
+def _upgrade_schema(ports: StackPorts, progress: Any) -> None:
+    """`prefect server database upgrade`, once per Prefect version (servers never migrate)."""
+    version = importlib.metadata.version("prefect")
+    state = _read_state()
+    if state.get("schema_for_prefect") == version:
+        return
+    progress(f"bringing Prefect's database to Prefect {version}")
+    prefect = stack()
+    command = prefect.with_secrets(
+        prefect.server_env, [find_binary("prefect"), "server", "database", "upgrade", "-y"]
+    )
+    stream(
+        command,
+        lambda _line: None,
+        cwd=repo_root(),
+        env={**os.environ, **prefect_settings(ports.balancer), **prefect.server_settings(ports)},
+    )
+    write_atomic(
+        _state_file(), json.dumps({**_read_state(), "schema_for_prefect": version}, indent=2)
+    )
 
 
 def restart(program: str) -> None:

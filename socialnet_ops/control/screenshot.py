@@ -12,6 +12,7 @@ drawn and stopped changing, and saves the viewport.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import os
 import shutil
@@ -56,6 +57,14 @@ class ScreenshotError(Exception):
 class PrefectUrls:
     api: str
     ui: str
+    # Prefect's basic auth (`user:password`), when the server asks for it.
+    auth: str | None = None
+
+    def http_auth(self) -> tuple[str, str] | None:
+        if not self.auth:
+            return None
+        user, _, password = self.auth.partition(":")
+        return user, password
 
     def flow_run_page(self, run_id: str) -> str:
         return f"{self.ui}/runs/flow-run/{run_id}"
@@ -68,7 +77,8 @@ def urls_from_api(api_url: str) -> PrefectUrls:
         raise ScreenshotError(
             f"--api-url {api_url!r}: expected the Prefect API URL, like http://127.0.0.1:4200/api"
         )
-    return PrefectUrls(api=api, ui=api.removesuffix("/api"))
+    auth = os.environ.get("PREFECT_API_AUTH_STRING") or control_plane.client_auth()
+    return PrefectUrls(api=api, ui=api.removesuffix("/api"), auth=auth)
 
 
 def control_plane_urls(status: Mapping[str, Any], settings: Mapping[str, str]) -> PrefectUrls:
@@ -80,7 +90,9 @@ def control_plane_urls(status: Mapping[str, Any], settings: Mapping[str, str]) -
             "(or `uv run socialnet-ops up`), or point --api-url at a Prefect server"
         )
     return PrefectUrls(
-        api=settings["PREFECT_API_URL"].rstrip("/"), ui=settings["PREFECT_UI_URL"].rstrip("/")
+        api=settings["PREFECT_API_URL"].rstrip("/"),
+        ui=settings["PREFECT_UI_URL"].rstrip("/"),
+        auth=control_plane.client_auth(),
     )
 
 
@@ -120,7 +132,7 @@ def started_runs_filter(flow: str, limit: int = 10) -> dict[str, Any]:
 
 def fetch_runs(urls: PrefectUrls, flow: str, client: httpx.Client | None = None) -> list[Any]:
     own = client is None
-    http = client or httpx.Client(timeout=10)
+    http = client or httpx.Client(timeout=10, auth=urls.http_auth())
     try:
         answer = http.post(f"{urls.api}/flow_runs/filter", json=started_runs_filter(flow))
         answer.raise_for_status()
@@ -157,7 +169,9 @@ def chromium_executable(
     )
 
 
-def capture(page_url: str, out: Path, chromium: str, timeout_s: float = 60.0) -> bool:
+def capture(
+    page_url: str, out: Path, chromium: str, timeout_s: float = 60.0, auth: str | None = None
+) -> bool:
     """Save the viewport once the graph has drawn; False when it never stopped changing (a run
     still in progress moves its graph), in which case the last frame is saved anyway."""
     try:
@@ -179,6 +193,10 @@ def capture(page_url: str, out: Path, chromium: str, timeout_s: float = 60.0) ->
             )
             try:
                 page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+                if auth:
+                    # What the UI's login page stores: the credential, base64, in localStorage.
+                    token = base64.b64encode(auth.encode()).decode()
+                    page.add_init_script(f"localStorage.setItem('prefect-password', '{token}')")
                 page.goto(page_url, wait_until="load", timeout=timeout_ms)
                 graph = page.locator(GRAPH_CANVAS).first
                 try:
@@ -222,7 +240,7 @@ def take(flow: str, out: Path, api_url: str | None = None) -> tuple[str, bool]:
     run = newest_started_run(fetch_runs(urls, flow), flow, urls.api)
     chromium = chromium_executable()
     page_url = urls.flow_run_page(str(run["id"]))
-    return page_url, capture(page_url, out, chromium)
+    return page_url, capture(page_url, out, chromium, auth=urls.auth)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

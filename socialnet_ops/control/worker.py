@@ -264,12 +264,13 @@ with warnings.catch_warnings():
             )
 
 
-async def serve(pool: str, limit: int | None, name: str | None) -> None:
+async def serve(pool: str, limit: int | None, name: str | None, queues: list[str] | None) -> None:
     from prefect.settings import PREFECT_WORKER_HEARTBEAT_SECONDS, PREFECT_WORKER_PREFETCH_SECONDS
 
     worker = SpareEngineProcessWorker(
         name=name,
         work_pool_name=pool,
+        work_queues=queues,
         limit=limit,
         prefetch_seconds=PREFECT_WORKER_PREFETCH_SECONDS.value(),
         heartbeat_interval_seconds=int(PREFECT_WORKER_HEARTBEAT_SECONDS.value()),
@@ -286,10 +287,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", required=True, help="the process work pool to poll")
     parser.add_argument("--limit", type=int, default=None, help="runs at once (default: no limit)")
     parser.add_argument("--name", default=None, help="the worker's name in the Prefect UI")
+    parser.add_argument(
+        "--work-queue",
+        action="append",
+        dest="queues",
+        help="a queue of the pool to poll (repeatable; default: every queue)",
+    )
     arguments = parser.parse_args(argv)
     # As `prefect worker start`: the first SIGTERM stops polling and lets runs finish.
     setup_signal_handlers_worker(os.getpid(), "the process worker", print)
-    anyio.run(serve, arguments.pool, arguments.limit, arguments.name)
+    anyio.run(serve, arguments.pool, arguments.limit, arguments.name, arguments.queues)
 
 
 if __name__ == "__main__":

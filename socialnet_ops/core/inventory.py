@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 NODE_GROUP = "k8s_nodes"
 KNOWN_GROUPS = ("control_plane", "workers")
@@ -31,6 +32,15 @@ HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CLOUD_USER = "admin"
 USER_SETTING = "SOCIALNET_ANSIBLE_USER"
 KEY_SETTING = "SOCIALNET_ANSIBLE_PRIVATE_KEY"
+# Nodes that run a Prefect worker of the control plane (roles/prefect_worker), a group beside
+# k8s_nodes; the node launcher sets the slot whose relay leads them to the control plane's API.
+PREFECT_WORKER_GROUP = "prefect_workers"
+RELAY_SLOT_VARIABLE = "prefect_worker_relay_slot"
+# Node workers take the runs of their own queue of the control plane's pool, never the releases
+# of `default` (they need this machine's tools and state): roles/prefect_worker/README.md.
+WORK_POOL = "socialnet"
+NODE_WORK_QUEUE = "node"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class InventoryError(Exception):
@@ -46,13 +56,18 @@ class InventoryNode:
 
 
 def build_inventory(
-    nodes: Sequence[InventoryNode], variables: Mapping[str, Any] | None = None
+    nodes: Sequence[InventoryNode],
+    variables: Mapping[str, Any] | None = None,
+    groups: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The inventory document (YAML/JSON shape) of `nodes`, with `variables` for all hosts."""
+    """The inventory document (YAML/JSON shape) of `nodes`, with `variables` for all hosts.
+
+    `groups`: more groups beside k8s_nodes ({name: {"hosts": {...}, "vars": {...}}}) whose hosts
+    are among `nodes`."""
     if not nodes:
         raise InventoryError("an inventory needs at least one node")
     seen: set[str] = set()
-    groups: dict[str, dict[str, Any]] = {}
+    by_group: dict[str, dict[str, Any]] = {}
     for node in nodes:
         if not HOST_NAME.match(node.name):
             raise InventoryError(
@@ -63,10 +78,18 @@ def build_inventory(
         if not node.address:
             raise InventoryError(f"node {node.name!r} has no address")
         seen.add(node.name)
-        hosts = groups.setdefault(node.group, {"hosts": {}})["hosts"]
+        hosts = by_group.setdefault(node.group, {"hosts": {}})["hosts"]
         hosts[node.name] = {"ansible_host": node.address, **node.variables}
-    ordered = {group: groups[group] for group in sorted(groups, key=_group_order)}
-    return {"all": {"vars": dict(variables or {}), "children": {NODE_GROUP: {"children": ordered}}}}
+    ordered = {group: by_group[group] for group in sorted(by_group, key=_group_order)}
+    children: dict[str, Any] = {NODE_GROUP: {"children": ordered}}
+    for name, body in (groups or {}).items():
+        unknown = sorted(set(body.get("hosts") or {}) - seen)
+        if name in children or name in by_group or unknown:
+            raise InventoryError(
+                f"group {name!r}: " + (f"no node {unknown[0]!r}" if unknown else "already a group")
+            )
+        children[name] = dict(body)
+    return {"all": {"vars": dict(variables or {}), "children": children}}
 
 
 def _group_order(group: str) -> tuple[int, str]:
@@ -80,6 +103,66 @@ def inventory_hosts(inventory: Mapping[str, Any]) -> dict[str, str]:
         host: group
         for group, body in (children or {}).items()
         for host in ((body or {}).get("hosts") or {})
+    }
+
+
+def group_hosts(inventory: Mapping[str, Any], group: str) -> list[str]:
+    """The hosts of a group directly under `all` (e.g. prefect_workers)."""
+    body = (inventory.get("all", {}).get("children") or {}).get(group) or {}
+    return list(body.get("hosts") or {})
+
+
+def group_variables(inventory: Mapping[str, Any], group: str) -> dict[str, Any]:
+    body = (inventory.get("all", {}).get("children") or {}).get(group) or {}
+    return dict(body.get("vars") or {})
+
+
+# --- Prefect workers on nodes ------------------------------------------------------------------
+
+
+def prefect_worker_group(hosts: Sequence[str], relay_slot: int) -> dict[str, Any]:
+    """The prefect_workers group of a launcher inventory: its hosts and the slot of their relay."""
+    return {"hosts": {host: {} for host in hosts}, "vars": {RELAY_SLOT_VARIABLE: relay_slot}}
+
+
+def api_endpoint(api_url: str) -> tuple[str, int]:
+    """Host and port of a Prefect API URL (http://127.0.0.1:4200/api -> ("127.0.0.1", 4200))."""
+    parts = urlsplit(api_url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise InventoryError(f"Prefect API URL {api_url!r}: expected http(s)://host:port/api")
+    if parts.username or parts.password:
+        raise InventoryError(
+            "the Prefect API URL carries a user or password: give it as PREFECT_API_AUTH_STRING"
+        )
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def relayed_url(api_url: str, relay: str) -> str:
+    """`api_url` with its host and port replaced by the relay's `host:port`, path kept."""
+    api_endpoint(api_url)
+    parts = urlsplit(api_url)
+    return urlunsplit((parts.scheme, relay, parts.path, parts.query, parts.fragment))
+
+
+def prefect_worker_variables(
+    api_url: str,
+    auth_file: str | None,
+    python: str,
+    project: str,
+    pool: str = WORK_POOL,
+    queue: str = NODE_WORK_QUEUE,
+) -> dict[str, Any]:
+    """The variables of roles/prefect_worker, as the configure flow hands them to the group.
+
+    `auth_file` is a path on the controller (the role copies the file, never its content through
+    a variable); `python` and `project` are paths the node shares with the control plane."""
+    return {
+        "prefect_worker_api_url": api_url,
+        "prefect_worker_auth_file": auth_file or "",
+        "prefect_worker_python": python,
+        "prefect_worker_project_dir": project,
+        "prefect_worker_pool": pool,
+        "prefect_worker_queue": queue,
     }
 
 
@@ -335,6 +418,8 @@ def event_line(event: Mapping[str, Any]) -> str | None:
         status = _STATUS[kind]
         if kind == "runner_on_ok" and result.get("changed"):
             status = "changed"
+        if kind == "runner_on_ok" and "censored" in result:
+            status = "done (no_log)"  # ansible-runner hides a no_log result, `changed` too
         if kind == "runner_on_failed" and data.get("ignore_errors"):
             status = "failed (ignored)"
         line = f"{status}: [{host}] {where}{_duration(data)}"

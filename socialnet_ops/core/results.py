@@ -748,3 +748,17 @@ class ReleaseResult(FlowResult):
     def summary(self) -> str:
         done = ", ".join(f"{stage}: {result}" for stage, result in self.stages.items())
         return f"released {self.version} to {self.environment} ({done})"
+
+
+class ProbeResult(BaseModel):
+    """Where a probe run ran: the host and address it saw, and its process."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    host: str
+    address: str
+    pid: int
+
+    def summary(self) -> str:
+        return f"probe {self.label} ran on {self.host} ({self.address or 'no address'}), pid {self.pid}"

@@ -6,6 +6,8 @@ With CI=true a missing tool fails the test (a broken runner), never skips it.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 from socialnet_ops.platforms.base import PlatformError
@@ -44,3 +46,18 @@ def sandbox_env(folder: Path, kubeconfig: Path | None = None) -> dict[str, str]:
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
     return env
+
+
+def run_helm(helm: str, *arguments: str) -> str:
+    """helm's output, in a sandbox of its own (no user config or cache); fails the test on error."""
+    with tempfile.TemporaryDirectory(prefix="helm-unit-") as folder:
+        result = subprocess.run(
+            [helm, *arguments],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", **sandbox_env(Path(folder))},
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, f"helm {' '.join(arguments[:2])}: {result.stderr}"
+    return result.stdout

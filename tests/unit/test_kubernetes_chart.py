@@ -17,7 +17,7 @@ from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSett
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.kubernetes.platform import KubernetesPlatform
-from tests.support.kube_tools import require_helm, sandbox_env
+from tests.support.kube_tools import require_helm, run_helm, sandbox_env
 
 pytestmark = pytest.mark.integration
 
@@ -37,20 +37,6 @@ def helm() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="chart-overlays-") as folder:
         OVERLAYS = Path(folder)
         yield require_helm()
-
-
-def run_helm(helm: str, *arguments: str) -> str:
-    with tempfile.TemporaryDirectory(prefix="helm-unit-") as folder:
-        result = subprocess.run(
-            [helm, *arguments],
-            capture_output=True,
-            text=True,
-            env={"PATH": "/usr/bin:/bin", **sandbox_env(Path(folder))},
-            timeout=60,
-            check=False,
-        )
-    assert result.returncode == 0, f"helm {' '.join(arguments[:2])}: {result.stderr}"
-    return result.stdout
 
 
 def values_arguments(environment: str, overrides: dict[str, Any] | None = None) -> list[str]:

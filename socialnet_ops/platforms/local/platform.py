@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -45,6 +44,11 @@ from socialnet_ops.platforms.local.haproxy import (
     slot_names,
     track_weights,
 )
+from socialnet_ops.platforms.local.pgcluster import (
+    PG_SYSTEM_USER,
+    init_cluster,
+    superuser_connection,
+)
 from socialnet_ops.platforms.local.runtime import AppRuntime, ProgramSpec
 from socialnet_ops.platforms.local.state import (
     BASE_PORTS,
@@ -71,9 +75,6 @@ from socialnet_ops.platforms.local.tools import (
 DB_NAME = "socialnet"
 # The owner role of the database (NOLOGIN); replicas log in as one of DB_LOGIN_ROLES, named in Vault.
 DB_USER = DB_OWNER
-PG_SUPERUSER = "postgres"
-# The unprivileged system user of Debian's postgresql package; PostgreSQL refuses to run as root.
-PG_SYSTEM_USER = "postgres"
 START_TIMEOUT = 60.0
 # New replicas starting at the same time during a rollout.
 SURGE = 2
@@ -220,7 +221,7 @@ class LocalPlatform:
             running = self.supervisor.is_running()
             if not running:
                 self._check_ports_free(state)
-            self._init_database_cluster(binaries, say)
+            init_cluster(self._pgdata, self._pgsocket, say)
             changed = self._render_configs(state, binaries)
             if not running:
                 say(f"starting supervisord for environment {self.environment}")
@@ -506,61 +507,9 @@ class LocalPlatform:
 
     # --- PostgreSQL ----------------------------------------------------------------------------
 
-    def _init_database_cluster(self, binaries: dict[str, str], say: Progress) -> None:
-        for folder in (self._pgdata, self._pgsocket):
-            folder.mkdir(exist_ok=True)
-            shutil.chown(folder, PG_SYSTEM_USER, PG_SYSTEM_USER)
-            folder.chmod(0o700)
-        if (self._pgdata / "PG_VERSION").exists():
-            return
-        reach = subprocess.run(
-            [binaries["runuser"], "-u", PG_SYSTEM_USER, "--", "test", "-w", str(self._pgdata)],
-            capture_output=True,
-            check=False,
-        )
-        if reach.returncode != 0:
-            raise PlatformError(
-                f"the {PG_SYSTEM_USER} user cannot reach {self._pgdata}: make its parent folders "
-                "traversable (chmod o+x) or set SOCIALNET_STATE_DIR to a folder under /tmp"
-            )
-        say("initializing the PostgreSQL cluster")
-        result = subprocess.run(
-            [
-                binaries["runuser"], "-u", PG_SYSTEM_USER, "--",
-                binaries["initdb"], "-D", str(self._pgdata), "-U", PG_SUPERUSER,
-                "--auth-local=trust", "--auth-host=scram-sha-256",
-                "--encoding=UTF8", "--no-locale", "--no-instructions",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            shutil.rmtree(self._pgdata, ignore_errors=True)
-            raise PlatformError(f"initdb -D {self._pgdata} failed: {result.stderr.strip()}")
-
     def _superuser_connection(self, state: PlatformState | None = None, wait: float = 0.0) -> Any:
-        import psycopg
-
         port = (state or self.store.load()).ports["postgres"]
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                return psycopg.connect(
-                    host=str(self._pgsocket),
-                    port=port,
-                    user=PG_SUPERUSER,
-                    dbname="postgres",
-                    autocommit=True,
-                    connect_timeout=3,
-                )
-            except psycopg.OperationalError as error:
-                if time.monotonic() > deadline:
-                    raise PlatformError(
-                        f"postgres on port {port} not ready within {wait:.0f} s: {error}\n"
-                        f"{tail(self._logs / 'postgres.log')}"
-                    ) from None
-                time.sleep(0.3)
+        return superuser_connection(self._pgsocket, port, self._logs / "postgres.log", wait)
 
     def _bootstrap_database(self, state: PlatformState, say: Progress) -> None:
         """Create the owner role and the database (idempotent); logins come with the secrets."""

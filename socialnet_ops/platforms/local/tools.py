@@ -20,6 +20,7 @@ TEMPLATES_DIR = repo_root() / "infrastructure" / "local"
 # How to get each external binary on Debian; the error for a missing one says it.
 INSTALL_HINTS = {
     "haproxy": "apt-get install haproxy",
+    "redis-server": "apt-get install redis-server",
     "prometheus": "apt-get install prometheus",
     "postgres": "apt-get install postgresql",
     "initdb": "apt-get install postgresql",

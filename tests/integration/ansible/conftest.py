@@ -6,7 +6,7 @@ each node then starts from it in about a second and is always torn down, also wh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,5 +43,10 @@ def three_nodes(node_image: Path) -> Iterator[NodeSet]:
         yield nodes
 
 
-def inventory_for(nodes: NodeSet, folder: Path, **extra: Any) -> str:
-    return str(nodes.write_inventory(folder / "inventory.yml", {**admin_variables(nodes), **extra}))
+def inventory_for(
+    nodes: NodeSet, folder: Path, prefect_workers: Sequence[str] = (), **extra: Any
+) -> str:
+    """`prefect_workers`: nodes the configure flow gives a Prefect worker of this run's server."""
+    variables = {**admin_variables(nodes), **extra}
+    path = nodes.write_inventory(folder / "inventory.yml", variables, prefect_workers)
+    return str(path)

@@ -18,10 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from socialnet_ops.control.load import SteadyLoad
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.platforms.local import LocalPlatform
 from tests.support.prefect import state_root
 from tests.support.processes import descendants
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,19 +60,29 @@ def control_plane() -> Iterator[dict[str, Any]]:
 
 
 def api(status: dict[str, Any]) -> httpx.Client:
-    return httpx.Client(base_url=status["control_plane"]["ui_url"] + "/api", timeout=10)
+    """The control plane's API through its balancer, with the credential `up` generated."""
+    from socialnet_ops.control.control_plane import client_auth
+
+    credential = client_auth()
+    assert credential, "the control plane has no API credential"
+    user, password = credential.split(":", 1)
+    return httpx.Client(
+        base_url=status["control_plane"]["ui_url"] + "/api", timeout=10, auth=(user, password)
+    )
 
 
 def test_up_runs_the_server_the_worker_and_the_local_platform(
     control_plane: dict[str, Any],
 ) -> None:
     assert control_plane["control_plane"]["state"] == "running"
-    assert control_plane["control_plane"]["programs"] == {
-        "prefect-server": "RUNNING",
-        "prefect-worker": "RUNNING",
-        "webhook-receiver": "RUNNING",
-        "git-remote": "RUNNING",
-    }
+    programs = control_plane["control_plane"]["programs"]
+    assert set(programs.values()) == {"RUNNING"}, programs
+    assert {"prefect-api-1", "prefect-api-2", "prefect-services", "prefect-balancer"} <= set(
+        programs
+    )
+    assert {"prefect-worker-1", "prefect-worker-2", "webhook-receiver", "git-remote"} <= set(
+        programs
+    )
     local = next(row for row in control_plane["environments"] if row["name"] == "local")
     assert local["state"] == "running"
     assert {program["state"] for program in local["programs"]} == {"RUNNING"}
@@ -85,6 +97,23 @@ def test_up_runs_the_server_the_worker_and_the_local_platform(
         assert limits["release-local"] == 1
         deployments = {d["name"] for d in client.post("/deployments/filter", json={}).json()}
         assert {"deploy-local", "rollback-local", "deploy-production"} <= deployments
+
+
+def test_the_api_credential_is_in_the_local_vault_and_required(
+    control_plane: dict[str, Any],
+) -> None:
+    from socialnet_ops.adapters import vault
+    from socialnet_ops.control.control_plane import CREDENTIAL_VAULT_PATH, client_auth
+
+    local = LocalPlatform(load_environment("local"))
+    session = vault.VaultSession(
+        local.vault_address,
+        vault.TokenLogin(lambda: local.vault_token_file.read_text().strip()),
+    )
+    stored = vault.read_secret(session, "socialnet", CREDENTIAL_VAULT_PATH)
+    assert stored is not None and stored.data["auth-string"] == client_auth()
+    anonymous = httpx.post(control_plane["control_plane"]["ui_url"] + "/api/flows/filter", json={})
+    assert anonymous.status_code == 401
 
 
 def test_up_again_changes_nothing(control_plane: dict[str, Any]) -> None:
@@ -265,15 +294,21 @@ def _alerts_with_subject(subject: str, timeout: float) -> list[dict[str, Any]]:
     return alerts
 
 
-def _kill_worker_with_its_runs() -> None:
-    """What a lost worker machine does to a release: the worker and every run it started die."""
+def _kill_worker_with_its_runs(client: httpx.Client, run_id: str) -> str:
+    """What a lost worker machine does to a release: the worker that runs it and every run it
+    started die. Returns the worker's program name."""
     from socialnet_ops.control.control_plane import _supervisor
 
-    worker = _supervisor().process("prefect-worker")
-    assert worker and worker["pid"], "the worker is not running"
-    for pid in [worker["pid"], *descendants(worker["pid"])]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    run_pid = int(
+        str(client.get(f"/flow_runs/{run_id}").json()["infrastructure_pid"]).split(":")[-1]
+    )
+    for name, info in _supervisor().processes().items():
+        if name.startswith("prefect-worker-") and run_pid in descendants(info["pid"]):
+            for pid in [info["pid"], *descendants(info["pid"])]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return name
+    pytest.fail(f"no worker runs flow run {run_id} (pid {run_pid})")
 
 
 def _flow_run_state(client: httpx.Client, run_id: str) -> str:
@@ -296,13 +331,7 @@ def test_a_release_whose_worker_dies_resumes_when_rerun(control_plane: dict[str,
     platform = LocalPlatform(load_environment("local"))
     with api(control_plane) as client:
         deployment = client.get("/deployments/name/release/release-local").json()
-        parameters = {
-            "env": "local",
-            "version": version,
-            "provision_infra": False,
-            "configure_nodes": False,
-            "take_backup": False,
-        }
+        parameters = _release_parameters(version)
         # The server's SQLite may answer 5xx for a moment under the suite's load: ask again.
         for _ in range(5):
             created = client.post(
@@ -324,7 +353,7 @@ def test_a_release_whose_worker_dies_resumes_when_rerun(control_plane: dict[str,
             time.sleep(0.5)
         else:
             pytest.fail("the release never started replicas")
-        _kill_worker_with_its_runs()
+        _kill_worker_with_its_runs(client, run["id"])
         # Its heartbeats stop: the zombie automation marks it Crashed.
         _wait_state(client, run["id"], {"CRASHED"}, timeout=240)
         # Rerun from the UI (Retry): the run is scheduled again and the restarted worker runs it.
@@ -343,6 +372,70 @@ def test_a_release_whose_worker_dies_resumes_when_rerun(control_plane: dict[str,
     assert all(version in name for name in replicas), replicas
     with httpx.Client(base_url=status.endpoints.edge_url, timeout=5) as edge:  # type: ignore[union-attr]
         assert {edge.get("/version").json()["version"] for _ in range(10)} == {version}
+
+
+def _release_parameters(version: str) -> dict[str, Any]:
+    return {
+        "env": "local",
+        "version": version,
+        "provision_infra": False,
+        "configure_nodes": False,
+        "take_backup": False,
+    }
+
+
+def test_a_release_survives_losing_an_api_server_and_a_database_restart(
+    control_plane: dict[str, Any],
+) -> None:
+    """The control plane's drills: an API server killed mid-release (clients go on through the
+    balancer, no request fails) and its PostgreSQL restarted (the run reconnects, or fails
+    cleanly and a rerun ends in the same state)."""
+    from socialnet_ops.control.control_plane import _supervisor
+
+    version = f"drill-{secrets.token_hex(3)}"
+    platform = LocalPlatform(load_environment("local"))
+    supervisor = _supervisor()
+    edge = platform.status().endpoints.edge_url  # type: ignore[union-attr]
+    # Users meanwhile (404s are answers, not errors): the canary analysis judges their requests.
+    load = SteadyLoad(
+        edge, ["/api/users/nobody", "/api/users/nobody/posts"], rate=20, max_seconds=600
+    ).start()
+    try:
+        with api(control_plane) as client:
+            run_id = _start(client, "release/release-local", _release_parameters(version))
+            wait_for(
+                lambda: any(version in p.name for p in platform.status().programs),
+                240,
+                "the release's replicas",
+                interval_s=0.5,
+            )
+            server = supervisor.process("prefect-api-1")
+            assert server and server["pid"]
+            os.kill(server["pid"], signal.SIGKILL)
+            failed = 0
+            for _ in range(50):  # 10 s of reads through the balancer while one server is gone
+                try:
+                    failed += client.get(f"/flow_runs/{run_id}").status_code >= 500
+                except httpx.HTTPError:
+                    failed += 1
+                time.sleep(0.2)
+            assert failed == 0, f"{failed} of 50 requests failed while an API server was down"
+            supervisor.restart("control-postgres")
+            state = _wait_state(client, run_id, {"COMPLETED", "FAILED", "CRASHED"}, 420)
+            if state != "COMPLETED":
+                # Failed cleanly: the rerun (the UI's Retry) takes it to the same end.
+                client.post(
+                    f"/flow_runs/{run_id}/set_state",
+                    json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": True},
+                ).raise_for_status()
+                state = _wait_state(client, run_id, {"COMPLETED", "FAILED", "CRASHED"}, 420)
+            final = client.get(f"/flow_runs/{run_id}").json()["state"]
+            assert state == "COMPLETED", f"{final['type']}: {final['message']}"
+            assert supervisor.processes()["prefect-api-1"]["statename"] == "RUNNING"
+    finally:
+        load.stop()
+    status = platform.status()
+    assert (status.stable_version, status.canary_version) == (version, None)
 
 
 def test_a_failing_rollback_never_starts_another_and_is_alerted_once(

@@ -13,3 +13,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/version: {{ .Values.image.tag | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
+
+{{/* Where the receiver finds its secrets: an in-memory folder only its user can read. */}}
+{{- define "webhook-receiver.secretsDir" -}}
+/run/webhook-receiver
+{{- end -}}
+
+{{/* Its writable folder (the root filesystem is read-only): notices, Prefect's home. */}}
+{{- define "webhook-receiver.stateDir" -}}
+/var/lib/webhook-receiver
+{{- end -}}
