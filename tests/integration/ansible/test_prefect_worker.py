@@ -202,7 +202,7 @@ def configured(
     return Configured(dry_run, first, second, user_after_dry_run)
 
 
-def run_probe(client: SyncPrefectClient, queue: str) -> dict[str, Any]:
+def run_probe(client: SyncPrefectClient, queue: str, node: NodeSet | None = None) -> dict[str, Any]:
     deployment = client.read_deployment_by_name(f"{PROBE_FLOW}/{queue}")
     run = client.create_flow_run_from_deployment(deployment.id)
 
@@ -210,7 +210,13 @@ def run_probe(client: SyncPrefectClient, queue: str) -> dict[str, Any]:
         current = client.read_flow_run(run.id)
         return current if current.state and current.state.is_final() else None
 
-    finished = wait_for(final, RUN_DONE_S, f"the {queue} queue's run reaching a final state", 1)
+    try:
+        finished = wait_for(final, RUN_DONE_S, f"the {queue} queue's run reaching a final state", 1)
+    except AssertionError as error:
+        if node is None:
+            raise
+        journal = node.exec(NODE, ["journalctl", "-u", SERVICE, "--no-pager", "-n", "15"])
+        raise AssertionError(f"{error}; the node worker's journal:\n{journal.stdout}") from None
     assert finished.state and finished.state.is_completed(), finished.state
     artifacts = client.read_artifacts(
         artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
@@ -223,7 +229,7 @@ def run_probe(client: SyncPrefectClient, queue: str) -> dict[str, Any]:
 def test_a_run_of_the_node_queue_runs_on_the_node(
     configured: Configured, client: SyncPrefectClient, node: NodeSet
 ) -> None:
-    seen = run_probe(client, NODE_WORK_QUEUE)
+    seen = run_probe(client, NODE_WORK_QUEUE, node)
     assert seen["hostname"] == NODE != socket.gethostname()
     assert seen["address"] == node.node(NODE).address
     assert seen["user"] == WORKER_USER
