@@ -215,6 +215,11 @@ def up(
     ):
         return
     console.print(f"[green]Prefect UI[/green]: {settings['PREFECT_UI_URL']}")
+    console.print(
+        f"the UI asks for a password: give it the whole line of {control_plane.stack().auth_file}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _progress(stderr: bool) -> Callable[[str], None]:
@@ -463,6 +468,63 @@ def canary(
     if _printed_as_json(result, as_json):
         return
     console.print(result.summary(), highlight=False, soft_wrap=True)
+
+
+ReasonOption = Annotated[
+    str, typer.Option("--reason", help="Why: recorded with the request in the canary's report.")
+]
+ByOption = Annotated[
+    str | None, typer.Option("--by", help="Who asks; default: the OS user running the command.")
+]
+
+
+def _control_canary(env: str, action: str, reason: str, by: str | None, as_json: bool) -> None:
+    """Leave a promote-now or abort-now request for the canary in flight on `env`."""
+    import getpass
+
+    _checked_environment(env)
+    if not reason.strip():
+        raise _fail(f"{action} --env {env}: --reason is empty; say why")
+    result = _run_flow(
+        "canary_control", env=env, action=action, reason=reason, by=by or getpass.getuser()
+    )
+    if _printed_as_json(result, as_json):
+        return
+    gate = "; its gate answered" if result["answered_gate"] else ""
+    console.print(
+        f"{action} requested for canary {result['version']} on {env} (step {result['step']}, "
+        f"{result['weight']}%) by {result['by']}: {result['reason']}{gate}; run "
+        f"{result['canary_run']} acts on it before its next step or measurement",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def promote(
+    env: EnvOption,
+    reason: ReasonOption,
+    full: Annotated[
+        bool, typer.Option("--full", help="Skip every remaining step and promote now.")
+    ] = False,
+    by: ByOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Promote the canary in flight now (like `kubectl argo rollouts promote --full`)."""
+    if not full:
+        raise _fail(
+            "promote: only --full is supported (skip every remaining step); to pass one gate, "
+            "approve it in the Prefect UI"
+        )
+    _control_canary(env, "promote", reason, by, as_json)
+
+
+@app.command()
+def abort(
+    env: EnvOption, reason: ReasonOption, by: ByOption = None, as_json: JsonOption = False
+) -> None:
+    """Abort the canary in flight now: weight 0, canary stopped, stable untouched."""
+    _control_canary(env, "abort", reason, by, as_json)
 
 
 @app.command()

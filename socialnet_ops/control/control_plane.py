@@ -593,6 +593,8 @@ def up(progress: Any = print) -> dict[str, str]:
     if kept:
         progress(kept)
     prefect.write_environment_files(ports)
+    # Runs of this very process (the demo's) find the credential's file as the workers' runs do.
+    os.environ.setdefault("SOCIALNET_PREFECT_AUTH_FILE", str(prefect.auth_file))
     config = _write_supervisor_config()
     prefect.write_data_config(ports, progress)
     data = prefect.data_programs(ports)
