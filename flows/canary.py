@@ -5,10 +5,18 @@ canary: `socialnet_ops.core.canary.walk_steps` decides each step, `judge` each m
 function of what Prometheus saw for both tracks), and `CanaryRollout` does what they decide. Fail,
 no data for too long, a refused or unanswered approval: abort (weight 0, canary replicas stopped,
 stable untouched, ledger unchanged). Every step passed: promote.
+
+A canary always ends in a known state. Where it stands (version, step, weight, run, status) is
+stored with it by the platform at every step. "Promote now" and "abort now" (the CLI's `promote
+--full` / `abort`, the `canary-control` deployment, a gate's form) leave a request there that the
+walk obeys before the next step or measurement. A failed, timed-out, crashed or cancelled run
+finishes the abort in its hooks; a run killed outright runs none, so every canary run first
+aborts (or, `release.on_interrupted: resume`, resumes) a canary a dead run left in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Iterator
@@ -23,8 +31,9 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.logging.loggers import flow_run_logger
 from prefect.runtime import flow_run as this_run
-from prefect.states import Running
+from prefect.states import Crashed, Running
 
 from flows.common import (
     StepClock,
@@ -41,12 +50,14 @@ from socialnet_ops.core.canary import (
     StepRow,
     check_baseline,
     check_plan,
+    interrupted_canary,
     plan,
     walk_steps,
 )
 from socialnet_ops.core.canary_report import CanaryReport
-from socialnet_ops.core.failures import before_any_change
-from socialnet_ops.core.ledger import CanaryRecord
+from socialnet_ops.core.environments import ReleasePolicy
+from socialnet_ops.core.failures import before_any_change, one_line
+from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.results import CanaryResult
 from tasks.git import build_release_task
 from tasks.health import smoke_test
@@ -54,10 +65,17 @@ from tasks.ledger import record_canary, record_release
 from tasks.metrics import measure_tracks
 from tasks.platform import (
     abort_canary,
+    clear_canary_request,
+    finish_canary_abort,
+    keep_canary_record,
+    pending_canary_request,
     promote_canary,
+    read_canary_record,
+    request_canary_action,
     serving_version,
     set_canary_weight,
     start_canary,
+    store_canary_record,
 )
 from tasks.postgres import check_migrations, migrate, take_predeploy_backup
 from tasks.reporting import emit, publish, report_undo, table_report
@@ -66,6 +84,8 @@ from tasks.vault import materialize_secrets, read_secret_versions
 
 # How often a paused run checks whether someone answered in the UI.
 APPROVAL_POLL_SECONDS = 2
+# How often a waiting canary (pause, analysis interval) looks for a promote/abort request.
+CONTROL_POLL_SECONDS = 2
 current_stable_version = serving_version.with_options(cache_policy=NO_CACHE)
 
 
@@ -74,6 +94,8 @@ class ApprovalInput(RunInput):
 
     approve: bool
     comment: str = ""
+    # Argo's `promote --full`: skip every remaining step once approved.
+    promote_fully: bool = False
 
 
 class CanaryAbortedError(Exception):
@@ -106,8 +128,9 @@ def resume_own_run() -> None:
         client.set_flow_run_state(run_id, Running(), force=True)
 
 
-def wait_for_approval(step: PlannedStep, version: str, weight: int) -> tuple[bool, str]:
-    """Pause the run until someone answers in the Prefect UI; no answer in time is a no."""
+def wait_for_approval(env: str, step: PlannedStep, version: str, weight: int) -> tuple[bool, str]:
+    """Pause the run until someone answers in the Prefect UI; no answer in time is a no. An
+    approval with "promote fully" leaves a promote request, which the walk obeys next."""
     assert step.timeout is not None
     logger = get_run_logger()
     logger.info(
@@ -120,9 +143,11 @@ def wait_for_approval(step: PlannedStep, version: str, weight: int) -> tuple[boo
         description=(
             f"Canary **{version}** serves **{weight}%** of traffic. Check the canary table "
             "artifact and the release diff (artifact `diff-<environment>`: commits, chart and "
-            "values, migrations, secrets), then approve to continue or leave unchecked to abort."
+            "values, migrations, secrets), then approve to continue or leave unchecked to abort. "
+            "Approve with **promote fully** to skip the remaining steps."
         ),
         approve=False,
+        promote_fully=False,
     )
     try:
         answer = pause_flow_run(
@@ -134,6 +159,11 @@ def wait_for_approval(step: PlannedStep, version: str, weight: int) -> tuple[boo
         resume_own_run()
         return False, f"no answer within {step.timeout:.0f} s"
     comment = f": {answer.comment}" if answer.comment else ""
+    if answer.approve and answer.promote_fully:
+        reason = answer.comment or "approved with promote fully"
+        request_canary_action(
+            env, ControlRequest(action="promote", by="the Prefect UI", reason=reason)
+        )
     if answer.approve:
         return True, f"approved{comment}"
     return False, f"refused{comment}"
@@ -149,6 +179,7 @@ class CanaryRollout:
     report: CanaryReport
     record: CanaryRecord
     progress_id: UUID | None = None
+    _request: ControlRequest | None = None
 
     def start(self) -> None:
         percent, description = self.report.progress(0, "starting")
@@ -169,29 +200,113 @@ class CanaryRollout:
     def row(self, row: StepRow) -> None:
         table_report(self.report.table_key, self.report.add(row), self.report.title)
 
+    def store(self, **update: Any) -> None:
+        """Where the canary stands, stored with it by the platform."""
+        self.record = self.record.model_copy(update=update)
+        keep_canary_record(self.env, self.record)
+
     def set_weight(self, weight: int) -> None:
         set_canary_weight(self.env, weight)
-        record_canary(self.env, self.record.model_copy(update={"weight": weight}))
+        self.store(weight=weight)
+        record_canary(self.env, self.record)
+
+    def reached(self, done_steps: int, weight: int) -> None:
+        self.store(step=done_steps, weight=weight, status="progressing")
+
+    def request(self) -> ControlRequest | None:
+        if self._request is None:
+            self._request = pending_canary_request(self.env)
+        return self._request
 
     def approval(self, step: PlannedStep, weight: int) -> tuple[bool, str]:
-        return wait_for_approval(step, self.report.version, weight)
+        self.store(status="paused")
+        return wait_for_approval(self.env, step, self.report.version, weight)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, waking within CONTROL_POLL_SECONDS of a promote/abort request."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and self.request() is None:
+            time.sleep(min(left, CONTROL_POLL_SECONDS))
 
     def pause(self, seconds: float) -> None:
-        time.sleep(seconds)
+        self._wait(seconds)
 
     def measurements(self, step: PlannedStep) -> Iterator[Measurement]:
         started = time.monotonic()
         for taken in itertools.count(1):
             # Measure at the end of each interval, so a window holds traffic at this weight.
-            time.sleep(max(0.0, started + taken * self.interval - time.monotonic()))
+            self._wait(started + taken * self.interval - time.monotonic())
+            if self.request() is not None:  # the walk obeys it before judging this
+                yield Measurement.unavailable("a request ended the analysis", self.interval)
+                continue
             yield measure_tracks(self.env, self.stable_version, self.report.version, self.interval)
 
     def log(self, message: str) -> None:
         get_run_logger().info(message)
 
 
+def mark_dead_run(flow_run_id: str | None, why: str) -> None:
+    """The run that left a canary behind died without a word (SIGKILL): say so in the UI."""
+    if flow_run_id is None:
+        return
+    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(flow_run_id)).state
+        if state is not None and not state.is_final():
+            client.set_flow_run_state(UUID(flow_run_id), Crashed(message=why), force=True)
+
+
+def settle_interrupted_canary(
+    env: str, version: str, policy: ReleasePolicy, steps: list[PlannedStep]
+) -> int:
+    """A canary another run left in flight (holding the slot, that run is dead): its abort is
+    finished here, or its walk resumed. Returns the step this run's walk starts at."""
+    found = interrupted_canary(
+        read_canary_record(env), this_run.get_id(), version, policy.on_interrupted, len(steps)
+    )
+    if found is None:
+        return 0
+    get_run_logger().warning("%s: %s", env, found.why)
+    mark_dead_run(found.record.flow_run_id, f"its process died; {found.why}")
+    if found.action == "resume":
+        return found.record.step
+    store_canary_record(env, found.record.model_copy(update={"status": "aborting"}))
+    abort_canary(env)
+    store_canary_record(env, None)
+    record_canary(env, None)
+    emit("canary.aborted", env, version=found.record.version, reason=found.why[:300])
+    return 0
+
+
+def finish_canary_on_end(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_failure (a timeout included), on_crashed, on_cancellation: the canary this run started
+    must not keep serving users. Weight 0, canary replicas stopped, stable untouched."""
+    logger = flow_run_logger(flow_run, flow)
+    env = str(flow_run.parameters.get("env", ""))
+    try:
+        finished = finish_canary_abort(env, str(flow_run.id), logger.info)
+    except Exception as error:
+        logger.error(
+            "%s: the canary's abort did not finish (%s); the next canary run of %s finishes it",
+            state.name,
+            one_line(error),
+            env,
+        )
+        return
+    if finished:
+        record_canary.fn(env, None)
+        emit(
+            "canary.aborted",
+            env,
+            version=flow_run.parameters.get("version"),
+            reason=f"the run ended {state.name}: {state.message or ''}"[:300],
+        )
+
+
 @release_flow(
-    name="canary", flow_run_name="canary-{env}-{version}", announce_failure=announce_canary_failure
+    name="canary",
+    flow_run_name="canary-{env}-{version}",
+    announce_failure=announce_canary_failure,
+    on_end=finish_canary_on_end,
 )
 def canary(
     env: str,
@@ -209,6 +324,7 @@ def canary(
     clock = StepClock()
     started_at = time.time()
     with release_slot(env) as slot:
+        resume_at = settle_interrupted_canary(env, version, policy, steps)
         with before_any_change():
             stable_version = check_baseline(env, version, current_stable_version(env))
             with clock("build"):
@@ -228,14 +344,19 @@ def canary(
         except Exception as error:
             report_undo(env, version, error, journal)
             raise undone_failure(error, journal) from error
-        record = CanaryRecord(version=version, weight=0, flow_run_id=this_run.get_id())
+        record = CanaryRecord(
+            version=version, weight=0, flow_run_id=this_run.get_id(), step=resume_at
+        )
         report = CanaryReport(env, version, steps)
         rollout = CanaryRollout(env, stable_version, policy.analysis.interval, report, record)
         rollout.start()
         try:
+            rollout.store()  # before replicas start: a run dying now is known to the next
             with clock("canary start"):
                 start_canary(env, version)
-            record_canary(env, record)
+            rollout.store()  # replacing another canary dropped its record
+            clear_canary_request(env)  # a request left for a dead run is not this run's
+            record_canary(env, rollout.record)
             emit(
                 "canary.started",
                 env,
@@ -244,8 +365,9 @@ def canary(
                 steps=[step.title for step in steps],
             )
             with clock("steps"):
-                walk = walk_steps(steps, policy.analysis, version, rollout)
+                walk = walk_steps(steps, policy.analysis, version, rollout, resume_at)
             if walk.promote:
+                rollout.store(status="promoting")
                 rollout.progress(len(steps), "promoting")
                 with clock("promotion"):
                     promote_canary(env)
@@ -253,6 +375,8 @@ def canary(
         except Exception as error:
             # Whatever went wrong, the canary must not keep serving users.
             logger.error("canary %s failed (%s): aborting it", version, error)
+            with contextlib.suppress(Exception):  # the abort matters, not its mark
+                rollout.store(status="aborting")
             abort_canary(env)
             record_canary(env, None)
             emit("canary.aborted", env, version=version, reason=f"the flow failed: {error}"[:300])
@@ -263,6 +387,7 @@ def canary(
             manifest = manifest_of(environment, build, secret_versions, backup_id(backup))
             record_release(env, build, "canary", manifest)
         else:
+            rollout.store(status="aborting")
             with clock("abort"):
                 abort_canary(env)
             record_canary(env, None)

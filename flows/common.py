@@ -267,17 +267,26 @@ def announce_release_failure(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def release_flow(
-    name: str, flow_run_name: str, announce_failure: Callable[..., None] | None = None
+    name: str,
+    flow_run_name: str,
+    announce_failure: Callable[..., None] | None = None,
+    on_end: Callable[..., None] | None = None,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]:
-    """`@flow` with the hooks every release flow has: its failure event, statuses to GitLab."""
+    """`@flow` with the hooks every release flow has: its failure event, statuses to GitLab.
+
+    `on_end` runs first when the run fails (a timeout included), crashes or is cancelled: what
+    the run must not leave half done (the canary's abort). Prefect runs crash and cancellation
+    hooks in the run's process (or its runner's); a SIGKILLed process runs none, so the next run
+    of the environment does the same first."""
 
     gitlab = gitlab_status_hooks()
+    first = [on_end] if on_end else []
     return flow(
         name=name,
         flow_run_name=flow_run_name,
         on_running=list(gitlab["on_running"]),
         on_completion=list(gitlab["on_completion"]),
-        on_failure=[announce_failure or announce_release_failure, *gitlab["on_failure"]],
-        on_crashed=list(gitlab["on_crashed"]),
-        on_cancellation=list(gitlab["on_cancellation"]),
+        on_failure=[*first, announce_failure or announce_release_failure, *gitlab["on_failure"]],
+        on_crashed=[*first, *gitlab["on_crashed"]],
+        on_cancellation=[*first, *gitlab["on_cancellation"]],
     )

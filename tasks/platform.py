@@ -8,8 +8,10 @@ from prefect.transactions import Transaction
 
 from socialnet_ops.adapters.builds import load_build
 from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.failures import RejectedError
+from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.platforms import platform_for
-from socialnet_ops.platforms.base import Endpoints, Platform
+from socialnet_ops.platforms.base import Endpoints, Platform, PlatformError, Progress
 from tasks.undo import recalled, remember, undo_step
 
 
@@ -100,3 +102,69 @@ def abort_canary(environment: str) -> None:
 def rendered_digest(environment: str) -> str | None:
     """What the platform rendered for the serving release (the release manifest records it)."""
     return environment_platform(environment).rendered_digest()
+
+
+# --- the canary's stored state and promote-now / abort-now requests -------------------------------
+
+
+@task(name="read-canary-record", cache_policy=NO_CACHE)
+def read_canary_record(environment: str) -> CanaryRecord | None:
+    return environment_platform(environment).canary_record()
+
+
+@task(name="store-canary-record", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def store_canary_record(environment: str, record: CanaryRecord | None) -> None:
+    """Where the canary stands, kept with it by the platform (None: forget it)."""
+    environment_platform(environment).save_canary_record(record)
+
+
+@task(name="clear-canary-request", cache_policy=NO_CACHE)
+def clear_canary_request(environment: str) -> None:
+    environment_platform(environment).request_canary(None)
+
+
+def keep_canary_record(environment: str, record: CanaryRecord) -> None:
+    """Where the walk stands, at every step: a plain call, as a task run would delay the step
+    (and shift the first analysis window onto the weight before it)."""
+    environment_platform(environment).save_canary_record(record)
+
+
+def pending_canary_request(environment: str) -> ControlRequest | None:
+    """Polled between measurements: a plain call, not a task run every few seconds."""
+    try:
+        return environment_platform(environment).canary_request()
+    except PlatformError as error:  # a blip while polling must not end the canary
+        get_run_logger().warning("reading the canary's requests: %s", error)
+        return None
+
+
+@task(name="request-canary-action", cache_policy=NO_CACHE)
+def request_canary_action(environment: str, request: ControlRequest) -> CanaryRecord:
+    """Leave `request` for the run walking the environment's canary; there must be one."""
+    platform = environment_platform(environment)
+    record = platform.canary_record()
+    if record is None:
+        raise RejectedError(f"{environment}: no canary in flight to {request.action}")
+    if record.status in {"promoting", "aborting"}:
+        raise RejectedError(
+            f"{environment}: canary {record.version} is already {record.status}; "
+            f"nothing to {request.action}"
+        )
+    platform.request_canary(request)
+    get_run_logger().info("%s: %s (canary %s)", environment, request.said, record.version)
+    return record
+
+
+def finish_canary_abort(environment: str, flow_run_id: str, progress: Progress) -> bool:
+    """What a hook does when a canary run was cancelled, crashed or failed: when the canary it
+    started is still in flight, weight 0 and canary replicas stopped (stable untouched). Marked
+    `aborting` first: a run that dies here leaves the next run to finish it. True if it did."""
+    platform = environment_platform(environment)
+    record = platform.canary_record()
+    if record is None or record.flow_run_id != flow_run_id:
+        return False
+    platform.save_canary_record(record.model_copy(update={"status": "aborting"}))
+    progress(f"aborting canary {record.version} left at {record.weight}% (step {record.step})")
+    platform.abort_canary(progress=progress)
+    platform.save_canary_record(None)
+    return True

@@ -12,6 +12,7 @@ from prefect import Flow
 
 from flows.backup import backup, base_backup
 from flows.canary import canary
+from flows.canary_control import canary_control
 from flows.configure import configure
 from flows.deploy import deploy
 from flows.diff import diff
@@ -27,6 +28,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "backup": backup,
     "base_backup": base_backup,
     "canary": canary,
+    "canary_control": canary_control,
     "configure": configure,
     "deploy": deploy,
     "diff": diff,

@@ -10,7 +10,9 @@ Two seams, as in Argo Rollouts:
   verdicts against the policy's limits and says after each verdict whether to measure again,
   move to the next step, or abort. `plan` lists the policy's steps.
 - `walk_steps` walks them: it decides what each step does, when the canary aborts and when it is
-  promoted; the flow does what it decides through a `Rollout` (tasks, pauses, artifacts).
+  promoted; the flow does what it decides through a `Rollout` (tasks, pauses, artifacts). It
+  stores the step reached, obeys a promote-now / abort-now request, and resumes at a stored step.
+- `interrupted_canary` says what a run does with a canary a dead run left in flight.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from socialnet_ops.core.environments import (
     PauseStep,
     SetWeightStep,
 )
+from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 
 Outcome = Literal["pass", "fail", "inconclusive"]
 
@@ -404,10 +407,18 @@ class Rollout(Protocol):
     def log(self, message: str) -> None:
         """A line of the run's log."""
 
+    def reached(self, done_steps: int, weight: int) -> None:
+        """The walk starts steps[done_steps] at `weight`: stored with the canary, so a run that
+        finds it after this one died knows where it stood."""
+
+    def request(self) -> ControlRequest | None:
+        """A promote-now or abort-now request someone left for this canary, if any."""
+
 
 @dataclass
 class Walk:
-    """Where the walk ended: every step passed, or the step that aborted it and why."""
+    """Where the walk ended: every step passed, or the step that aborted it and why; `request`
+    when someone's promote-now or abort-now ended it."""
 
     promote: bool = False
     reason: str = ""
@@ -415,17 +426,58 @@ class Walk:
     step: PlannedStep | None = None
     measurements: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
+    request: ControlRequest | None = None
+
+
+def weight_before(steps: list[PlannedStep], done_steps: int) -> int:
+    """The canary's weight once the first `done_steps` steps are done."""
+    weights = [step.weight for step in steps[:done_steps] if step.weight is not None]
+    return weights[-1] if weights else 0
+
+
+def _obey(request: ControlRequest, step: PlannedStep | None, rollout: Rollout, walk: Walk) -> Walk:
+    """End the walk as someone asked: promote fully (Argo's `promote --full`) or abort now."""
+    walk.request = request
+    walk.promote = request.action == "promote"
+    walk.reason = request.said
+    rollout.row(
+        StepRow(step, walk.weight, f"{request.action} now", f"by {request.by}: {request.reason}")
+    )
+    rollout.log(f"canary: {request.said}")
+    return walk
 
 
 def walk_steps(
-    steps: list[PlannedStep], analysis: Analysis, version: str, rollout: Rollout
+    steps: list[PlannedStep],
+    analysis: Analysis,
+    version: str,
+    rollout: Rollout,
+    resume_at: int = 0,
 ) -> Walk:
     """Walk the steps in order: the first refused gate or aborted analysis ends the walk, which
-    promotes only once every step passed."""
+    promotes only once every step passed; a promote-now or abort-now request, looked at before
+    each step and each measurement, ends it at once. `resume_at` > 0 resumes a walk an earlier
+    run left there: its steps count as done and the weight they reached is set again."""
     walk = Walk()
     tally = AnalysisTally(analysis)
+    if resume_at:
+        walk.weight = weight_before(steps, resume_at)
+        walk.step = steps[resume_at - 1]
+        if walk.weight:
+            rollout.set_weight(walk.weight)
+        rollout.row(
+            StepRow(
+                walk.step, walk.weight, "resumed", f"steps 1-{resume_at} done by an earlier run"
+            )
+        )
     for done, step in enumerate(steps):
+        if done < resume_at:
+            continue
+        request = rollout.request()
+        if request is not None:
+            return _obey(request, walk.step, rollout, walk)
         walk.step = step
+        rollout.reached(done, walk.weight)
         rollout.progress(done, step.title)
         if step.kind == "set_weight":
             assert step.weight is not None
@@ -437,27 +489,45 @@ def walk_steps(
         elif step.kind == "pause" and step.until_approved:
             approved, why = rollout.approval(step, walk.weight)
             rollout.row(StepRow(step, walk.weight, "approved" if approved else "refused", why))
+            request = rollout.request()  # asked at the gate: it answered it, the request decides
+            if request is not None:
+                return _obey(request, step, rollout, walk)
             if not approved:
                 walk.reason = f"manual gate: {why}"
                 return walk
         elif step.kind == "pause":
             assert step.duration is not None
             rollout.pause(step.duration)
+            request = rollout.request()  # a pause ends early for a request
+            if request is not None:
+                return _obey(request, step, rollout, walk)
             rollout.row(StepRow(step, walk.weight, "done", f"paused {step.duration:.0f} s"))
         else:
-            abort_reason = _analyse(step, tally, rollout, walk)
-            if abort_reason is not None:
-                walk.reason = abort_reason
+            outcome = _analyse(step, tally, rollout, walk)
+            if isinstance(outcome, ControlRequest):
+                return _obey(outcome, step, rollout, walk)
+            if outcome is not None:
+                walk.reason = outcome
                 return walk
+    request = rollout.request()
+    if request is not None:
+        return _obey(request, walk.step, rollout, walk)
+    rollout.reached(len(steps), walk.weight)
     walk.promote = True
     walk.step = None
     walk.reason = f"all {len(steps)} steps passed"
     return walk
 
 
-def _analyse(step: PlannedStep, tally: AnalysisTally, rollout: Rollout, walk: Walk) -> str | None:
-    """Judge each measurement until the step passes (None) or the policy says abort (why)."""
+def _analyse(
+    step: PlannedStep, tally: AnalysisTally, rollout: Rollout, walk: Walk
+) -> str | ControlRequest | None:
+    """Judge each measurement until the step passes (None), the policy says abort (why) or
+    someone asks to promote or abort now (their request)."""
     for taken, measurement in enumerate(rollout.measurements(step), start=1):
+        request = rollout.request()
+        if request is not None:
+            return request
         verdict = judge(measurement, tally.analysis)
         decision = tally.observe(verdict, duration_elapsed=taken >= step.measurements)
         walk.measurements += 1
@@ -473,3 +543,45 @@ def _analyse(step: PlannedStep, tally: AnalysisTally, rollout: Rollout, walk: Wa
         if decision is Decision.STEP_PASSED:
             return None
     raise RuntimeError(f"{step.title}: the measurements ended before the step was judged")
+
+
+# --- a canary another run left in flight ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """What a run does first about a canary a dead run left in flight, and why."""
+
+    action: Literal["abort", "resume"]
+    record: CanaryRecord
+    why: str
+
+
+def interrupted_canary(
+    record: CanaryRecord | None,
+    own_run_id: str | None,
+    version: str,
+    on_interrupted: Literal["abort", "resume"],
+    total_steps: int,
+) -> Interrupted | None:
+    """A run holding the environment's slot that finds another run's canary record: that run
+    died (SIGKILL, lost worker: no hook ran). Its abort is finished, or, when the policy says
+    `resume` and this run releases the same version, its walk resumes at its stored step."""
+    if record is None or (own_run_id is not None and record.flow_run_id == own_run_id):
+        return None
+    left = (
+        f"canary {record.version} left {record.status} at {record.weight}% after step "
+        f"{record.step} by run {record.flow_run_id or 'unknown'}"
+    )
+    if record.status == "aborting":
+        return Interrupted("abort", record, f"{left}: finishing its abort")
+    if on_interrupted == "resume":
+        if record.version == version and record.step <= total_steps:
+            return Interrupted("resume", record, f"{left}: resuming it (on_interrupted: resume)")
+        why = (
+            f"this run releases {version}"
+            if record.version != version
+            else f"the policy has {total_steps} steps"
+        )
+        return Interrupted("abort", record, f"{left}: aborting it, not resumable ({why})")
+    return Interrupted("abort", record, f"{left}: aborting it (on_interrupted: abort)")

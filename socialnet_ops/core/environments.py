@@ -230,6 +230,9 @@ class ReleasePolicy(Model):
     analysis: Analysis = Field(default_factory=Analysis)
     rollback_on_failure: bool = True
     allow_contracting_migrations: bool = False
+    # A canary left in flight by a run that died (SIGKILL, lost worker): the next run of the
+    # environment aborts it first, or resumes it from its stored step.
+    on_interrupted: Literal["abort", "resume"] = "abort"
 
     @model_validator(mode="after")
     def _weights_climb_to_100(self) -> ReleasePolicy:

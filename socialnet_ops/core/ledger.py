@@ -100,13 +100,39 @@ class ReleaseRecord(BaseModel):
     manifest: ReleaseManifest | None = None
 
 
+# A canary in flight: walking its steps, held at a gate, being promoted, being aborted. A finished
+# canary has no record (the platform drops it with the canary track).
+CanaryStatus = Literal["progressing", "paused", "promoting", "aborting"]
+ControlAction = Literal["promote", "abort"]
+
+
+class ControlRequest(BaseModel):
+    """ "Promote now" (`promote --full`) or "abort now", asked by someone, for the running canary."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: ControlAction
+    by: str
+    reason: str
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def said(self) -> str:
+        return f"{self.action} requested by {self.by}: {self.reason}"
+
+
 class CanaryRecord(BaseModel):
+    """The canary in flight, stored with it by the platform (and in the ledger): a run that finds
+    one left by a dead run knows where it stood (`step` steps done, at `weight`)."""
+
     model_config = ConfigDict(frozen=True)
 
     version: str
     weight: int
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     flow_run_id: str | None = None
+    step: int = 0  # steps done; the walk resumes at steps[step]
+    status: CanaryStatus = "progressing"
 
 
 class Ledger(BaseModel):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from socialnet_ops.adapters import images
+from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.release import Build as Build  # the interface speaks of builds
 from socialnet_ops.core.secrets_catalog import RuntimeSecrets
 
@@ -112,6 +113,21 @@ class Platform(Protocol):
 
     def abort_canary(self, progress: Progress | None = None) -> None:
         """Weight 0, canary replicas stopped; the stable track untouched."""
+
+    # --- the canary's stored state: kept with the canary track, dropped when it empties ---------
+
+    def canary_record(self) -> CanaryRecord | None:
+        """Where the canary in flight stands, as its run last stored it; None: none in flight."""
+
+    def save_canary_record(self, record: CanaryRecord | None) -> None:
+        """Store where the canary stands (its run does at every step); None forgets it."""
+
+    def canary_request(self) -> ControlRequest | None:
+        """The promote-now or abort-now request waiting for the canary's run, if any."""
+
+    def request_canary(self, request: ControlRequest | None) -> None:
+        """Leave a request for the canary's run (None: the run took it); stored apart from the
+        record, so the run's writes never lose one."""
 
     def rollback(self, build: Build, progress: Progress | None = None) -> None:
         """Return the stable track to an earlier `build` with the same mechanics as deploy."""

@@ -21,6 +21,7 @@ from socialnet_ops.core.canary import (
 )
 from socialnet_ops.core.canary_report import CanaryReport
 from socialnet_ops.core.environments import ReleasePolicy
+from socialnet_ops.core.ledger import ControlRequest
 from tests.unit.test_canary import POLICY, measured, track
 
 pytestmark = pytest.mark.unit
@@ -38,6 +39,17 @@ class FakeRollout:
     approve: tuple[bool, str] = (True, "approved")
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     report: CanaryReport = field(default_factory=lambda: CanaryReport("staging", "v2", []))
+    # A promote/abort request someone leaves once this many measurements were judged.
+    requested: ControlRequest | None = None
+    request_after_measurements: int = 0
+    stored: list[tuple[int, int]] = field(default_factory=list)  # (steps done, weight)
+
+    def reached(self, done_steps: int, weight: int) -> None:
+        self.stored.append((done_steps, weight))
+
+    def request(self) -> ControlRequest | None:
+        judged = sum(1 for call in self.calls if call[0] == "log")
+        return self.requested if judged >= self.request_after_measurements else None
 
     def progress(self, done_steps: int, what: str) -> None:
         self.calls.append(("progress", done_steps, what))

@@ -30,6 +30,7 @@ from socialnet_ops.adapters.builds import BuildError, load_build
 from socialnet_ops.adapters.process import ToolError
 from socialnet_ops.core.environments import Environment
 from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSettings
+from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.paths import repo_root
 from socialnet_ops.core.secrets_catalog import RuntimeSecrets, kubernetes_secret_body
 from socialnet_ops.platforms.base import (
@@ -50,6 +51,10 @@ CHART = Path("infrastructure/helm/socialnet")
 # and the tests' pointers to their emulated cluster.
 EXTRA_VALUES_ENV = "SOCIALNET_EXTRA_VALUES"
 CANARY_WEIGHT_ANNOTATION = "nginx.ingress.kubernetes.io/canary-weight"
+# The canary's stored state and a promote/abort request, as JSON annotations of the canary Ingress:
+# they exist with the canary track and go when an abort or promotion removes it.
+CANARY_RECORD_ANNOTATION = "socialnet.example/canary-record"
+CANARY_REQUEST_ANNOTATION = "socialnet.example/canary-request"
 WATCH_INTERVAL_SECONDS = 1.0
 
 
@@ -214,7 +219,8 @@ class KubernetesPlatform:
         deployment = self._read_deployment(self.names()[track])
         return rollout_state(deployment) if deployment else None
 
-    def canary_weight(self) -> int:
+    def _canary_annotations(self) -> dict[str, str]:
+        """The canary Ingress's annotations; empty when there is no canary track."""
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -223,12 +229,48 @@ class KubernetesPlatform:
             )
         except ApiException as error:
             if error.status == 404:
-                return 0
+                return {}
             raise PlatformError(
                 f"reading the canary ingress: {error.status} {error.reason}"
             ) from None
-        annotations = ingress.metadata.annotations or {}
-        return int(annotations.get(CANARY_WEIGHT_ANNOTATION, "0"))
+        return dict(ingress.metadata.annotations or {})
+
+    def canary_weight(self) -> int:
+        return int(self._canary_annotations().get(CANARY_WEIGHT_ANNOTATION, "0"))
+
+    def canary_record(self) -> CanaryRecord | None:
+        value = self._canary_annotations().get(CANARY_RECORD_ANNOTATION)
+        return CanaryRecord.model_validate_json(value) if value else None
+
+    def save_canary_record(self, record: CanaryRecord | None) -> None:
+        self._annotate_canary(CANARY_RECORD_ANNOTATION, record)
+
+    def canary_request(self) -> ControlRequest | None:
+        value = self._canary_annotations().get(CANARY_REQUEST_ANNOTATION)
+        return ControlRequest.model_validate_json(value) if value else None
+
+    def request_canary(self, request: ControlRequest | None) -> None:
+        self._annotate_canary(CANARY_REQUEST_ANNOTATION, request)
+
+    def _annotate_canary(self, key: str, value: CanaryRecord | ControlRequest | None) -> None:
+        """One annotation of the canary Ingress (a merge patch: the others stay as they are)."""
+        from kubernetes.client.exceptions import ApiException
+
+        text = value.model_dump_json() if value is not None else None
+        body = {"metadata": {"annotations": {key: text}}}
+        try:
+            self._networking().patch_namespaced_ingress(
+                self.names()["canary_ingress"], self.settings.namespace, body
+            )
+        except ApiException as error:
+            if error.status == 404 and (value is None or key == CANARY_RECORD_ANNOTATION):
+                # No canary track (not started yet, or removed): nothing to keep a record with;
+                # a run dying before its canary exists leaves nothing serving to abort.
+                return
+            raise PlatformError(
+                f"{self.environment}: cannot annotate the canary ingress "
+                f"{self.names()['canary_ingress']} ({key}): {error.status} {error.reason}"
+            ) from None
 
     # --- the Platform protocol: lifecycle ------------------------------------------------------------
 

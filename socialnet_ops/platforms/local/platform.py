@@ -26,6 +26,7 @@ from socialnet_ops.adapters.process import pid_alive
 from socialnet_ops.core.backups import ObjectStore, archiving_settings
 from socialnet_ops.core.environments import Environment
 from socialnet_ops.core.environments import LocalPlatform as LocalSettings
+from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.paths import environment_state_dir, repo_root
 from socialnet_ops.core.secrets_catalog import DB_LOGIN_ROLES, DB_OWNER, RuntimeSecrets
 from socialnet_ops.platforms.base import (
@@ -1119,8 +1120,27 @@ class LocalPlatform:
         for replica in list(state.canary.replicas):
             self._remove_replica(state, replica, say)
         state.canary = TrackState()
+        state.canary_record = state.canary_request = None  # the canary ended: nothing in flight
         self.store.save(state)
         self._save_edge_state()
+
+    def canary_record(self) -> CanaryRecord | None:
+        return self.store.load().canary_record
+
+    def save_canary_record(self, record: CanaryRecord | None) -> None:
+        with self.store.locked():
+            state = self.store.load()
+            state.canary_record = record
+            self.store.save(state)
+
+    def canary_request(self) -> ControlRequest | None:
+        return self.store.load().canary_request
+
+    def request_canary(self, request: ControlRequest | None) -> None:
+        with self.store.locked():
+            state = self.store.load()
+            state.canary_request = request
+            self.store.save(state)
 
     # --- observation ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import IO
 
 from pydantic import BaseModel, Field, ValidationError
 
+from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.platforms.base import Build, PlatformError, Track
 from socialnet_ops.platforms.local.tools import write_atomic
 
@@ -72,6 +73,9 @@ class PlatformState(BaseModel):
     stable: TrackState = Field(default_factory=TrackState)
     canary: TrackState = Field(default_factory=TrackState)
     canary_weight: int = 0
+    # Where the canary in flight stands and a promote/abort request for its run; both go with it.
+    canary_record: CanaryRecord | None = None
+    canary_request: ControlRequest | None = None
     # The image the front runs (None: the static server of the working tree).
     front_image: str | None = None
     # Offset of supervisord.log when each program was added: its restarts are counted after it.
