@@ -21,7 +21,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -55,7 +55,6 @@ from socialnet_ops.core.canary import (
     walk_steps,
 )
 from socialnet_ops.core.canary_report import CanaryReport
-from socialnet_ops.core.environments import ReleasePolicy
 from socialnet_ops.core.failures import before_any_change, one_line
 from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.results import CanaryResult
@@ -256,12 +255,18 @@ def mark_dead_run(flow_run_id: str | None, why: str) -> None:
 
 
 def settle_interrupted_canary(
-    env: str, version: str, policy: ReleasePolicy, steps: list[PlannedStep]
+    env: str,
+    version: str,
+    on_interrupted: Literal["abort", "resume"] = "abort",
+    total_steps: int = 0,
 ) -> int:
     """A canary another run left in flight (holding the slot, that run is dead): its abort is
-    finished here, or its walk resumed. Returns the step this run's walk starts at."""
+    finished here, or its walk resumed. Returns the step this run's walk starts at.
+
+    deploy and rollback call it with the defaults: they replace stable, so a leftover canary is
+    always aborted first."""
     found = interrupted_canary(
-        read_canary_record(env), this_run.get_id(), version, policy.on_interrupted, len(steps)
+        read_canary_record(env), this_run.get_id(), version, on_interrupted, total_steps
     )
     if found is None:
         return 0
@@ -324,7 +329,7 @@ def canary(
     clock = StepClock()
     started_at = time.time()
     with release_slot(env) as slot:
-        resume_at = settle_interrupted_canary(env, version, policy, steps)
+        resume_at = settle_interrupted_canary(env, version, policy.on_interrupted, len(steps))
         with before_any_change():
             stable_version = check_baseline(env, version, current_stable_version(env))
             with clock("build"):

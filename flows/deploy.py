@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect.runtime import flow_run
 
+from flows.canary import settle_interrupted_canary
 from flows.common import (
     StepClock,
     checked_release_inputs,
@@ -35,6 +36,7 @@ def deploy(
     environment, runtime_settings, source = checked_release_inputs(env, version, settings, ref)
     clock = StepClock()
     with release_slot(env) as slot:
+        settle_interrupted_canary(env, version)
         # A build that fails, or migrations the policy refuses, change nothing: rejected.
         with before_any_change():
             previous = read_ledger(env).stable

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 from prefect import flow
 
@@ -15,8 +16,13 @@ from socialnet_ops.core.results import ProbeResult
 
 
 @flow(name="probe", flow_run_name="probe-{label}", retries=0)
-def probe(label: str = "check") -> ProbeResult:
-    """Answers the host name and address the run saw, and its process."""
+def probe(label: str = "check", wait_seconds: float = 0.0) -> ProbeResult:
+    """Answers the host name and address the run saw, and its process.
+
+    `wait_seconds` (at most 60): the run waits first, as runs waiting on something outside do (a
+    rollout, a backup): what a worker's capacity, not the machine's CPU, limits.
+    """
+    time.sleep(min(max(wait_seconds, 0.0), 60.0))
     host = socket.gethostname()
     try:
         address = socket.gethostbyname(host)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect.runtime import flow_run
 
+from flows.canary import settle_interrupted_canary
 from flows.common import StepClock, checked_environment, manifest_of, release_flow, release_slot
 from socialnet_ops.adapters.builds import check_version, load_build
 from socialnet_ops.core.failures import RejectedError, before_any_change
@@ -47,6 +48,7 @@ def rollback(
     environment = checked_environment(env)
     clock = StepClock()
     with release_slot(env):
+        settle_interrupted_canary(env, version or "")
         with before_any_change():
             ledger = read_ledger(env)
             target = choose_target(ledger, version, to_recorded_stable)
