@@ -8,7 +8,10 @@ PostgreSQL, Redis, two API servers behind HAProxy, a services process, two worke
 2. Delivery -> Running on the scaled control plane (webhook_latency's sequential deliveries).
 3. RUNS runs of the `probe` deployment through one worker, then through two: runs per minute.
    Each worker runs one flow at a time (SOCIALNET_WORKER_LIMIT=1), as a worker on a one-core
-   host would: the figure is what adding a worker host adds.
+   host would. On this machine both workers share the same 2 cores with the servers, so trivial
+   runs (CPU: an engine process, its API calls) gain little from a second worker; WAITING_RUNS
+   runs that first wait WAIT_S (as runs waiting on a rollout do) show what a worker adds when
+   the CPU is not the limit.
 
 Prints one JSON line with `sqlite_all_runs_exist_s`, `scaled_all_runs_exist_s`,
 `scaled_server_errors`, `receiver_p99_ms`, `one_worker_runs_per_min`, `two_workers_runs_per_min`,
@@ -54,6 +57,9 @@ from tests.support.waiting import wait_for
 BURSTS = 3
 RUNS = int(os.environ.get("CONTROL_PLANE_BENCH_RUNS", "300"))
 RUNS_TIMEOUT_S = 1800
+# Runs that wait WAIT_S first (on a rollout, a backup): a worker's capacity, not the CPU, limits.
+WAITING_RUNS = int(os.environ.get("CONTROL_PLANE_BENCH_WAITING_RUNS", "30"))
+WAIT_S = 5.0
 ERROR_LINE = re.compile(r"Traceback|\bERROR\b|database is locked")
 
 
@@ -96,6 +102,7 @@ def bursts(api: httpx.Client, port: int, token: str, pid: int, logs: list[Path])
 
 def sqlite_control_plane(folder: Path, stack: ExitStack, gitlab_url: str) -> dict[str, Any]:
     """The first control plane: one `prefect server start` on SQLite, the receiver beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
     prefect_port, receiver_port = free_port(), free_port()
     api_url = f"http://127.0.0.1:{prefect_port}/api"
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
@@ -123,9 +130,9 @@ def sqlite_control_plane(folder: Path, stack: ExitStack, gitlab_url: str) -> dic
 
     receiver_env = env | {
         "SOCIALNET_WEBHOOK_TOKEN_FILE": str(_secret(folder, "webhook-token", token)),
-        "SOCIALNET_GITFLOW_FILE": str(folder / "gitflow.yaml"),
+        "SOCIALNET_GITFLOW_FILE": str(folder.parent / "gitflow.yaml"),
         "SOCIALNET_GITLAB_URL": gitlab_url,
-        "SOCIALNET_GITLAB_TOKEN_FILE": str(folder / "gitlab-token"),
+        "SOCIALNET_GITLAB_TOKEN_FILE": str(folder.parent / "gitlab-token"),
     }
     receiver_log = folder / "receiver.log"
     receiver = stack.enter_context(
@@ -136,7 +143,7 @@ def sqlite_control_plane(folder: Path, stack: ExitStack, gitlab_url: str) -> dic
     return bursts(api, receiver_port, token, receiver.pid, [log])
 
 
-def run_probes(api: httpx.Client, count: int) -> float:
+def run_probes(api: httpx.Client, count: int, wait_seconds: float = 0.0) -> float:
     """Runs per minute of `count` probe runs created at once, until the last one ends."""
     deployment = api.get("/deployments/name/probe/probe").json()
     started = time.monotonic()
@@ -144,7 +151,7 @@ def run_probes(api: httpx.Client, count: int) -> float:
     for index in range(count):
         created = api.post(
             f"/deployments/{deployment['id']}/create_flow_run",
-            json={"parameters": {"label": f"bench-{index}"}},
+            json={"parameters": {"label": f"bench-{index}", "wait_seconds": wait_seconds}},
         )
         created.raise_for_status()
         ids.append(created.json()["id"])
@@ -198,9 +205,11 @@ def scaled_control_plane(folder: Path, gitlab_url: str) -> dict[str, Any]:
             supervisor = control_plane._supervisor()
             supervisor.call("stopProcess", "prefect-worker-2", True)
             result["one_worker_runs_per_min"] = run_probes(api, RUNS)
+            result["one_worker_waiting_runs_per_min"] = run_probes(api, WAITING_RUNS, WAIT_S)
             supervisor.call("startProcess", "prefect-worker-2", True)
             time.sleep(5)  # its spare engine is warm, as the first worker's is
             result["two_workers_runs_per_min"] = run_probes(api, RUNS)
+            result["two_workers_waiting_runs_per_min"] = run_probes(api, WAITING_RUNS, WAIT_S)
         return result
     finally:
         control_plane.down()
@@ -239,6 +248,15 @@ def main() -> None:
                 "one_worker_runs_per_min": scaled["one_worker_runs_per_min"],
                 "two_workers_runs_per_min": scaled["two_workers_runs_per_min"],
                 "worker_speedup": round(speedup, 2),
+                "waiting_runs": WAITING_RUNS,
+                "wait_s": WAIT_S,
+                "one_worker_waiting_runs_per_min": scaled["one_worker_waiting_runs_per_min"],
+                "two_workers_waiting_runs_per_min": scaled["two_workers_waiting_runs_per_min"],
+                "waiting_worker_speedup": round(
+                    scaled["two_workers_waiting_runs_per_min"]
+                    / scaled["one_worker_waiting_runs_per_min"],
+                    2,
+                ),
                 "median_to_running_s": scaled["median_to_running_s"],
                 "load_average_1m": round(load_before, 1),
                 "cores": os.cpu_count(),
