@@ -224,6 +224,44 @@ class Analysis(Model):
     inconclusive_limit: Annotated[int, Field(ge=0)] = 3
 
 
+# Header and cookie names go verbatim into HAProxy's config and ingress-nginx annotations.
+HEADER_NAME = r"^[A-Za-z][A-Za-z0-9-]{0,62}$"
+COOKIE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$"
+ROUTING_VALUE = r"^[A-Za-z0-9_.~-]{1,64}$"
+# The cookie the edge sets to keep a user on the track that served them (sticky: true).
+STICKY_COOKIE = "socialnet-track"
+
+
+class TrafficPolicy(Model):
+    """Who reaches the canary besides its weight share (Argo/Flagger header and cookie routing).
+
+    weighted: header/cookie requests always reach the canary (weight 0 included), the others by
+    weight; ab: only header/cookie requests reach it, the weight steps send users nothing.
+    """
+
+    mode: Literal["weighted", "ab"] = "weighted"
+    header: Annotated[str, Field(pattern=HEADER_NAME)] | None = None
+    header_value: Annotated[str, Field(pattern=ROUTING_VALUE)] = "always"
+    # A request with this cookie set to "always" reaches the canary, "never" stays on stable.
+    cookie: Annotated[str, Field(pattern=COOKIE_NAME)] | None = None
+    # A user the weight sent to a track keeps it while the canary exists (a cookie of the edge).
+    sticky: bool = False
+
+    @model_validator(mode="after")
+    def _coherent(self) -> TrafficPolicy:
+        if self.mode == "ab" and not (self.header or self.cookie):
+            raise ValueError("mode ab routes by header or cookie only: set header or cookie")
+        if self.mode == "ab" and self.sticky:
+            raise ValueError("sticky keeps users on the track their weight gave; mode ab has none")
+        if self.cookie == STICKY_COOKIE:
+            raise ValueError(f"cookie {STICKY_COOKIE!r} is the edge's own sticky cookie")
+        return self
+
+    @property
+    def routes_by_request(self) -> bool:
+        return bool(self.header or self.cookie)
+
+
 class ReleasePolicy(Model):
     strategy: Literal["rolling", "canary"] = "rolling"
     steps: list[CanaryStep] = Field(default_factory=list)
@@ -233,9 +271,12 @@ class ReleasePolicy(Model):
     # A canary left in flight by a run that died (SIGKILL, lost worker): the next run of the
     # environment aborts it first, or resumes it from its stored step.
     on_interrupted: Literal["abort", "resume"] = "abort"
+    traffic: TrafficPolicy = Field(default_factory=TrafficPolicy)
 
     @model_validator(mode="after")
     def _weights_climb_to_100(self) -> ReleasePolicy:
+        if "traffic" in self.model_fields_set and self.strategy != "canary":
+            raise ValueError("traffic: header, cookie and sticky routing need strategy: canary")
         weights = [step.set_weight for step in self.steps if isinstance(step, SetWeightStep)]
         if self.strategy == "canary" and not weights:
             raise ValueError("steps: a canary policy needs set_weight steps ending at 100")

@@ -175,3 +175,46 @@ def test_models_are_immutable() -> None:
     production = load_catalog()["production"]
     with pytest.raises(ValueError, match="frozen"):
         production.domain = "elsewhere.example"  # type: ignore[misc]
+
+
+def traffic(**policy: Any) -> Any:
+    return lambda d: d["release"].__setitem__("traffic", policy)
+
+
+def test_traffic_routing_by_header_cookie_and_stickiness_loads(tmp_path: Path) -> None:
+    change = traffic(header="X-Canary", cookie="socialnet-canary", sticky=True)
+    write_catalog(tmp_path, production=mutated(change))
+    policy = load_environment("production", tmp_path).release.traffic
+    assert (policy.mode, policy.header, policy.header_value) == ("weighted", "X-Canary", "always")
+    assert policy.cookie == "socialnet-canary" and policy.sticky and policy.routes_by_request
+    # No traffic key: weight only, as before.
+    assert not load_catalog()["production"].release.traffic.routes_by_request
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            traffic(mode="split"),
+            "release.traffic.mode: 'split': Input should be 'weighted' or 'ab'",
+        ),
+        (traffic(header="X Canary"), "release.traffic.header: 'X Canary': String should match"),
+        (traffic(header="X-Canary", header_value="a b"), "release.traffic.header_value: 'a b'"),
+        (traffic(cookie="a;b"), "release.traffic.cookie: 'a;b': String should match"),
+        (traffic(mode="ab"), "release.traffic: mode ab routes by header or cookie only"),
+        (
+            traffic(mode="ab", header="X-Canary", sticky=True),
+            "release.traffic: sticky keeps users on the track their weight gave",
+        ),
+        (traffic(cookie="socialnet-track"), "release.traffic: cookie 'socialnet-track' is the"),
+        (traffic(stick=True), "release.traffic.stick: unknown key"),
+        (
+            lambda d: d["release"].update(strategy="rolling", traffic={"header": "X-Canary"}),
+            "release: traffic: header, cookie and sticky routing need strategy: canary",
+        ),
+    ],
+)
+def test_a_bad_traffic_policy_names_the_key(tmp_path: Path, change: Any, expected: str) -> None:
+    message = error_for(tmp_path, mutated(change))
+    assert expected in message, message
+    assert "\n" not in message

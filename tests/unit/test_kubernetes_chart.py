@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ import pytest
 import yaml
 
 from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSettings
-from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.environments import TrafficPolicy, load_environment
 from socialnet_ops.core.paths import repo_root
+from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.platforms.kubernetes.platform import KubernetesPlatform
 from tests.support.kube_tools import require_helm, run_helm, sandbox_env
 
@@ -188,6 +190,16 @@ def test_external_database_and_backup_cronjob(helm: str) -> None:
         ({"api": {"extraEnv": {"SOCIALNET_DB_PASSWORD": "x"}}}, "api.extraEnv"),
         ({"canary": {"enabled": True, "tag": ""}}, "canary"),
         ({"api": {"replicaz": 3}}, "replicaz"),
+        ({"canary": {"traffic": {"header": "X Canary"}}}, "canary.traffic.header"),
+        ({"canary": {"traffic": {"mode": "split"}}}, "canary.traffic.mode"),
+        ({"canary": {"traffic": {"cookie": "a;b"}}}, "canary.traffic.cookie"),
+        # ab routes by header or cookie only: it needs one, and has no weighted users to stick.
+        ({"canary": {"traffic": {"mode": "ab"}}}, "canary.traffic"),
+        (
+            {"canary": {"traffic": {"mode": "ab", "header": "X-Canary", "sticky": True}}},
+            "canary.traffic.sticky",
+        ),
+        ({"canary": {"antiAffinity": "yes"}}, "canary.antiAffinity"),
     ],
 )
 def test_schema_rejects_bad_values(helm: str, overrides: dict[str, Any], complaint: str) -> None:
@@ -202,3 +214,91 @@ def test_schema_rejects_bad_values(helm: str, overrides: dict[str, Any], complai
         )
     assert result.returncode != 0
     assert complaint in result.stderr
+
+
+def traffic_values(**policy: Any) -> dict[str, Any]:
+    """What the platform passes as canary.traffic for a production policy `policy`."""
+    environment = load_environment("production")
+    release = environment.release.model_copy(update={"traffic": TrafficPolicy(**policy)})
+    platform = KubernetesPlatform(environment.model_copy(update={"release": release}))
+    values = platform._traffic_values(repo_root(), canary=True)
+    assert values is not None
+    return values
+
+
+def canary_release(weight: int, **policy: Any) -> dict[str, Any]:
+    return {
+        "canary": {
+            "enabled": True,
+            "tag": "1.3.0",
+            "weight": weight,
+            "traffic": traffic_values(**policy),
+        }
+    }
+
+
+def test_header_cookie_and_sticky_routing_annotate_both_ingresses(helm: str) -> None:
+    overrides = canary_release(10, header="X-Canary", cookie="socialnet-canary", sticky=True)
+    documents = render(helm, "production", overrides)
+    assert_valid(documents, kubernetes_version("production"))
+    found = kinds(documents)
+    canary = found["Ingress/socialnet-canary"]["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    assert canary[prefix + "canary-weight"] == "10"
+    assert canary[prefix + "canary-by-header"] == "X-Canary"
+    assert canary[prefix + "canary-by-header-value"] == "always"
+    assert canary[prefix + "canary-by-cookie"] == "socialnet-canary"
+    assert canary[prefix + "affinity-canary-behavior"] == "sticky"
+    # Both Ingresses carry the same cookie affinity: a session keeps the track that served it.
+    main = found["Ingress/socialnet"]["metadata"]["annotations"]
+    for ingress in (canary, main):
+        assert ingress[prefix + "affinity"] == "cookie"
+        assert ingress[prefix + "session-cookie-name"] == "socialnet-track"
+    run_helm(helm, "lint", "--strict", str(CHART), *values_arguments("production", overrides))
+
+
+def test_ab_mode_gives_users_no_weight_and_weight_only_adds_nothing(helm: str) -> None:
+    documents = render(helm, "production", canary_release(50, mode="ab", cookie="socialnet-canary"))
+    found = kinds(documents)
+    canary = found["Ingress/socialnet-canary"]["metadata"]["annotations"]
+    assert canary["nginx.ingress.kubernetes.io/canary-weight"] == "0"
+    assert canary["nginx.ingress.kubernetes.io/canary-by-cookie"] == "socialnet-canary"
+    assert "nginx.ingress.kubernetes.io/canary-by-header" not in canary
+    main = found["Ingress/socialnet"]["metadata"].get("annotations", {})
+    assert not [key for key in main if "affinity" in key]
+    # No traffic policy: the weight alone, as before.
+    plain = kinds(render(helm, "production", {"canary": {"enabled": True, "tag": "1.3.0"}}))
+    annotations = plain["Ingress/socialnet-canary"]["metadata"]["annotations"]
+    assert not [key for key in annotations if "by-" in key or "affinity" in key]
+
+
+def test_stable_and_canary_pods_prefer_different_nodes(helm: str) -> None:
+    documents = render(helm, "production", {"canary": {"enabled": True, "tag": "1.3.0"}})
+    found = kinds(documents)
+    for deployment, other in (("socialnet-api", "canary"), ("socialnet-api-canary", "stable")):
+        pod = found[f"Deployment/{deployment}"]["spec"]["template"]["spec"]
+        (term,) = pod["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        labels = term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        assert labels["socialnet.example/track"] == other
+        assert labels["app.kubernetes.io/component"] == "api"
+    off = render(
+        helm, "production", {"canary": {"enabled": True, "tag": "1.3.0", "antiAffinity": False}}
+    )
+    assert "affinity" not in kinds(off)["Deployment/socialnet-api"]["spec"]["template"]["spec"]
+
+
+def test_a_traffic_policy_needs_a_chart_that_knows_it(tmp_path: Path) -> None:
+    """An abort to a stable release whose chart predates canary.traffic still works."""
+    environment = load_environment("production")
+    release = environment.release.model_copy(update={"traffic": TrafficPolicy(header="X-Canary")})
+    platform = KubernetesPlatform(environment.model_copy(update={"release": release}))
+    old = tmp_path / "infrastructure/helm/socialnet"
+    old.mkdir(parents=True)
+    schema = {"properties": {"canary": {"properties": {"weight": {"type": "integer"}}}}}
+    (old / "values.schema.json").write_text(json.dumps(schema))
+    assert platform._traffic_values(tmp_path, canary=False) is None
+    with pytest.raises(PlatformError, match=r"release\.traffic needs a chart with canary\.traffic"):
+        platform._traffic_values(tmp_path, canary=True)

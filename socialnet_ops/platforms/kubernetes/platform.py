@@ -28,7 +28,7 @@ import yaml
 from socialnet_ops.adapters import images
 from socialnet_ops.adapters.builds import BuildError, load_build
 from socialnet_ops.adapters.process import ToolError
-from socialnet_ops.core.environments import Environment
+from socialnet_ops.core.environments import STICKY_COOKIE, Environment
 from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSettings
 from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.paths import repo_root
@@ -105,6 +105,7 @@ class KubernetesPlatform:
         self.environment = environment.name
         self.settings: KubernetesSettings = environment.platform
         self.domain = environment.domain
+        self.traffic = environment.release.traffic
         self.chart = repo_root() / CHART  # for names and endpoints; releases use their build's
         self.helm = Helm(self.settings.context, self.settings.namespace, self.settings.release_name)
         self._client: Any = None
@@ -432,6 +433,31 @@ class KubernetesPlatform:
             }
         return values
 
+    def _traffic_values(self, files: Path, canary: bool) -> dict[str, Any] | None:
+        """release.traffic as the chart's canary.traffic (ingress-nginx canary annotations); None
+        for weight-only routing, which charts older than canary.traffic render as well."""
+        traffic = self.traffic
+        if traffic == type(traffic)():
+            return None
+        schema_file = files / CHART / "values.schema.json"
+        schema = json.loads(schema_file.read_text()) if schema_file.exists() else {}
+        canary_keys = schema.get("properties", {}).get("canary", {}).get("properties", {})
+        if "traffic" not in canary_keys:
+            if not canary:
+                return None  # an abort or a promotion to an older chart: no canary to route to
+            raise PlatformError(
+                f"{self.environment}: release.traffic needs a chart with canary.traffic; the "
+                f"chart of {files} has none (a release older than header/cookie routing)"
+            )
+        return {
+            "mode": traffic.mode,
+            "header": traffic.header or "",
+            "headerValue": traffic.header_value,
+            "cookie": traffic.cookie or "",
+            "sticky": traffic.sticky,
+            "stickyCookie": STICKY_COOKIE,
+        }
+
     def _image_values(self, build: Build) -> dict[str, Any]:
         """The images of `build`: by digest when it carries them (always, when the control plane
         built it), else tags of its version."""
@@ -503,8 +529,13 @@ class KubernetesPlatform:
         """helm upgrade of the chart and values in `files` (a build's), then the release's
         values; rollouts watched."""
         values = deep_merge(self._settings_values(), release_values)
+        # The environment's policy, not the one the last revision was given.
+        canary_values = values.setdefault("canary", {})
+        traffic = self._traffic_values(files, bool(canary_values.get("enabled")))
+        canary_values.pop("traffic", None)
+        if traffic is not None:
+            canary_values["traffic"] = traffic
         stable = (values.get("api") or {}).get("tag")
-        canary_values = values.get("canary") or {}
         canary = canary_values.get("tag") if canary_values.get("enabled") else None
         tracks = ["api", "front"] + (["canary"] if canary else [])
         watcher = _RolloutWatcher(self, tracks)
@@ -701,7 +732,8 @@ class KubernetesPlatform:
                 raise PlatformError(
                     "no canary is running: start_canary() before setting its weight"
                 )
-        self._patch_weight(weight)
+        # mode ab: the steps judge the canary on header/cookie requests; users get no share.
+        self._patch_weight(0 if self.traffic.mode == "ab" else weight)
 
     def _patch_weight(self, weight: int) -> None:
         from kubernetes.client.exceptions import ApiException

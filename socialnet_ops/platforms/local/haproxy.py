@@ -11,6 +11,8 @@ from pathlib import Path
 from socialnet_ops.platforms.base import PlatformError
 
 BACKEND = "api"
+# Backends of one track (header, cookie and sticky routing) holding the same slots as BACKEND.
+TRACK_BACKENDS = {"stable": "api_stable", "canary": "api_canary"}
 MAX_WEIGHT = 256
 # Pre-declared server slots: enough for a full surge of the largest allowed track (2 x replicas).
 STABLE_SLOTS = 33
@@ -22,11 +24,38 @@ def slot_names(track: str) -> list[str]:
     return [f"{track}{index}" for index in range(1, count + 1)]
 
 
-def server_lines() -> str:
-    """The `server` lines of backend api: every slot starts disabled (maintenance), weight 0."""
-    names = [*slot_names("stable"), *slot_names("canary")]
+def server_lines(tracks: tuple[str, ...] = ("stable", "canary")) -> str:
+    """The `server` lines of a backend: every slot starts disabled (maintenance)."""
+    names = [name for track in tracks for name in slot_names(track)]
     # Port 1 is a placeholder: `set server ... addr` points a slot at a replica when it is used.
     return "\n".join(f"    server {name} 127.0.0.1:1" for name in names)
+
+
+def slot_backends(slot: str) -> tuple[str, ...]:
+    """Every backend holding `slot`: the weighted one and its track's own."""
+    track = "canary" if slot.startswith("canary") else "stable"
+    return BACKEND, TRACK_BACKENDS[track]
+
+
+@dataclass(frozen=True)
+class TrafficRules:
+    """What the edge's pattern files hold: empty lists and maps route nothing by request."""
+
+    header_values: tuple[str, ...] = ()
+    cookie_always: bool = False
+    cookie_never: bool = False
+    # The sticky cookie's value per track ({} : sticky off); pins map those values back.
+    pins: tuple[tuple[str, str], ...] = ()
+
+    def files(self) -> dict[str, list[str]]:
+        """Pattern file name -> its lines (`key value` for maps)."""
+        return {
+            "canary-header.acl": list(self.header_values),
+            "canary-cookie.acl": ["always"] if self.cookie_always else [],
+            "canary-never.acl": ["never"] if self.cookie_never else [],
+            "tracks.map": [f"{track} {value}" for track, value in self.pins],
+            "pins.map": [f"{value} {track}" for track, value in self.pins],
+        }
 
 
 def track_weights(canary_percent: int, stable_servers: int, canary_servers: int) -> tuple[int, int]:
@@ -95,24 +124,44 @@ class HAProxyRuntime:
         return True
 
     def point(self, slot: str, port: int) -> None:
-        self.command(f"set server {BACKEND}/{slot} addr 127.0.0.1 port {port}")
+        for backend in slot_backends(slot):
+            self.command(f"set server {backend}/{slot} addr 127.0.0.1 port {port}")
 
     def point_front(self, port: int) -> None:
         """Send the front's traffic (new connections) to `port`."""
         self.command(f"set server front/front addr 127.0.0.1 port {port}")
 
     def set_state(self, slot: str, state: str) -> None:
-        self.command(f"set server {BACKEND}/{slot} state {state}")
+        for backend in slot_backends(slot):
+            self.command(f"set server {backend}/{slot} state {state}")
+
+    def replace_patterns(self, path: Path, lines: list[str]) -> None:
+        """Make the ACL or map file `path` hold `lines`, on disk (for a restart) and live.
+
+        The live patterns always equal the file's (every change goes through here, and a start
+        loads the file), so an unchanged file needs no runtime command.
+        """
+        kind = "map" if path.suffix == ".map" else "acl"
+        text = "".join(f"{line}\n" for line in lines)
+        if path.exists() and path.read_text() == text:
+            return
+        # clear then add: a request in between sees no rule, i.e. the weighted split.
+        self.command(f"clear {kind} {path}")
+        for line in lines:
+            self.command(f"add {kind} {path} {line}")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
 
     def set_weight(self, slot: str, weight: int) -> None:
         self.command(f"set weight {BACKEND}/{slot} {weight}")
 
-    def stats(self) -> dict[str, ServerStat]:
-        """The servers of backend api, from `show stat` (CSV)."""
+    def stats(self, backend: str = BACKEND) -> dict[str, ServerStat]:
+        """The servers of `backend` (api: the weighted one), from `show stat` (CSV)."""
         text = self.command("show stat").lstrip("# ")
         servers: dict[str, ServerStat] = {}
         for row in csv.DictReader(io.StringIO(text)):
-            if row.get("pxname") != BACKEND or row.get("svname") in {"FRONTEND", "BACKEND"}:
+            if row.get("pxname") != backend or row.get("svname") in {"FRONTEND", "BACKEND"}:
                 continue
             servers[row["svname"]] = ServerStat(
                 name=row["svname"],
@@ -122,6 +171,14 @@ class HAProxyRuntime:
                 address=row.get("addr", ""),
             )
         return servers
+
+    def sessions(self, slot: str) -> int:
+        """Requests `slot` serves now, through every backend that holds it."""
+        total = 0
+        for backend in slot_backends(slot):
+            stat = self.stats(backend).get(slot)
+            total += stat.current_sessions if stat else 0
+        return total
 
     def save_server_state(self, path: Path) -> None:
         """Dump the runtime server state so a restarted HAProxy resumes where it was."""

@@ -24,7 +24,7 @@ import httpx
 from socialnet_ops.adapters import vault
 from socialnet_ops.adapters.process import pid_alive
 from socialnet_ops.core.backups import ObjectStore, archiving_settings
-from socialnet_ops.core.environments import Environment
+from socialnet_ops.core.environments import STICKY_COOKIE, Environment
 from socialnet_ops.core.environments import LocalPlatform as LocalSettings
 from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.paths import environment_state_dir, repo_root
@@ -41,6 +41,7 @@ from socialnet_ops.platforms.base import (
 )
 from socialnet_ops.platforms.local.haproxy import (
     HAProxyRuntime,
+    TrafficRules,
     server_lines,
     slot_names,
     track_weights,
@@ -74,6 +75,9 @@ from socialnet_ops.platforms.local.tools import (
 )
 
 DB_NAME = "socialnet"
+# The edge's routing names when release.traffic names none (its rules then match nothing).
+DEFAULT_CANARY_HEADER = "X-Canary"
+DEFAULT_CANARY_COOKIE = "socialnet-canary"
 # The owner role of the database (NOLOGIN); replicas log in as one of DB_LOGIN_ROLES, named in Vault.
 DB_USER = DB_OWNER
 START_TIMEOUT = 60.0
@@ -356,15 +360,7 @@ class LocalPlatform:
         changed: set[str] = set()
         files = {
             self._conf: render("supervisord.conf", environment=self.environment, state_dir=sd),
-            sd / "haproxy" / "haproxy.cfg": render(
-                "haproxy.cfg",
-                environment=self.environment,
-                state_dir=sd,
-                edge_port=ports["edge"],
-                exporter_port=ports["exporter"],
-                front_port=ports["front"],
-                api_servers=server_lines(),
-            ),
+            sd / "haproxy" / "haproxy.cfg": self._haproxy_cfg(state),
             sd / "prometheus" / "prometheus.yml": render(
                 "prometheus.yml",
                 environment=self.environment,
@@ -376,6 +372,11 @@ class LocalPlatform:
             if write_atomic(path, text):
                 changed.add(path.name)
         haproxy_cfg = sd / "haproxy" / "haproxy.cfg"
+        # The routing rules' pattern files must exist for HAProxy to start; they start empty.
+        for name in TrafficRules().files():
+            pattern_file = sd / "haproxy" / name
+            if not pattern_file.exists():
+                pattern_file.write_text("")
         if "haproxy.cfg" in changed:
             check = subprocess.run(
                 [binaries["haproxy"], "-c", "-q", "-f", str(haproxy_cfg)],
@@ -455,6 +456,23 @@ class LocalPlatform:
             state.log_offsets.setdefault(name, log_size)
         self.store.save(state)
         return changed
+
+    def _haproxy_cfg(self, state: PlatformState) -> str:
+        traffic = self._environment_model.release.traffic
+        return render(
+            "haproxy.cfg",
+            environment=self.environment,
+            state_dir=self.state_dir,
+            edge_port=state.ports["edge"],
+            exporter_port=state.ports["exporter"],
+            front_port=state.ports["front"],
+            api_servers=server_lines(),
+            canary_servers=server_lines(("canary",)),
+            stable_servers=server_lines(("stable",)),
+            canary_header=traffic.header or DEFAULT_CANARY_HEADER,
+            canary_cookie=traffic.cookie or DEFAULT_CANARY_COOKIE,
+            sticky_cookie=STICKY_COOKIE,
+        )
 
     def _front_program(self, state: PlatformState, program: str = "front", port: int = 0) -> str:
         """The front of the stable build (its image), or the static server of the working tree."""
@@ -821,7 +839,9 @@ class LocalPlatform:
     def _apply_weights(self, state: PlatformState) -> None:
         stable = [r for r in state.stable.replicas if r.enabled]
         canary = [r for r in state.canary.replicas if r.enabled]
-        stable_weight, canary_weight = track_weights(state.canary_weight, len(stable), len(canary))
+        stable_weight, canary_weight = track_weights(
+            self._user_weight(state.canary_weight), len(stable), len(canary)
+        )
         for replica in stable:
             self.haproxy.set_weight(replica.slot, stable_weight)
         for replica in canary:
@@ -850,7 +870,59 @@ class LocalPlatform:
         for replica in state.replicas():
             if replica.enabled:
                 self.haproxy.set_state(replica.slot, "ready")
+        canary = state.canary.build
+        self._apply_traffic(canary.version if canary else None, state.canary_weight)
         self._save_edge_state()
+
+    # --- canary traffic (release.traffic) --------------------------------------------------------
+
+    def _user_weight(self, weight: int) -> int:
+        return 0 if self._environment_model.release.traffic.mode == "ab" else weight
+
+    def _traffic_rules(self, canary_version: str | None, weight: int) -> TrafficRules:
+        traffic = self._environment_model.release.traffic
+        pins: list[tuple[str, str]] = []
+        if traffic.sticky and canary_version is not None:
+            # Pins name the canary: a pin left by an earlier canary matches nothing.
+            token = re.sub(r"[^A-Za-z0-9._-]", "_", canary_version)
+            pins.append(("canary", f"canary-{token}"))
+            # Stable pins only once the canary has a share: at 0 % every user would be pinned
+            # to stable and the canary would never get any.
+            if weight > 0:
+                pins.append(("stable", f"stable-{token}"))
+        return TrafficRules(
+            header_values=(traffic.header_value,) if traffic.header else (),
+            cookie_always=traffic.cookie is not None,
+            cookie_never=traffic.cookie is not None,
+            pins=tuple(pins),
+        )
+
+    def _apply_traffic(self, canary_version: str | None, weight: int) -> None:
+        rules = self._traffic_rules(canary_version, weight)
+        for name, lines in rules.files().items():
+            self.haproxy.replace_patterns(self.state_dir / "haproxy" / name, lines)
+
+    def _traffic_summary(self) -> str:
+        traffic = self._environment_model.release.traffic
+        ways = [f"header {traffic.header}: {traffic.header_value}"] if traffic.header else []
+        ways += [f"cookie {traffic.cookie}=always"] if traffic.cookie else []
+        ways += ["sticky"] if traffic.sticky else []
+        if traffic.mode == "ab":
+            ways.append("ab: no weighted users")
+        return f"; routed by {', '.join(ways)}" if ways else ""
+
+    def _check_edge_names(self) -> None:
+        """The header and cookie names are in haproxy.cfg (HAProxy cannot take them at run time):
+        a policy naming others needs the config rendered again, which restarts HAProxy."""
+        haproxy_cfg = self.state_dir / "haproxy" / "haproxy.cfg"
+        if haproxy_cfg.read_text() != self._haproxy_cfg(self.store.load()):
+            traffic = self._environment_model.release.traffic
+            raise PlatformError(
+                f"environment {self.environment}: the running edge's {haproxy_cfg} is not the one "
+                f"release.traffic (header {traffic.header or DEFAULT_CANARY_HEADER}, cookie "
+                f"{traffic.cookie or DEFAULT_CANARY_COOKIE}) needs; run "
+                f"`socialnet-ops up --env {self.environment}` (restarts HAProxy) first"
+            )
 
     def _wait_edge_up(self, replica: Replica) -> None:
         deadline = time.monotonic() + self.settings.ready_timeout
@@ -966,8 +1038,7 @@ class LocalPlatform:
     def _wait_drained(self, replica: Replica) -> None:
         deadline = time.monotonic() + self.settings.drain_timeout
         while time.monotonic() < deadline:
-            stat = self.haproxy.stats().get(replica.slot)
-            if stat is None or stat.current_sessions == 0:
+            if self.haproxy.sessions(replica.slot) == 0:
                 return
             time.sleep(0.1)
 
@@ -1060,6 +1131,7 @@ class LocalPlatform:
         say = progress or _quiet
         with self.store.locked():
             self._require_running()
+            self._check_edge_names()
             state = self.store.load()
             current = state.canary.build
             if current is not None and current.version != build.version:
@@ -1071,8 +1143,11 @@ class LocalPlatform:
             if state.canary.build is None:
                 state.canary_weight = 0
                 self.store.save(state)
+            # Header and cookie routing on before the first replica joins: testers reach it at 0 %.
+            self._apply_traffic(build.version, state.canary_weight)
             say(
                 f"starting canary {build.version} ({self.settings.canary_replicas} replicas, weight 0)"
+                + self._traffic_summary()
             )
             self._roll("canary", build, self.settings.canary_replicas, say)
 
@@ -1086,9 +1161,12 @@ class LocalPlatform:
                 raise PlatformError(
                     "no canary is running: start_canary() before setting its weight"
                 )
-            state.canary_weight = weight
+            # mode ab: the steps judge the canary on header/cookie requests; users get no share.
+            state.canary_weight = self._user_weight(weight)
             self.store.save(state)
             self._apply_weights(state)
+            if state.canary.build is not None:
+                self._apply_traffic(state.canary.build.version, state.canary_weight)
             self._save_edge_state()
 
     def promote_canary(self, progress: Progress | None = None) -> None:
@@ -1117,6 +1195,9 @@ class LocalPlatform:
         state.canary_weight = 0
         self.store.save(state)
         self._apply_weights(state)
+        # Pins go back to the weighted split now; header and cookie requests once the canary's
+        # replicas are drained (the edge routes them to a canary only while one serves).
+        self._apply_traffic(None, 0)
         for replica in list(state.canary.replicas):
             self._remove_replica(state, replica, say)
         state.canary = TrackState()

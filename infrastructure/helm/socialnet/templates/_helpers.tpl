@@ -85,6 +85,14 @@ capabilities:
   drop: ["ALL"]
 {{- end -}}
 
+{{/* ingress-nginx cookie affinity of the sticky canary (release.traffic.sticky). */}}
+{{- define "socialnet.ingress.affinity" -}}
+nginx.ingress.kubernetes.io/affinity: cookie
+nginx.ingress.kubernetes.io/session-cookie-name: {{ .Values.canary.traffic.stickyCookie | quote }}
+nginx.ingress.kubernetes.io/session-cookie-path: /
+nginx.ingress.kubernetes.io/session-cookie-samesite: Lax
+{{- end -}}
+
 {{- define "socialnet.imagePullSecrets" -}}
 {{- with .Values.image.pullSecrets }}
 imagePullSecrets:
@@ -117,6 +125,19 @@ spec:
   {{- include "socialnet.imagePullSecrets" $root | nindent 2 }}
   securityContext:
     {{- include "socialnet.podSecurityContext" 10001 | nindent 4 }}
+  {{- if $root.Values.canary.antiAffinity }}
+  # Stable and canary replicas on different nodes when the cluster allows (preferred, not
+  # required: a one-node cluster still runs both).
+  affinity:
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 100
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector:
+              matchLabels:
+                {{- include "socialnet.api.selectorLabels" (list $root (ternary "stable" "canary" (eq .track "canary"))) | nindent 16 }}
+  {{- end }}
   containers:
     - name: api
       image: {{ include "socialnet.image" (list $root $api.repository .tag .digest) }}
