@@ -173,7 +173,9 @@ class Person:
         expect(self.page.get_by_test_id("profile-username")).to_have_text(f"@{username}")
 
     def post(self, text: str) -> None:
-        self.page.get_by_test_id("nav-timeline").click()
+        # A timeline still loading when the post is added may list it twice (a known race of
+        # the front on a slow machine): compose once it is ready.
+        self.open_timeline()
         self.page.get_by_test_id("compose-text").fill(text)
         self.page.get_by_test_id("compose-submit").click()
         expect(self.post_card(text)).to_be_visible()
