@@ -42,6 +42,8 @@ class NotInArchiveError(ArchiveError):
 
 
 def _is_loopback(url: str) -> bool:
+    # core.network.is_loopback's twin: PostgreSQL runs this file by path (archive_command), with
+    # no project package on sys.path, so it imports nothing of the project.
     host = urllib.parse.urlsplit(url).hostname or ""
     if host == "localhost":
         return True

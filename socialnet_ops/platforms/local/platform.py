@@ -1209,18 +1209,20 @@ class LocalPlatform:
         return self.store.load().canary_record
 
     def save_canary_record(self, record: CanaryRecord | None) -> None:
-        with self.store.locked():
-            state = self.store.load()
-            state.canary_record = record
-            self.store.save(state)
+        self._update_state(canary_record=record)
 
     def canary_request(self) -> ControlRequest | None:
         return self.store.load().canary_request
 
     def request_canary(self, request: ControlRequest | None) -> None:
+        self._update_state(canary_request=request)
+
+    def _update_state(self, **fields: Any) -> None:
+        """Set fields of the stored state under its lock (another run may write it too)."""
         with self.store.locked():
             state = self.store.load()
-            state.canary_request = request
+            for name, value in fields.items():
+                setattr(state, name, value)
             self.store.save(state)
 
     # --- observation ---------------------------------------------------------------------------
