@@ -15,15 +15,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api.core.config import Settings
 from app.api.core.db import create_db_engine, create_session_factory, migration_head
 from app.api.core.errors import database_unavailable, http_error, validation_failed
-from app.api.core.faults import FaultInjector
-from app.api.core.metrics import DatabasePoolCollector, HttpMetrics, MetricsMiddleware
+from app.api.core.faults import FaultInjector, SlowQueryFault
+from app.api.core.metrics import DatabasePoolCollector, HttpMetrics, MetricsMiddleware, QueryMetrics
 from app.api.core.security import TokenSigner
 from app.api.deps import inject_faults
+from app.api.models import Base
 from app.api.routes import auth, ops, posts, timeline, users
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    tables = frozenset(Base.metadata.tables)
+    # Parsed before the engine exists: a bad value fails start-up, not the first query.
+    slow_query_fault = SlowQueryFault.parse(settings.fault_slow_query, tables)
     engine = create_db_engine(settings)
 
     @asynccontextmanager
@@ -45,6 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = HttpMetrics(version=settings.version, track=settings.track)
     metrics.registry.register(DatabasePoolCollector(engine, settings.version, settings.track))
     app.state.metrics = metrics
+    # Metrics first: a query's duration includes what the fault adds before it.
+    QueryMetrics(metrics.registry, settings.version, settings.track, tables).instrument(engine)
+    if slow_query_fault is not None:
+        slow_query_fault.install(engine)
 
     app.include_router(ops.router)
     for resource in (auth, users, posts, timeline):

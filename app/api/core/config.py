@@ -46,6 +46,8 @@ class Settings(BaseSettings):
 
     fault_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     fault_latency_ms: int = Field(default=0, ge=0, le=60_000)
+    # `<table>:<ms>`, e.g. `posts:300`; empty is off (see app/api/core/faults.py).
+    fault_slow_query: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]*:[0-9]{1,5})?$")
 
     front_dir: Path | None = None
 

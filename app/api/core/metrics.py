@@ -1,19 +1,30 @@
-"""Prometheus metrics: requests by route template (never the raw path), latency, pool gauges."""
+"""Prometheus metrics: requests by route template (never the raw path), latency, pool gauges,
+and the database queries the application runs (by operation and main table)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.pool import QueuePool
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.core.statements import classify
+
 UNMATCHED_ROUTE = "<unmatched>"
+OTHER_TABLE = "other"
+# Queries answer in milliseconds; a slow one (a lost index, a lock) in hundreds of them.
+QUERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Where a statement's start is kept between before_ and after_cursor_execute. One DBAPI connection
+# runs one statement at a time, so one slot in its info dictionary is enough.
+_QUERY_IN_FLIGHT = "socialnet_query_in_flight"
 
 
 class HttpMetrics:
@@ -61,6 +72,105 @@ class DatabasePoolCollector(Collector):
             gauge = GaugeMetricFamily(name, documentation, labels=["version", "track"])
             gauge.add_metric(self.label_values, value)
             yield gauge
+
+
+class QueryMetrics:
+    """Counts and times every statement the engine sends, by operation and main table.
+
+    Labels stay bounded: operation is SELECT/INSERT/UPDATE/DELETE/OTHER and table is one of the
+    application's tables or `other`. An error is counted when the statement fails while
+    executing (constraint violation, timeout, lost connection); its duration is observed too.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry, version: str, track: str, tables: Iterable[str]
+    ) -> None:
+        self.version = version
+        self.track = track
+        self.tables = frozenset(tables)
+        self.queries = Counter(
+            "db_queries",
+            "Database statements executed, by operation, main table and outcome.",
+            ["operation", "table", "status", "version", "track"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "db_query_duration_seconds",
+            "Time to execute a database statement, by operation and main table.",
+            ["operation", "table", "version", "track"],
+            registry=registry,
+            buckets=QUERY_BUCKETS,
+        )
+        # (operation, table) -> (ok counter, error counter, histogram): labels() takes a lock and
+        # builds a key on every call; the children are resolved once per label set instead.
+        self._children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+
+    def labels_of(self, statement: str) -> tuple[str, str]:
+        operation, table = classify(statement)
+        return operation, table if table in self.tables else OTHER_TABLE
+
+    def _children_of(self, labels: tuple[str, str]) -> tuple[Any, Any, Any]:
+        children = self._children.get(labels)
+        if children is None:
+            operation, table = labels
+            children = (
+                self.queries.labels(operation, table, "ok", self.version, self.track),
+                self.queries.labels(operation, table, "error", self.version, self.track),
+                self.duration.labels(operation, table, self.version, self.track),
+            )
+            self._children[labels] = children
+        return children
+
+    def observe(self, labels: tuple[str, str], seconds: float, *, ok: bool) -> None:
+        ok_counter, error_counter, histogram = self._children_of(labels)
+        (ok_counter if ok else error_counter).inc()
+        histogram.observe(seconds)
+
+    def instrument(self, engine: Engine) -> None:
+        """Listens to the engine's statements; registered first so the timing includes the work
+        other before_cursor_execute listeners do (the slow-query fault)."""
+        event.listen(engine, "before_cursor_execute", self._before, insert=True)
+        event.listen(engine, "after_cursor_execute", self._after)
+        event.listen(engine, "handle_error", self._failed)
+
+    def _before(
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        conn.info[_QUERY_IN_FLIGHT] = (self.labels_of(statement), time.perf_counter())
+
+    def _after(
+        self,
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        in_flight = conn.info.pop(_QUERY_IN_FLIGHT, None)
+        if in_flight is not None:
+            labels, started = in_flight
+            self.observe(labels, time.perf_counter() - started, ok=True)
+
+    def _failed(self, context: ExceptionContext) -> None:
+        # Errors outside a statement's execution (connecting, fetching rows) have nothing in
+        # flight and are not query errors.
+        conn = context.connection
+        if conn is None:
+            return
+        try:
+            in_flight = conn.info.pop(_QUERY_IN_FLIGHT, None)
+        except Exception:  # a closed connection has no info; never mask the error
+            return
+        if in_flight is not None:
+            labels, started = in_flight
+            self.observe(labels, time.perf_counter() - started, ok=False)
 
 
 def route_template(scope: Scope) -> str:
