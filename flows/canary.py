@@ -43,6 +43,7 @@ from flows.common import (
     release_flow,
     release_slot,
 )
+from socialnet_ops.adapters.hooks import LoadGenerator
 from socialnet_ops.core.backups import backup_id, backup_name
 from socialnet_ops.core.canary import (
     Measurement,
@@ -52,14 +53,17 @@ from socialnet_ops.core.canary import (
     check_plan,
     interrupted_canary,
     plan,
+    post_rollout_of,
     walk_steps,
 )
 from socialnet_ops.core.canary_report import CanaryReport
+from socialnet_ops.core.environments import Analysis
 from socialnet_ops.core.failures import before_any_change, one_line
 from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.results import CanaryResult
 from tasks.git import build_release_task
 from tasks.health import smoke_test
+from tasks.hooks import confirm_gate, post_rollout, pre_rollout_tests, start_load_test
 from tasks.ledger import record_canary, record_release
 from tasks.metrics import measure_tracks
 from tasks.platform import (
@@ -177,8 +181,10 @@ class CanaryRollout:
     interval: float
     report: CanaryReport
     record: CanaryRecord
+    analysis: Analysis | None = None  # the policy's, for its custom metrics and latency test
     progress_id: UUID | None = None
     _request: ControlRequest | None = None
+    _load: LoadGenerator | None = None
 
     def start(self) -> None:
         percent, description = self.report.progress(0, "starting")
@@ -221,6 +227,36 @@ class CanaryRollout:
         self.store(status="paused")
         return wait_for_approval(self.env, step, self.report.version, weight)
 
+    def confirm(self, step: PlannedStep) -> tuple[bool, str]:
+        assert step.confirm is not None
+        self.store(status="paused")
+        return confirm_gate(
+            self.env,
+            step.confirm,
+            step.kind.replace("_", "-"),
+            self.report.version,
+            self.stable_version,
+            stop=lambda: self.request() is not None,
+        )
+
+    def pre_rollout(self, step: PlannedStep) -> tuple[bool, str]:
+        assert step.hook is not None
+        return pre_rollout_tests(self.env, step.hook, self.report.version, self.stable_version)
+
+    def start_load(self, step: PlannedStep) -> None:
+        assert step.load is not None
+        self._load = start_load_test(self.env, step.load)
+
+    def stop_load(self) -> None:
+        """The load test ends with the walk (or earlier, at its own deadline)."""
+        if self._load is not None:
+            counts = self._load.stop()
+            self.log(
+                "load test: "
+                + ", ".join(f"{t} {c.sent} sent, {c.failed} failed" for t, c in counts.items())
+            )
+            self._load = None
+
     def _wait(self, seconds: float) -> None:
         """Sleep, waking within CONTROL_POLL_SECONDS of a promote/abort request."""
         deadline = time.monotonic() + seconds
@@ -238,7 +274,9 @@ class CanaryRollout:
             if self.request() is not None:  # the walk obeys it before judging this
                 yield Measurement.unavailable("a request ended the analysis", self.interval)
                 continue
-            yield measure_tracks(self.env, self.stable_version, self.report.version, self.interval)
+            yield measure_tracks(
+                self.env, self.stable_version, self.report.version, self.interval, self.analysis
+            )
 
     def log(self, message: str) -> None:
         get_run_logger().info(message)
@@ -353,7 +391,9 @@ def canary(
             version=version, weight=0, flow_run_id=this_run.get_id(), step=resume_at
         )
         report = CanaryReport(env, version, steps)
-        rollout = CanaryRollout(env, stable_version, policy.analysis.interval, report, record)
+        rollout = CanaryRollout(
+            env, stable_version, policy.analysis.interval, report, record, policy.analysis
+        )
         rollout.start()
         try:
             rollout.store()  # before replicas start: a run dying now is known to the next
@@ -370,7 +410,10 @@ def canary(
                 steps=[step.title for step in steps],
             )
             with clock("steps"):
-                walk = walk_steps(steps, policy.analysis, version, rollout, resume_at)
+                try:
+                    walk = walk_steps(steps, policy.analysis, version, rollout, resume_at)
+                finally:
+                    rollout.stop_load()
             if walk.promote:
                 rollout.store(status="promoting")
                 rollout.progress(len(steps), "promoting")
@@ -416,6 +459,8 @@ def canary(
         slot_taken_at=slot.taken_at,
         slot_released_at=slot.released_at,
     )
+    if (hook := post_rollout_of(steps)) is not None:
+        post_rollout(env, hook, version, stable_version, result.outcome, walk.reason)
     if not walk.promote:
         rollout.finish(f"aborted at {result.step_title}: {walk.reason}")
         publish(result)  # the rollback report and `socialnet.canary.aborted`

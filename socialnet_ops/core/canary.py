@@ -5,7 +5,9 @@ Two seams, as in Argo Rollouts:
 - `judge` turns one measurement of both tracks into a `Verdict` (pass / fail / inconclusive) with
   the reasons a person reads in the step table. It compares the canary with the stable baseline
   (Kayenta-style): a one-sided two-proportion z-test on the 5xx ratios and a bound on the ratio of
-  the latency quantiles, besides the policy's fixed error ratio ceiling.
+  the latency quantiles, besides the policy's fixed error ratio ceiling. These are the built-in
+  `errors` and `latency` checks; `core.canary_analysis` judges the policy's custom metrics, the
+  latency distribution test and the weighted score, and combines the checks into the verdict.
 - `AnalysisTally` is the state machine of the analysis steps: it counts failures and inconclusive
   verdicts against the policy's limits and says after each verdict whether to measure again,
   move to the next step, or abort. `plan` lists the policy's steps.
@@ -23,12 +25,29 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, Protocol
 
+from socialnet_ops.core.canary_analysis import (
+    Check,
+    MetricReading,
+    combine,
+    judge_metric,
+    latency_distribution_check,
+)
 from socialnet_ops.core.environments import (
     Analysis,
     AnalysisStep,
     CanaryStep,
+    ConfirmPromotionStep,
+    ConfirmRolloutStep,
+    ConfirmSpec,
+    HookSpec,
+    LoadTestSpec,
+    LoadTestStep,
     PauseStep,
+    PostRolloutSpec,
+    PostRolloutStep,
+    PreRolloutStep,
     SetWeightStep,
+    StepKind,
 )
 from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 
@@ -57,6 +76,9 @@ class TrackSample:
     errors: float
     p95: float | None = None
     p99: float | None = None
+    # The latency histogram over the window: (upper bound `le`, cumulative count), for
+    # `latency_test: mann_whitney`; empty when the policy does not ask for it.
+    buckets: tuple[tuple[float, float], ...] = ()
 
     @property
     def error_ratio(self) -> float | None:
@@ -74,6 +96,8 @@ class Measurement:
     stable: TrackSample | None
     window_seconds: float
     problem: str | None = None
+    # What the providers of the policy's custom metrics read (`release.analysis.metrics`).
+    metrics: tuple[MetricReading, ...] = ()
 
     @classmethod
     def unavailable(cls, problem: str, window_seconds: float) -> Measurement:
@@ -86,6 +110,8 @@ class Verdict:
     reasons: tuple[str, ...]
     p_value: float | None = None
     latency_ratio: float | None = None
+    score: float | None = None  # the weighted score, when the policy has `score`
+    checks: tuple[Check, ...] = ()
 
     @property
     def why(self) -> str:
@@ -154,11 +180,45 @@ def judge(
             ),
         )
 
+    baseline = stable if stable is not None and stable.requests > 0 else None
+    errors, p_value = _error_check(canary, baseline, analysis)
+    latency_ratio: float | None = None
+    if analysis.latency_test == "mann_whitney":
+        latency = latency_distribution_check(
+            canary.buckets,
+            baseline.buckets if baseline is not None else (),
+            analysis.significance,
+            analysis.max_slower_probability,
+            window,
+            analysis.builtin_weights.latency,
+        )
+    else:
+        latency, latency_ratio = _latency_check(
+            canary, baseline, analysis, latency_floor_seconds, window
+        )
+    readings = {reading.name: reading for reading in measurement.metrics}
+    checks = (
+        errors,
+        latency,
+        *(judge_metric(metric, readings.get(metric.name), window) for metric in analysis.metrics),
+    )
+    combined = combine(checks, analysis.score)
+    return Verdict(
+        combined.outcome,
+        combined.reasons,
+        p_value=p_value,
+        latency_ratio=latency_ratio,
+        score=combined.score,
+        checks=checks,
+    )
+
+
+def _error_check(
+    canary: TrackSample, stable: TrackSample | None, analysis: Analysis
+) -> tuple[Check, float | None]:
+    """The built-in `errors` check: the fixed ceiling, then canary against stable."""
     failures: list[str] = []
     notes: list[str] = []
-    has_baseline = stable is not None and stable.requests > 0
-
-    # Errors: the fixed ceiling, then canary against stable.
     canary_ratio = canary.errors / canary.requests
     if canary_ratio > analysis.max_error_ratio:
         failures.append(
@@ -166,7 +226,7 @@ def judge(
             f"{_percent(analysis.max_error_ratio)}"
         )
     p_value: float | None = None
-    if stable is not None and has_baseline:
+    if stable is not None:
         stable_ratio = stable.errors / stable.requests
         z, p_value = two_proportion_z_test(
             canary.errors, canary.requests, stable.errors, stable.requests
@@ -185,41 +245,47 @@ def judge(
             f"error ratio {_percent(canary_ratio)}; stable served no request, so only the "
             "fixed ceiling applies"
         )
+    weight = analysis.builtin_weights.errors
+    if failures:
+        return Check("errors", "fail", tuple(failures), weight), p_value
+    return Check("errors", "pass", tuple(notes), weight), p_value
 
-    # Latency: the policy's quantile, canary over stable, the stable value floored.
+
+def _latency_check(
+    canary: TrackSample,
+    stable: TrackSample | None,
+    analysis: Analysis,
+    latency_floor_seconds: float,
+    window: str,
+) -> tuple[Check, float | None]:
+    """The built-in `latency` check (`latency_test: quantile`): the policy's quantile, canary
+    over stable, the stable value floored."""
+    weight = analysis.builtin_weights.latency
     quantile = analysis.latency_quantile
     canary_latency = canary.quantile(quantile)
-    stable_latency = stable.quantile(quantile) if stable is not None and has_baseline else None
-    latency_ratio: float | None = None
+    stable_latency = stable.quantile(quantile) if stable is not None else None
     if canary_latency is None:
-        if not failures:
-            return Verdict(
-                "inconclusive",
-                (f"no {quantile} latency for the canary in {window}", *notes),
-                p_value=p_value,
-            )
-    elif stable_latency is None:
-        notes.append(f"{quantile} {_ms(canary_latency)}; no stable latency to compare with")
-    else:
-        baseline = max(stable_latency, latency_floor_seconds)
-        latency_ratio = canary_latency / baseline
-        floored = (
-            f" (floored to {_ms(latency_floor_seconds)})"
-            if stable_latency < latency_floor_seconds
-            else ""
-        )
-        comparison = (
-            f"{quantile} {_ms(canary_latency)} vs stable {_ms(stable_latency)}{floored}: "
-            f"{latency_ratio:.2f}x"
-        )
-        if latency_ratio > analysis.max_latency_ratio:
-            failures.append(f"{comparison}, above the policy's {analysis.max_latency_ratio}x")
-        else:
-            notes.append(f"{comparison} (limit {analysis.max_latency_ratio}x)")
-
-    if failures:
-        return Verdict("fail", tuple(failures), p_value=p_value, latency_ratio=latency_ratio)
-    return Verdict("pass", tuple(notes), p_value=p_value, latency_ratio=latency_ratio)
+        reason = f"no {quantile} latency for the canary in {window}"
+        return Check("latency", "inconclusive", (reason,), weight), None
+    if stable_latency is None:
+        reason = f"{quantile} {_ms(canary_latency)}; no stable latency to compare with"
+        return Check("latency", "pass", (reason,), weight), None
+    baseline = max(stable_latency, latency_floor_seconds)
+    latency_ratio = canary_latency / baseline
+    floored = (
+        f" (floored to {_ms(latency_floor_seconds)})"
+        if stable_latency < latency_floor_seconds
+        else ""
+    )
+    comparison = (
+        f"{quantile} {_ms(canary_latency)} vs stable {_ms(stable_latency)}{floored}: "
+        f"{latency_ratio:.2f}x"
+    )
+    if latency_ratio > analysis.max_latency_ratio:
+        reason = f"{comparison}, above the policy's {analysis.max_latency_ratio}x"
+        return Check("latency", "fail", (reason,), weight), latency_ratio
+    reason = f"{comparison} (limit {analysis.max_latency_ratio}x)"
+    return Check("latency", "pass", (reason,), weight), latency_ratio
 
 
 # --- the step state machine ----------------------------------------------------------------------
@@ -273,9 +339,6 @@ class AnalysisTally:
         return Decision.STEP_PASSED if duration_elapsed else Decision.MEASURE_AGAIN
 
 
-StepKind = Literal["set_weight", "pause", "analysis"]
-
-
 @dataclass(frozen=True)
 class PlannedStep:
     """One policy step, numbered from 1, with what it means in words."""
@@ -287,11 +350,34 @@ class PlannedStep:
     until_approved: bool = False
     timeout: float | None = None  # gated pause
     measurements: int = 0  # analysis: measurements its duration holds
+    hook: HookSpec | None = None  # pre_rollout
+    confirm: ConfirmSpec | None = None  # confirm_rollout, confirm_promotion
+    load: LoadTestSpec | None = None  # load_test
+    post: PostRolloutSpec | None = None  # post_rollout
+
+    @property
+    def is_gate(self) -> bool:
+        """A step someone (a person, a URL) must say yes to."""
+        return self.until_approved or self.confirm is not None
 
     @property
     def title(self) -> str:
         if self.kind == "set_weight":
             return f"step {self.number}: set weight {self.weight}%"
+        if self.hook is not None:
+            how = f"POST {self.hook.url}" if self.hook.url else " ".join(self.hook.command or [])
+            return f"step {self.number}: pre-rollout tests against the canary ({how})"
+        if self.confirm is not None:
+            what = self.kind.replace("confirm_", "confirm ")
+            who = self.confirm.url or "approval in the Prefect UI"
+            return f"step {self.number}: {what} ({who}, timeout {self.confirm.timeout:.0f} s)"
+        if self.load is not None:
+            return (
+                f"step {self.number}: load test {self.load.rate:g} req/s per track for up to "
+                f"{self.load.duration:.0f} s"
+            )
+        if self.post is not None:
+            return f"step {self.number}: post-rollout notification"
         if self.kind == "pause" and self.until_approved:
             return f"step {self.number}: wait for approval (timeout {self.timeout:.0f} s)"
         if self.kind == "pause":
@@ -329,7 +415,28 @@ def plan(steps: list[CanaryStep], analysis: Analysis) -> list[PlannedStep]:
                     measurements=measurements_for(duration, analysis.interval),
                 )
             )
+        elif isinstance(step, PreRolloutStep):
+            planned.append(PlannedStep(number, "pre_rollout", hook=step.pre_rollout))
+        elif isinstance(step, ConfirmRolloutStep):
+            spec = step.confirm_rollout
+            planned.append(
+                PlannedStep(number, "confirm_rollout", confirm=spec, timeout=spec.timeout)
+            )
+        elif isinstance(step, ConfirmPromotionStep):
+            spec = step.confirm_promotion
+            planned.append(
+                PlannedStep(number, "confirm_promotion", confirm=spec, timeout=spec.timeout)
+            )
+        elif isinstance(step, LoadTestStep):
+            planned.append(PlannedStep(number, "load_test", load=step.load_test))
+        elif isinstance(step, PostRolloutStep):
+            planned.append(PlannedStep(number, "post_rollout", post=step.post_rollout))
     return planned
+
+
+def post_rollout_of(planned: list[PlannedStep]) -> PostRolloutSpec | None:
+    """The post-rollout hook, if the policy ends with one."""
+    return planned[-1].post if planned and planned[-1].post is not None else None
 
 
 def check_plan(planned: list[PlannedStep], environment: str) -> None:
@@ -340,7 +447,7 @@ def check_plan(planned: list[PlannedStep], environment: str) -> None:
             f"environment {environment!r}: release.steps has no set_weight step; a canary needs "
             "steps like [{set_weight: 10}, {analysis: {duration: 2m}}, {set_weight: 100}]"
         )
-    checks = [step for step in planned if step.kind == "analysis" or step.until_approved]
+    checks = [step for step in planned if step.kind == "analysis" or step.is_gate]
     if not checks:
         raise ValueError(
             f"environment {environment!r}: release.steps has no analysis and no approval; a "
@@ -414,6 +521,15 @@ class Rollout(Protocol):
     def request(self) -> ControlRequest | None:
         """A promote-now or abort-now request someone left for this canary, if any."""
 
+    def pre_rollout(self, step: PlannedStep) -> tuple[bool, str]:
+        """Run the step's tests against the canary's own address: (passed, what they said)."""
+
+    def confirm(self, step: PlannedStep) -> tuple[bool, str]:
+        """Ask the step's URL until it says yes or no; none in its timeout is a no."""
+
+    def start_load(self, step: PlannedStep) -> None:
+        """Start the step's bounded synthetic traffic; it stops by itself or when the walk ends."""
+
 
 @dataclass
 class Walk:
@@ -470,6 +586,9 @@ def walk_steps(
                 walk.step, walk.weight, "resumed", f"steps 1-{resume_at} done by an earlier run"
             )
         )
+        for done_step in steps[:resume_at]:
+            if done_step.kind == "load_test":  # its traffic died with the earlier run
+                rollout.start_load(done_step)
     for done, step in enumerate(steps):
         if done < resume_at:
             continue
@@ -486,15 +605,38 @@ def walk_steps(
             rollout.row(
                 StepRow(step, step.weight, "done", f"{step.weight}% of API requests to {version}")
             )
-        elif step.kind == "pause" and step.until_approved:
-            approved, why = rollout.approval(step, walk.weight)
+        elif step.is_gate:
+            if step.confirm is not None and step.confirm.url:
+                approved, why = rollout.confirm(step)
+            else:
+                approved, why = rollout.approval(step, walk.weight)
             rollout.row(StepRow(step, walk.weight, "approved" if approved else "refused", why))
             request = rollout.request()  # asked at the gate: it answered it, the request decides
             if request is not None:
                 return _obey(request, step, rollout, walk)
             if not approved:
-                walk.reason = f"manual gate: {why}"
+                gate = "manual gate" if step.kind == "pause" else step.kind.replace("_", " ")
+                walk.reason = f"{gate}: {why}"
                 return walk
+        elif step.kind == "pre_rollout":
+            passed, why = rollout.pre_rollout(step)
+            rollout.row(StepRow(step, walk.weight, "passed" if passed else "failed", why))
+            if not passed:
+                walk.reason = f"pre-rollout tests failed: {why}"
+                return walk
+        elif step.kind == "load_test":
+            assert step.load is not None
+            rollout.start_load(step)
+            rollout.row(
+                StepRow(
+                    step,
+                    walk.weight,
+                    "started",
+                    f"{step.load.rate:g} req/s to each track on {', '.join(step.load.paths)}",
+                )
+            )
+        elif step.kind == "post_rollout":
+            continue  # the flow runs it once the canary ended, promoted or aborted
         elif step.kind == "pause":
             assert step.duration is not None
             rollout.pause(step.duration)

@@ -10,7 +10,7 @@ import itertools
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from croniter import croniter
@@ -190,7 +190,85 @@ class AnalysisStep(Model):
     analysis: AnalysisSpec
 
 
-_STEP_KINDS = ("set_weight", "pause", "analysis")
+# Flagger's webhooks as steps. A hook is a command (run by the flow, with the canary's address in
+# its environment) or a URL (POSTed a JSON payload); it says yes by exiting 0 / answering 2xx.
+HOOK_URL = r"^https?://\S+$"
+
+
+class HookSpec(Model):
+    command: Annotated[list[str], Field(min_length=1)] | None = None
+    url: Annotated[str, Field(pattern=HOOK_URL)] | None = None
+    timeout: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _command_or_url(self) -> HookSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("a hook is either a command (a list of words) or a url")
+        return self
+
+
+class PreRolloutStep(Model):
+    """A test suite against the canary's own address before any user reaches it."""
+
+    pre_rollout: HookSpec
+
+
+class ConfirmSpec(Model):
+    """A gate: `url` is asked every `interval` until it answers 2xx (yes) or 409/403 (no); with no
+    url a person answers in the Prefect UI, as at `pause: {until_approved: true}`."""
+
+    url: Annotated[str, Field(pattern=HOOK_URL)] | None = None
+    timeout: Duration = 3600.0
+    interval: Duration = 5.0
+
+
+class ConfirmRolloutStep(Model):
+    confirm_rollout: ConfirmSpec
+
+
+class ConfirmPromotionStep(Model):
+    confirm_promotion: ConfirmSpec
+
+
+class LoadTestSpec(Model):
+    """Bounded synthetic traffic to both tracks' own addresses (equal rates), so a quiet service
+    gets a verdict; it runs from its step for `duration` or until the canary ends."""
+
+    rate: Annotated[float, Field(gt=0, le=200)] = 10.0
+    duration: Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, le=3600)] = 600.0
+    paths: Annotated[list[Annotated[str, Field(pattern=r"^/\S*$")]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["/api/timeline"]
+    )
+
+
+class LoadTestStep(Model):
+    load_test: LoadTestSpec
+
+
+class PostRolloutSpec(Model):
+    """After the canary ends, promoted or aborted: a notification through the alert block and/or a
+    POST to `url`. Its failure is logged; it never changes the outcome."""
+
+    notify: bool = True
+    url: Annotated[str, Field(pattern=HOOK_URL)] | None = None
+    timeout: Duration = 30.0
+
+
+class PostRolloutStep(Model):
+    post_rollout: PostRolloutSpec
+
+
+StepKind = Literal[
+    "set_weight",
+    "pause",
+    "analysis",
+    "pre_rollout",
+    "confirm_rollout",
+    "confirm_promotion",
+    "load_test",
+    "post_rollout",
+]
+_STEP_KINDS: tuple[str, ...] = get_args(StepKind)
 
 
 def _step_kind(value: Any) -> str | None:
@@ -204,13 +282,160 @@ def _step_kind(value: Any) -> str | None:
 CanaryStep = Annotated[
     Annotated[SetWeightStep, Tag("set_weight")]
     | Annotated[PauseStep, Tag("pause")]
-    | Annotated[AnalysisStep, Tag("analysis")],
+    | Annotated[AnalysisStep, Tag("analysis")]
+    | Annotated[PreRolloutStep, Tag("pre_rollout")]
+    | Annotated[ConfirmRolloutStep, Tag("confirm_rollout")]
+    | Annotated[ConfirmPromotionStep, Tag("confirm_promotion")]
+    | Annotated[LoadTestStep, Tag("load_test")]
+    | Annotated[PostRolloutStep, Tag("post_rollout")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
-        custom_error_message="a step is one key of set_weight, pause or analysis",
+        custom_error_message=f"a step is one key of {', '.join(_STEP_KINDS)}",
     ),
 ]
+
+
+# --- custom analysis metrics (Argo AnalysisTemplates, Flagger metric templates) ---------------
+
+# `{name}` with a bare name is a placeholder: PromQL's own braces always hold matchers
+# (`{track="canary"}`), never a bare name, so a query keeps its selectors as written.
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDERS = ("track", "version", "window")
+# The built-in checks' names: a custom metric cannot take them.
+BUILTIN_CHECKS = ("errors", "latency")
+METRIC_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+def _check_placeholders(template: str) -> str:
+    unknown = sorted({name for name in PLACEHOLDER.findall(template) if name not in PLACEHOLDERS})
+    if unknown:
+        known = ", ".join(f"{{{name}}}" for name in PLACEHOLDERS)
+        raise ValueError(
+            f"unknown placeholder {', '.join(f'{{{name}}}' for name in unknown)}; known: {known}"
+        )
+    return template
+
+
+def _check_json_path(path: str) -> str:
+    # Parsed when the policy loads, so a typo fails there and not at a canary's first measurement.
+    # Imported here: jsonpath-ng builds its parser on import, and most catalogs have no web metric.
+    from jsonpath_ng.ext import parse as parse_json_path
+
+    try:
+        parse_json_path(path)
+    except Exception as error:  # jsonpath-ng's lexer and parser raise several kinds
+        raise ValueError(f"not a JSON path: {str(error).splitlines()[0]}") from None
+    return path
+
+
+Template = Annotated[str, Field(min_length=1), AfterValidator(_check_placeholders)]
+JsonPath = Annotated[str, Field(min_length=1), AfterValidator(_check_json_path)]
+
+_PROVIDER_FIELDS = {
+    "prometheus": {"query", "min", "max", "min_ratio", "max_ratio", "floor"},
+    "web": {"url", "json_path", "timeout", "min", "max", "min_ratio", "max_ratio", "floor"},
+    "database": {"max_error_ratio", "max_latency_ratio", "latency_quantile", "latency_floor"},
+}
+_COMMON_FIELDS = {"name", "provider", "weight"}
+
+
+class AnalysisMetric(Model):
+    """One custom check of the canary. Which fields apply depends on `provider`:
+
+    - prometheus: `query`, a PromQL template, rendered for the canary (`{track}` = canary,
+      `{version}` = its version, `{window}` = the analysis window, e.g. `30s`);
+    - web: `url` answering JSON (same placeholders) and `json_path` to the number;
+    - database: the API's `db_queries_total` / `db_query_duration_seconds`, built in.
+
+    Bounds of prometheus and web metrics: `min`/`max` on the canary's value, or
+    `min_ratio`/`max_ratio` on canary / stable (the template rendered for the stable track and
+    version), with stable's value raised to `floor` first (a stable 0 or no value at all is the
+    floor; with no floor, a canary compared with no stable value is inconclusive).
+    """
+
+    name: Annotated[str, Field(pattern=METRIC_NAME)]
+    provider: Literal["prometheus", "web", "database"]
+    # Counts in the analysis score (`score`); without a score any failed metric fails.
+    weight: Annotated[float, Field(gt=0)] = 1.0
+    query: Template | None = None
+    url: Template | None = None
+    json_path: JsonPath | None = None
+    timeout: Annotated[Duration, Field(gt=0, le=60)] = 5.0
+    min: float | None = None
+    max: float | None = None
+    min_ratio: Annotated[float, Field(gt=0)] | None = None
+    max_ratio: Annotated[float, Field(gt=0)] | None = None
+    floor: Annotated[float, Field(gt=0)] | None = None
+    # database: the canary's query error ratio, and each query's latency over stable's
+    max_error_ratio: Annotated[float, Field(ge=0, le=1)] = 0.01
+    max_latency_ratio: Annotated[float, Field(ge=1)] = 1.5
+    latency_quantile: Literal["p95", "p99"] = "p95"
+    latency_floor: Annotated[Duration, Field(gt=0)] = 0.01
+
+    @model_validator(mode="after")
+    def _fits_its_provider(self) -> AnalysisMetric:
+        allowed = _PROVIDER_FIELDS[self.provider] | _COMMON_FIELDS
+        foreign = sorted(self.model_fields_set - allowed)
+        if foreign:
+            raise ValueError(f"{foreign[0]}: not a field of a {self.provider} metric")
+        if self.provider == "database":
+            return self
+        template_field = "query" if self.provider == "prometheus" else "url"
+        template = self.query if self.provider == "prometheus" else self.url
+        if template is None:
+            raise ValueError(f"{template_field}: a {self.provider} metric needs one")
+        if self.provider == "web" and self.json_path is None:
+            raise ValueError("json_path: a web metric needs one, e.g. $.status.ratio")
+        if not (self.has_absolute_bound or self.has_relative_bound):
+            raise ValueError(
+                "a metric needs a bound: min or max (on the canary's value), or min_ratio or "
+                "max_ratio (canary / stable)"
+            )
+        if self.has_relative_bound and not {"track", "version"} & set(
+            PLACEHOLDER.findall(template)
+        ):
+            raise ValueError(
+                f"{template_field}: a relative bound (min_ratio/max_ratio) needs {{track}} or "
+                "{version} in it, or canary and stable read the same value"
+            )
+        if self.floor is not None and not self.has_relative_bound:
+            raise ValueError("floor: only for a relative bound (min_ratio/max_ratio)")
+        for low, high in (("min", "max"), ("min_ratio", "max_ratio")):
+            low_value, high_value = getattr(self, low), getattr(self, high)
+            if low_value is not None and high_value is not None and low_value > high_value:
+                raise ValueError(f"{low}: {low_value} is above {high} {high_value}")
+        return self
+
+    @property
+    def has_absolute_bound(self) -> bool:
+        return self.min is not None or self.max is not None
+
+    @property
+    def has_relative_bound(self) -> bool:
+        return self.min_ratio is not None or self.max_ratio is not None
+
+
+class AnalysisScore(Model):
+    """Kayenta-style thresholds of the weighted score (0-100) of the checks that were judged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    pass_: Annotated[float, Field(ge=0, le=100, alias="pass")] = 90.0
+    marginal: Annotated[float, Field(ge=0, le=100)] = 75.0
+
+    @model_validator(mode="after")
+    def _marginal_below_pass(self) -> AnalysisScore:
+        if self.marginal > self.pass_:
+            raise ValueError(f"marginal: {self.marginal:g} is above pass {self.pass_:g}")
+        return self
+
+
+class BuiltinWeights(Model):
+    """Weights of the built-in checks in the score."""
+
+    errors: Annotated[float, Field(gt=0)] = 1.0
+    latency: Annotated[float, Field(gt=0)] = 1.0
 
 
 class Analysis(Model):
@@ -222,6 +447,28 @@ class Analysis(Model):
     latency_quantile: Literal["p95", "p99"] = "p95"
     failure_limit: Annotated[int, Field(ge=0)] = 0
     inconclusive_limit: Annotated[int, Field(ge=0)] = 3
+    # Custom checks besides the built-in `errors` and `latency` (README: "Analysis metrics").
+    metrics: list[AnalysisMetric] = Field(default_factory=list)
+    # None: any failed check fails the measurement; else the weighted score decides.
+    score: AnalysisScore | None = None
+    builtin_weights: BuiltinWeights = Field(default_factory=BuiltinWeights)
+    # quantile: the latency_quantile ratio; mann_whitney: the whole latency distributions, failing
+    # when the canary is significantly and materially slower (max_slower_probability).
+    latency_test: Literal["quantile", "mann_whitney"] = "quantile"
+    max_slower_probability: Annotated[float, Field(gt=0.5, lt=1)] = 0.6
+
+    @model_validator(mode="after")
+    def _metric_names_unique(self) -> Analysis:
+        seen: set[str] = set()
+        for index, metric in enumerate(self.metrics):
+            if metric.name in BUILTIN_CHECKS:
+                raise ValueError(
+                    f"metrics[{index}].name: {metric.name!r} is a built-in check's name"
+                )
+            if metric.name in seen:
+                raise ValueError(f"metrics[{index}].name: {metric.name!r} is used twice")
+            seen.add(metric.name)
+        return self
 
 
 # Header and cookie names go verbatim into HAProxy's config and ingress-nginx annotations.
@@ -287,7 +534,33 @@ class ReleasePolicy(Model):
         for before, after in itertools.pairwise(weights):
             if after < before:
                 raise ValueError(f"steps: weight goes down from {before} to {after}")
+        self._check_hook_places()
         return self
+
+    def _check_hook_places(self) -> None:
+        """Hooks that guard user traffic come before any; the post-rollout hook ends the list."""
+        first_traffic = next(
+            (
+                index
+                for index, step in enumerate(self.steps)
+                if isinstance(step, SetWeightStep) and step.set_weight > 0
+            ),
+            len(self.steps),
+        )
+        for index, step in enumerate(self.steps):
+            kind = _step_kind(step)
+            if kind in {"pre_rollout", "confirm_rollout"} and index > first_traffic:
+                raise ValueError(
+                    f"steps[{index}].{kind}: it guards user traffic, so it comes before the "
+                    f"first set_weight above 0 (steps[{first_traffic}])"
+                )
+            if kind == "post_rollout" and index != len(self.steps) - 1:
+                raise ValueError(
+                    f"steps[{index}].post_rollout: it runs once the canary ended, so it is the "
+                    "last step"
+                )
+        if sum(isinstance(step, LoadTestStep) for step in self.steps) > 1:
+            raise ValueError("steps: one load_test at most (it runs until the canary ends)")
 
 
 # --- backups -----------------------------------------------------------------------------------

@@ -114,6 +114,10 @@ class Platform(Protocol):
     def abort_canary(self, progress: Progress | None = None) -> None:
         """Weight 0, canary replicas stopped; the stable track untouched."""
 
+    def track_urls(self, track: Literal["stable", "canary"]) -> list[str]:
+        """Where the control plane reaches a track's API directly, past the edge (pre-rollout
+        tests, load tests); empty when the track runs no replica."""
+
     # --- the canary's stored state: kept with the canary track, dropped when it empties ---------
 
     def canary_record(self) -> CanaryRecord | None:

@@ -43,6 +43,7 @@ class FakeRollout:
     requested: ControlRequest | None = None
     request_after_measurements: int = 0
     stored: list[tuple[int, int]] = field(default_factory=list)  # (steps done, weight)
+    tests_pass: tuple[bool, str] = (True, "pytest exited 0: 3 passed")
 
     def reached(self, done_steps: int, weight: int) -> None:
         self.stored.append((done_steps, weight))
@@ -63,6 +64,17 @@ class FakeRollout:
 
     def pause(self, seconds: float) -> None:
         self.calls.append(("pause", seconds))
+
+    def pre_rollout(self, step: PlannedStep) -> tuple[bool, str]:
+        self.calls.append(("pre_rollout", step.number))
+        return self.tests_pass
+
+    def confirm(self, step: PlannedStep) -> tuple[bool, str]:
+        self.calls.append(("confirm", step.kind))
+        return self.approve
+
+    def start_load(self, step: PlannedStep) -> None:
+        self.calls.append(("start_load", step.number))
 
     def measurements(self, step: PlannedStep) -> Iterator[Measurement]:
         while self.measured:

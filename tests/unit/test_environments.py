@@ -97,7 +97,7 @@ def test_durations_accept_units_and_plain_seconds() -> None:
         ),
         (
             lambda d: d["release"]["steps"].__setitem__(0, {"wait": 3}),
-            "release.steps[0]: a step is one key of set_weight, pause or analysis",
+            "release.steps[0]: a step is one key of set_weight, pause, analysis, pre_rollout",
         ),
         (
             lambda d: d["release"]["steps"].__setitem__(1, {"analysis": {"duration": "soon"}}),

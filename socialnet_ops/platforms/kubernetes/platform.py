@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -789,6 +789,13 @@ class KubernetesPlatform:
             say,
             self._files_of(stable),
         )
+
+    def track_urls(self, track: Literal["stable", "canary"]) -> list[str]:
+        """The track's ClusterIP Service: the control plane's workers run in the cluster."""
+        if track == "canary" and not (self._release_values().get("canary") or {}).get("enabled"):
+            return []
+        service = self.names()["api" if track == "stable" else "canary"]
+        return [f"http://{service}.{self.settings.namespace}.svc"]
 
 
 class _RolloutWatcher:

@@ -17,7 +17,7 @@ import shlex
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -1189,6 +1189,11 @@ class LocalPlatform:
         with self.store.locked():
             self._require_running()
             self._empty_canary(say)
+
+    def track_urls(self, track: Literal["stable", "canary"]) -> list[str]:
+        state = self.store.load()
+        replicas = (state.stable if track == "stable" else state.canary).replicas
+        return [f"http://127.0.0.1:{replica.port}" for replica in replicas]
 
     def _empty_canary(self, say: Progress) -> None:
         state = self.store.load()

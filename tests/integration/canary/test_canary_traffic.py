@@ -1,13 +1,19 @@
-"""Header, cookie and sticky routing to the canary (release.traffic) through the real edge.
+"""Who and what reaches the canary, through the real edge and replicas (one file: one platform).
 
-The canary is the stable build under another version (what `/version` answers), started and
-weighted by the platform itself: the flow's steps add nothing to the routing checked here.
+- Header, cookie and sticky routing (release.traffic): the canary is the stable build under
+  another version (what `/version` answers), started and weighted by the platform itself.
+- Flagger-style hooks, by the canary flow: pre-rollout tests against the canary's own address, a
+  load test that gives a quiet service a verdict, a confirmation URL, the post-rollout call.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import json
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +21,12 @@ import httpx
 import pytest
 import yaml
 
+from flows.canary import CanaryAbortedError, canary
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.platforms.base import Build, PlatformError
 from socialnet_ops.platforms.local import LocalPlatform
 from tests.integration.canary.conftest import ENV, release, write_environment
+from tests.integration.canary.traffic import UserTraffic
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +143,120 @@ def test_a_header_the_running_edge_does_not_route_by_is_refused_before_any_chang
     ):
         platform.start_canary(canary_build(platform, "renamed"))
     assert platform.status().canary_version is None
+
+
+# --- hooks as steps -------------------------------------------------------------------------------
+
+UNTESTED = release("untested")
+QUIET_LOADED = release("quiet-loaded")
+
+
+class HookServer:
+    """A local hook endpoint: answers each POST path from a script, records the payloads."""
+
+    def __init__(self, answers: dict[str, list[int]]) -> None:
+        self.answers = answers
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.received.append((self.path, body))
+                script = server.answers.get(self.path, [404])
+                status = script.pop(0) if len(script) > 1 else script[0]
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok" if status < 300 else b"not yet")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def payloads(self, path: str) -> list[dict[str, Any]]:
+        return [body for received, body in self.received if received == path]
+
+
+@pytest.fixture
+def hook_server() -> Iterator[Callable[[dict[str, list[int]]], HookServer]]:
+    servers: list[HookServer] = []
+
+    def start(answers: dict[str, list[int]]) -> HookServer:
+        servers.append(HookServer(answers))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.httpd.shutdown()
+
+
+def test_failing_pre_rollout_tests_abort_before_any_user_reaches_the_canary(
+    canary_platform: LocalPlatform, release_policy: Callable[..., None], tmp_path: Path
+) -> None:
+    seen = tmp_path / "seen.json"
+    # The test suite reaches the canary's own replica, reads its version, then fails.
+    suite = (
+        "import json, os, sys, urllib.request; "
+        "body = urllib.request.urlopen(os.environ['CANARY_URL'] + '/version').read(); "
+        f"open({str(seen)!r}, 'wb').write(body); "
+        "print('test_feed: expected 200, got 500'); sys.exit(1)"
+    )
+    release_policy(
+        [
+            {"pre_rollout": {"command": [sys.executable, "-c", suite], "timeout": "30s"}},
+            {"set_weight": 50},
+            {"analysis": {"duration": "10s"}},
+            {"set_weight": 100},
+        ]
+    )
+    edge = canary_platform.endpoints().edge_url
+    with (
+        UserTraffic(edge, rate=10, workers=2, max_seconds=120) as traffic,
+        pytest.raises(CanaryAbortedError) as aborted,
+    ):
+        canary(env=ENV, version=UNTESTED)
+    details = aborted.value.details
+    assert details.reason == (
+        f"pre-rollout tests failed: {sys.executable} exited 1: test_feed: expected 200, got 500"
+    )
+    assert (details.step, details.weight, details.measurements) == (1, 0, 0)
+    assert json.loads(seen.read_text())["version"] == UNTESTED
+    assert traffic.report.total > 0
+    assert traffic.report.tracks()["canary"] == 0, "a user reached the untested canary"
+    assert canary_platform.status().canary_version is None
+
+
+def test_a_quiet_service_is_judged_on_its_load_test_and_hooks_confirm_and_report(
+    canary_platform: LocalPlatform,
+    release_policy: Callable[..., None],
+    hook_server: Callable[[dict[str, list[int]]], HookServer],
+) -> None:
+    hooks = hook_server({"/tests": [200], "/confirm": [503, 503, 200], "/done": [200]})
+    release_policy(
+        [
+            {"pre_rollout": {"url": f"{hooks.url}/tests"}},
+            {"set_weight": 20},
+            {"load_test": {"rate": 8, "duration": "2m"}},
+            {"analysis": {"duration": "10s"}},
+            {"confirm_promotion": {"url": f"{hooks.url}/confirm", "interval": "1s"}},
+            {"set_weight": 100},
+            {"post_rollout": {"notify": False, "url": f"{hooks.url}/done"}},
+        ]
+    )
+    # No user traffic at all: without the load test this canary would end inconclusive.
+    result = canary(env=ENV, version=QUIET_LOADED)
+    assert result.outcome == "promoted", result.reason
+    assert result.verdicts.get("pass", 0) >= 1 and "inconclusive" not in result.verdicts
+    assert canary_platform.status().stable_version == QUIET_LOADED
+
+    (tests,) = hooks.payloads("/tests")
+    assert tests["phase"] == "pre-rollout"
+    assert tests["metadata"]["CANARY_VERSION"] == QUIET_LOADED
+    assert tests["metadata"]["CANARY_URL"].startswith("http://127.0.0.1:")
+    asked = hooks.payloads("/confirm")
+    assert len(asked) == 3 and {body["phase"] for body in asked} == {"confirm-promotion"}
+    (done,) = hooks.payloads("/done")
+    assert (done["phase"], done["metadata"]["outcome"]) == ("post-rollout", "promoted")
