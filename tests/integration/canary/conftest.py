@@ -8,7 +8,6 @@ before each run. The environment has its own name: its ledger and release slot a
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ from flows.deploy import deploy
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.core.paths import repo_root
 from socialnet_ops.platforms.local import LocalPlatform
-from tests.support.prefect import running_local_platform
+from tests.support.prefect import environment_variable, running_local_platform
 
 ENV = "canary-it"
 # Builds are cached by version in Prefect's result storage, which outlives a test session's state
@@ -72,19 +71,14 @@ def write_environment(folder: Path, steps: list[dict[str, Any]], **analysis: Any
 @pytest.fixture(scope="package")
 def catalog(prefect_server: None) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="snc-catalog-"))
-    previous = os.environ.get("SOCIALNET_ENVIRONMENTS_DIR")
-    os.environ["SOCIALNET_ENVIRONMENTS_DIR"] = str(folder)
-    write_environment(
-        folder, [{"set_weight": 50}, {"analysis": {"duration": "10s"}}, {"set_weight": 100}]
-    )
-    ensure_release_limits([ENV])
     try:
-        yield folder
+        with environment_variable("SOCIALNET_ENVIRONMENTS_DIR", str(folder)):
+            write_environment(
+                folder, [{"set_weight": 50}, {"analysis": {"duration": "10s"}}, {"set_weight": 100}]
+            )
+            ensure_release_limits([ENV])
+            yield folder
     finally:
-        if previous is None:
-            os.environ.pop("SOCIALNET_ENVIRONMENTS_DIR", None)
-        else:
-            os.environ["SOCIALNET_ENVIRONMENTS_DIR"] = previous
         shutil.rmtree(folder, ignore_errors=True)
 
 

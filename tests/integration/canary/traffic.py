@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -75,7 +76,10 @@ def track_of(server: str | None) -> str:
 
 
 class UserTraffic:
-    """`rate` requests per second over `workers` threads, at most `max_requests` and `max_seconds`."""
+    """`rate` requests per second over `workers` threads, at most `max_requests` and `max_seconds`.
+
+    `headers` go with every request (e.g. `{"X-Canary": "always"}`: testers routed by header).
+    """
 
     def __init__(
         self,
@@ -84,6 +88,7 @@ class UserTraffic:
         workers: int = 6,
         max_seconds: float = 120.0,
         max_requests: int = 5000,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         _loopback_only(edge_url)
         self.edge_url = edge_url
@@ -91,6 +96,7 @@ class UserTraffic:
         self.workers = workers
         self.max_seconds = max_seconds
         self.max_requests = max_requests
+        self.headers = dict(headers or {})
         self.report = TrafficReport()
         self._lock = threading.Lock()
         self._sent = 0
@@ -113,7 +119,7 @@ class UserTraffic:
         # Spread the workers over one period so that requests arrive evenly.
         next_at = time.monotonic() + period * index / self.workers
         deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(base_url=self.edge_url, timeout=10.0) as client:
+        with httpx.Client(base_url=self.edge_url, timeout=10.0, headers=self.headers) as client:
             while not self._stop.is_set():
                 self._stop.wait(max(0.0, next_at - time.monotonic()))
                 if self._stop.is_set() or time.monotonic() > deadline or not self._take_ticket():
