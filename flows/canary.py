@@ -361,7 +361,7 @@ def canary(
     with before_any_change():
         environment, runtime_settings, source = checked_release_inputs(env, version, settings, ref)
         policy = environment.release
-        steps = plan(policy.steps, policy.analysis)
+        steps = plan(policy.walked_steps, policy.analysis)
         check_plan(steps, env)
     logger = get_run_logger()
     clock = StepClock()
@@ -411,7 +411,14 @@ def canary(
             )
             with clock("steps"):
                 try:
-                    walk = walk_steps(steps, policy.analysis, version, rollout, resume_at)
+                    walk = walk_steps(
+                        steps,
+                        policy.analysis,
+                        version,
+                        rollout,
+                        resume_at,
+                        ab_mode=policy.traffic.mode == "ab",
+                    )
                 finally:
                     rollout.stop_load()
             if walk.promote:
@@ -433,7 +440,7 @@ def canary(
             with clock("smoke test"):
                 smoke_test(env, version)
             manifest = manifest_of(environment, build, secret_versions, backup_id(backup))
-            record_release(env, build, "canary", manifest)
+            record_release(env, build, policy.strategy, manifest)
         else:
             rollout.store(status="aborting")
             with clock("abort"):

@@ -176,7 +176,7 @@ def _to_environment(
 ) -> dict[str, Any] | FlowResult:
     """The environment's own strategy: a canary when something serves to compare with."""
     serving, _ = _serving(environment.name)
-    flow = canary if environment.release.strategy == "canary" and serving is not None else deploy
+    flow = canary if environment.release.progressive and serving is not None else deploy
     return flow(
         env=environment.name,
         version=version,
@@ -268,7 +268,9 @@ def release_stage(
     name = environment.name
     serving, serving_sha = _serving(name)
     strategy = (
-        "canary" if environment.release.strategy == "canary" and serving is not None else "deploy"
+        environment.release.strategy
+        if environment.release.progressive and serving is not None
+        else "deploy"
     )
     if serving == version and serving_sha == sha:
         report.run(f"release {name}", lambda: {"already": f"{name} already serves {version}"})

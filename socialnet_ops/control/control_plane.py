@@ -46,8 +46,10 @@ from socialnet_ops.platforms.local.tools import (
     port_is_free,
     render,
     supervisor_quote,
+    tail,
     write_atomic,
 )
+from tasks.hooks import ALERT_BLOCK
 from webhooks.alerts import read_alerts
 
 WORK_POOL = "socialnet"
@@ -58,7 +60,8 @@ DEFAULT_WEBHOOK_PORT = 8088
 DEFAULT_GIT_PORT = 9418  # git's own
 # The environment whose Vault holds the receiver's token on this machine.
 WEBHOOK_ENVIRONMENT = "local"
-SERVER_READY_TIMEOUT = 90.0
+# Two API servers import Prefect at once; on 2 busy cores that has taken over 90 s.
+SERVER_READY_TIMEOUT = 180.0
 
 
 class ControlPlaneError(Exception):
@@ -314,6 +317,27 @@ def _write_programs(
         )
 
 
+REDIS_WATCH = "redis-watch"
+
+
+def _write_redis_watch() -> None:
+    """The event listener that restarts the services after Redis restarts (redis_watch.py)."""
+    write_atomic(
+        control_plane_dir() / "programs" / f"{REDIS_WATCH}.conf",
+        render(
+            "eventlistener.conf",
+            environment="control-plane",
+            name=REDIS_WATCH,
+            command=shlex.join([sys.executable, "-m", "socialnet_ops.control.redis_watch"]),
+            directory=repo_root(),
+            user="root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
+            events="PROCESS_STATE_RUNNING",
+            priority=5,
+            state_dir=control_plane_dir(),
+        ),
+    )
+
+
 def _program_settings() -> dict[str, str]:
     # A changed secret changes the program files, so `up` restarts the programs that read it.
     secrets_digest = hashlib.sha256(
@@ -324,8 +348,8 @@ def _program_settings() -> dict[str, str]:
         **prefect_settings(),
         **_receiver_settings(),
         "SOCIALNET_PREFECT_AUTH_FILE": str(stack().auth_file),
-        # Runs the worker starts beat every 30 s; the zombie automation crashes a silent one.
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+        # Runs the worker starts beat; the zombie automation crashes one three beats silent.
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat_seconds()),
     }
 
 
@@ -347,9 +371,12 @@ def _wait_for_server(api_url: str, timeout: float = SERVER_READY_TIMEOUT) -> Non
             if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
                 return
         time.sleep(0.5)
-    log = control_plane_dir() / "logs" / "prefect-server.log"
+    logs = control_plane_dir() / "logs"
+    last = [line for line in tail(logs / "prefect-api-1.log").splitlines() if line.strip()]
     raise ControlPlaneError(
-        f"the Prefect server did not answer at {api_url} within {timeout:.0f} s; see {log}"
+        f"the Prefect API servers did not answer at {api_url} within {timeout:.0f} s; see "
+        f"{logs}/prefect-api-*.log and prefect-balancer.log"
+        + (f" (prefect-api-1: {last[-1].strip()[:200]})" if last else "")
     )
 
 
@@ -421,8 +448,18 @@ def _register_automations() -> list[str]:
     return created
 
 
-HEARTBEAT_SECONDS = 30
-ZOMBIE_AFTER_SECONDS = 90
+DEFAULT_HEARTBEAT_SECONDS = 30
+
+
+def heartbeat_seconds() -> int:
+    """How often a run beats (SOCIALNET_HEARTBEAT_SECONDS, default 30); three missed beats make
+    it a zombie. Shorter finds a dead worker's runs sooner, at the cost of more events."""
+    text = os.environ.get("SOCIALNET_HEARTBEAT_SECONDS", str(DEFAULT_HEARTBEAT_SECONDS))
+    if not text.isdigit() or not 5 <= int(text) <= 600:
+        raise ControlPlaneError(
+            f"SOCIALNET_HEARTBEAT_SECONDS={text!r}: a whole number of seconds from 5 to 600"
+        )
+    return int(text)
 
 
 def _register_zombie_detection() -> list[str]:
@@ -435,11 +472,12 @@ def _register_zombie_detection() -> list[str]:
     from prefect.events.schemas.events import ResourceSpecification
 
     name = "crash-zombie-flow-runs"
+    zombie_after = 3 * heartbeat_seconds()
     with contextlib.suppress(ValueError):
         cast(Automation, Automation.read(name=name)).delete()
     Automation(
         name=name,
-        description=f"Mark a flow run Crashed when it misses heartbeats for {ZOMBIE_AFTER_SECONDS} s.",
+        description=f"Mark a flow run Crashed when it misses heartbeats for {zombie_after} s.",
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
             expect={
@@ -453,19 +491,18 @@ def _register_zombie_detection() -> list[str]:
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=timedelta(seconds=ZOMBIE_AFTER_SECONDS),
+            within=timedelta(seconds=zombie_after),
         ),
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED,
-                message=f"no heartbeat for {ZOMBIE_AFTER_SECONDS} s: its process died",
+                message=f"no heartbeat for {zombie_after} s: its process died",
             )
         ],
     ).create()
     return [name]
 
 
-ALERT_BLOCK = "socialnet-alerts"
 # What raises an alert: a failed backup, restore drill or WAL archiving, a rollback that failed
 # (the release is left as it was: a person must look), and drift. Rejected runs raise none.
 ALERTING_EVENTS = {
@@ -603,7 +640,7 @@ def up(progress: Any = print) -> dict[str, str]:
         _write_programs({name: command}, {}, priority, user=user, stopsignal="INT")
     supervisor = _supervisor()
     if supervisor.is_running():
-        _remove_stale_programs(set(data) | set(servers) | set(clients))
+        _remove_stale_programs(set(data) | set(servers) | set(clients) | {REDIS_WATCH})
         supervisor.update()
     else:
         busy = [
@@ -630,6 +667,7 @@ def up(progress: Any = print) -> dict[str, str]:
     prefect.write_balancer_config(ports)
     _write_programs(servers, {**_program_settings(), **prefect.server_settings(ports)}, 10)
     _write_programs(clients, _program_settings(), 20)
+    _write_redis_watch()
     supervisor.update()
     progress(f"waiting for the Prefect API servers behind {settings['PREFECT_UI_URL']}")
     _wait_for_server(settings["PREFECT_API_URL"])

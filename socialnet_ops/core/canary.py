@@ -569,11 +569,13 @@ def walk_steps(
     version: str,
     rollout: Rollout,
     resume_at: int = 0,
+    ab_mode: bool = False,
 ) -> Walk:
     """Walk the steps in order: the first refused gate or aborted analysis ends the walk, which
     promotes only once every step passed; a promote-now or abort-now request, looked at before
     each step and each measurement, ends it at once. `resume_at` > 0 resumes a walk an earlier
-    run left there: its steps count as done and the weight they reached is set again."""
+    run left there: its steps count as done and the weight they reached is set again. `ab_mode`:
+    the weight steps send users nothing (release.traffic.mode ab), and their rows say so."""
     walk = Walk()
     tally = AnalysisTally(analysis)
     if resume_at:
@@ -602,9 +604,13 @@ def walk_steps(
             assert step.weight is not None
             rollout.set_weight(step.weight)
             walk.weight = step.weight
-            rollout.row(
-                StepRow(step, step.weight, "done", f"{step.weight}% of API requests to {version}")
+            share = (
+                f"weight {step.weight}% (mode ab: users stay on stable, only header/cookie "
+                f"requests reach {version})"
+                if ab_mode
+                else f"{step.weight}% of API requests to {version}"
             )
+            rollout.row(StepRow(step, step.weight, "done", share))
         elif step.is_gate:
             if step.confirm is not None and step.confirm.url:
                 approved, why = rollout.confirm(step)

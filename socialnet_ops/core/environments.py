@@ -509,9 +509,42 @@ class TrafficPolicy(Model):
         return bool(self.header or self.cookie)
 
 
+class BlueGreen(Model):
+    """Argo Rollouts' blue-green, on the canary's mechanics: the new release starts beside the old
+    at weight 0 (the preview, reached at its own address and by header/cookie), is judged there
+    on a load test to both tracks' own addresses, then takes all users at once (weight 100). The
+    old release stays up for `scale_down_delay` while the post-promotion analysis runs; a failure
+    switches everyone back at once (weight 0)."""
+
+    pre_promotion_analysis: AnalysisSpec = Field(default_factory=lambda: AnalysisSpec(duration=60))
+    post_promotion_analysis: AnalysisSpec | None = Field(
+        default_factory=lambda: AnalysisSpec(duration=60)
+    )
+    scale_down_delay: Duration = 30.0
+    # Argo's autoPromotionEnabled: false is a gate before the switch (a person or a URL says yes).
+    auto_promote: bool = True
+    confirm_url: Annotated[str, Field(pattern=HOOK_URL)] | None = None
+    preview_load: LoadTestSpec = Field(default_factory=LoadTestSpec)
+
+    def steps(self) -> list[CanaryStep]:
+        steps: list[CanaryStep] = [
+            LoadTestStep(load_test=self.preview_load),
+            AnalysisStep(analysis=self.pre_promotion_analysis),
+        ]
+        if not self.auto_promote:
+            steps.append(ConfirmPromotionStep(confirm_promotion=ConfirmSpec(url=self.confirm_url)))
+        steps.append(SetWeightStep(set_weight=100))
+        if self.post_promotion_analysis is not None:
+            steps.append(AnalysisStep(analysis=self.post_promotion_analysis))
+        if self.scale_down_delay > 0:
+            steps.append(PauseStep(pause=PauseSpec(duration=self.scale_down_delay)))
+        return steps
+
+
 class ReleasePolicy(Model):
-    strategy: Literal["rolling", "canary"] = "rolling"
+    strategy: Literal["rolling", "canary", "blue_green"] = "rolling"
     steps: list[CanaryStep] = Field(default_factory=list)
+    blue_green: BlueGreen | None = None
     analysis: Analysis = Field(default_factory=Analysis)
     rollback_on_failure: bool = True
     allow_contracting_migrations: bool = False
@@ -520,10 +553,30 @@ class ReleasePolicy(Model):
     on_interrupted: Literal["abort", "resume"] = "abort"
     traffic: TrafficPolicy = Field(default_factory=TrafficPolicy)
 
+    @property
+    def progressive(self) -> bool:
+        """Released beside the serving build and judged (canary, blue-green), not rolled."""
+        return self.strategy in {"canary", "blue_green"}
+
+    @property
+    def walked_steps(self) -> list[CanaryStep]:
+        """The steps the canary flow walks: the policy's, or those blue-green stands for."""
+        if self.strategy == "blue_green":
+            return (self.blue_green or BlueGreen()).steps()
+        return self.steps
+
     @model_validator(mode="after")
     def _weights_climb_to_100(self) -> ReleasePolicy:
-        if "traffic" in self.model_fields_set and self.strategy != "canary":
-            raise ValueError("traffic: header, cookie and sticky routing need strategy: canary")
+        if "traffic" in self.model_fields_set and not self.progressive:
+            raise ValueError(
+                "traffic: header, cookie and sticky routing need strategy: canary or blue_green"
+            )
+        if self.strategy == "blue_green" and self.steps:
+            raise ValueError(
+                "steps: blue_green walks the steps release.blue_green stands for; remove steps"
+            )
+        if self.blue_green is not None and self.strategy != "blue_green":
+            raise ValueError("blue_green: set strategy: blue_green to use it")
         weights = [step.set_weight for step in self.steps if isinstance(step, SetWeightStep)]
         if self.strategy == "canary" and not weights:
             raise ValueError("steps: a canary policy needs set_weight steps ending at 100")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 HISTORY_LIMIT = 10
 MANIFESTS_KEPT = 2
 
-Strategy = Literal["rolling", "canary", "rollback"]
+Strategy = Literal["rolling", "canary", "blue_green", "rollback"]
 
 
 class ReleaseManifest(BaseModel):

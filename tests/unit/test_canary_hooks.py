@@ -77,7 +77,14 @@ def test_a_resumed_walk_restarts_its_load_test() -> None:
     assert ("pre_rollout", 1) not in rollout.calls
 
 
-def _policy_error(release_steps: list[object]) -> str:
+def _policy_error(release_steps: list[object] | dict[str, object]) -> str:
+    """The one-line error of an environment whose release is `release_steps` (a canary's steps,
+    or a whole release policy)."""
+    release = (
+        release_steps
+        if isinstance(release_steps, dict)
+        else {"strategy": "canary", "steps": release_steps}
+    )
     document = {
         "name": "staging",
         "platform": {"kind": "local"},
@@ -86,7 +93,7 @@ def _policy_error(release_steps: list[object]) -> str:
         "terraform": {"stack": "s", "backend": {"bucket": "b", "key": "k"}},
         "ansible": {"source": "static"},
         "vault": {"address": "http://127.0.0.1:8200", "auth": {"role": "r"}},
-        "release": {"strategy": "canary", "steps": release_steps},
+        "release": release,
     }
     with pytest.raises(EnvironmentError) as raised:
         parse_environment(document, "staging.yaml")

@@ -214,3 +214,11 @@ def test_the_progress_bar_leaves_the_last_share_to_promotion() -> None:
     assert report.progress(5, "promoting") == (83.3, "Canary v2 on staging: promoting")
     assert report.finished("promoted") == "Canary v2: promoted"
     assert (report.table_key, report.progress_key) == ("canary-staging", "canary-progress-staging")
+
+
+def test_in_ab_mode_a_weight_step_says_users_stay_on_stable() -> None:
+    rollout = FakeRollout(measured=[GOOD, GOOD])
+    walk_steps(GATED, POLICY, "v2", rollout, ab_mode=True)
+    assert rollout.report.rows[0]["why"] == (
+        "weight 10% (mode ab: users stay on stable, only header/cookie requests reach v2)"
+    )

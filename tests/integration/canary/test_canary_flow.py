@@ -36,7 +36,6 @@ ERRORS = release("errors")
 SLOW = release("slow")
 QUIET = release("quiet")
 GATED = release("gated")
-REFUSED = release("refused")
 UNANSWERED = release("unanswered")
 BLIND = release("blind")
 
@@ -204,14 +203,17 @@ def test_too_little_traffic_is_inconclusive_and_aborts_after_the_policy_limit(
 GATE_STEPS = [
     {"set_weight": 30},
     {"pause": {"until_approved": True, "timeout": "90s"}},
+    {"set_weight": 60},
+    {"pause": {"until_approved": True, "timeout": "90s"}},
     {"set_weight": 100},
 ]
 
 
-def test_an_approved_gate_continues_and_the_weight_really_splits_traffic(
+def test_an_approved_gate_continues_a_refused_one_aborts_and_the_weight_splits_traffic(
     canary_platform: LocalPlatform, release_policy: Callable[..., None]
 ) -> None:
     release_policy(GATE_STEPS)
+    stable, ledger_before = stable_of(canary_platform), ledger_snapshot()
     run = FlowInThread(lambda: canary(env=ENV, version=GATED))
     try:
         paused = wait_for(lambda: paused_canary_run(GATED), 180, "the canary paused at its gate")
@@ -220,31 +222,24 @@ def test_an_approved_gate_continues_and_the_weight_really_splits_traffic(
         print(f"canary share at 30 %: {share:.3f}")
         assert abs(share - 0.30) <= 0.05
         resume_flow_run(paused.id, run_input={"approve": True, "comment": "dashboards look fine"})
-        run.join(timeout=180)
-    finally:
-        run.refuse_if_paused(GATED)
-    assert run.error is None, run.error
-    assert run.result.outcome == "promoted"
-    assert serving(canary_platform) == {(GATED, "stable")}
-    approval = [row for row in table_rows() if row["verdict"] == "approved"]
-    assert approval and approval[0]["why"] == "approved: dashboards look fine"
-
-
-def test_a_refused_gate_aborts(
-    canary_platform: LocalPlatform, release_policy: Callable[..., None]
-) -> None:
-    release_policy(GATE_STEPS)
-    stable, ledger_before = stable_of(canary_platform), ledger_snapshot()
-    run = FlowInThread(lambda: canary(env=ENV, version=REFUSED))
-    try:
-        paused = wait_for(lambda: paused_canary_run(REFUSED), 180, "the canary paused at its gate")
+        wait_for(
+            lambda: canary_platform.status().canary_weight == 60 and paused_canary_run(GATED),
+            120,
+            "the canary paused at its second gate, at 60 %",
+        )
+        paused = paused_canary_run(GATED)
+        assert paused is not None
         resume_flow_run(paused.id, run_input={"approve": False, "comment": "not during the sale"})
         run.join(timeout=120)
     finally:
-        run.refuse_if_paused(REFUSED)
+        run.refuse_if_paused(GATED)
     assert isinstance(run.error, CanaryAbortedError), run.error
-    assert run.error.details.reason == "manual gate: refused: not during the sale"
+    details = run.error.details
+    assert details.reason == "manual gate: refused: not during the sale"
+    assert (details.step, details.weight) == (4, 60)
     assert_rolled_back(canary_platform, stable, ledger_before)
+    approval = [row for row in table_rows() if row["verdict"] == "approved"]
+    assert approval and approval[0]["why"] == "approved: dashboards look fine"
 
 
 def test_an_unanswered_gate_times_out_and_aborts(

@@ -25,6 +25,7 @@ from flows.canary import CanaryAbortedError, canary
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.platforms.base import Build, PlatformError
 from socialnet_ops.platforms.local import LocalPlatform
+from tasks.ledger import load_ledger
 from tests.integration.canary.conftest import ENV, release, write_environment
 from tests.integration.canary.traffic import UserTraffic
 
@@ -260,3 +261,68 @@ def test_a_quiet_service_is_judged_on_its_load_test_and_hooks_confirm_and_report
     assert len(asked) == 3 and {body["phase"] for body in asked} == {"confirm-promotion"}
     (done,) = hooks.payloads("/done")
     assert (done["phase"], done["metadata"]["outcome"]) == ("post-rollout", "promoted")
+
+
+# --- blue-green -----------------------------------------------------------------------------------
+
+BLUE_GREEN_BAD = release("bg-bad")
+BLUE_GREEN_GOOD = release("bg-good")
+
+
+def with_blue_green(catalog: Path, **spec: Any) -> None:
+    """The canary-it environment released blue-green (its analysis as the canary tests')."""
+    write_environment(catalog, STEPS)
+    path = catalog / f"{ENV}.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["release"].update(
+        {
+            "strategy": "blue_green",
+            "steps": [],
+            "blue_green": {
+                "pre_promotion_analysis": {"duration": "10s"},
+                "post_promotion_analysis": {"duration": "10s"},
+                "scale_down_delay": "5s",
+                "preview_load": {"rate": 15},
+                **spec,
+            },
+        }
+    )
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def test_blue_green_judges_the_preview_before_any_user_then_switches_everyone_at_once(
+    canary_platform: LocalPlatform, release_policy: Callable[..., None], catalog: Path
+) -> None:
+    edge = canary_platform.endpoints().edge_url
+    with_blue_green(catalog)
+    # A bad build: judged on the preview's load test, aborted, and no user ever reached it.
+    with (
+        UserTraffic(edge, rate=10, workers=2, max_seconds=120) as bad_traffic,
+        pytest.raises(CanaryAbortedError) as aborted,
+    ):
+        canary(env=ENV, version=BLUE_GREEN_BAD, settings={"SOCIALNET_FAULT_ERROR_RATE": "0.3"})
+    details = aborted.value.details
+    assert (details.step, details.weight) == (2, 0), details.reason
+    assert "above the policy's 5.0%" in details.reason
+    assert bad_traffic.report.tracks()["canary"] == 0, "a user reached the failing preview"
+    assert bad_traffic.report.failed() == 0
+
+    # A good build: the switch sends every user to it at once, the old one stays up during the
+    # post-promotion analysis and the scale-down delay, then the new one is stable.
+    with UserTraffic(edge, rate=10, workers=2, max_seconds=180) as traffic:
+        result = canary(env=ENV, version=BLUE_GREEN_GOOD)
+    assert result.outcome == "promoted", result.reason
+    assert result.verdicts.get("pass", 0) >= 4 and "fail" not in result.verdicts
+    answers = sorted(traffic.report.answers, key=lambda answer: answer.at)
+    assert traffic.report.failed() == 0
+    on_green = [index for index, answer in enumerate(answers) if answer.track == "canary"]
+    assert on_green, "no user reached the new release during the post-promotion analysis"
+    # One switch: between the first and the last user answered by the new release, nobody was
+    # answered by the old one (no split of users as in a canary).
+    between = answers[on_green[0] : on_green[-1] + 1]
+    assert [answer.track for answer in between].count("stable") == 0
+    assert answers[0].track == "stable"
+    status = canary_platform.status()
+    assert (status.stable_version, status.canary_version) == (BLUE_GREEN_GOOD, None)
+    ledger = load_ledger(ENV)
+    assert ledger.stable is not None and ledger.stable.strategy == "blue_green"

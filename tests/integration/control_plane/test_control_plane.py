@@ -1,5 +1,9 @@
-"""`socialnet-ops up/status/down` as a user runs them: a real Prefect server, worker, deployments,
-limits and the rollback automation, plus the local platform."""
+"""`socialnet-ops up/status/down` as a user runs them: the control plane on Prefect's scaled
+architecture (its own PostgreSQL and Redis, two API servers without services behind HAProxy, one
+services process, two workers, basic auth), deployments, limits and the rollback automation, plus
+the local platform. Before `up`, an older SQLite control plane holds a finished run: its history is
+carried over, and kept over `down`/`up`. Drills: an API server killed and PostgreSQL restarted
+under a deploy, Redis stopped, a worker killed under a release, a failing rollback."""
 
 from __future__ import annotations
 
@@ -8,33 +12,40 @@ import json
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from socialnet_ops.control import control_plane as plane
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.platforms.local import LocalPlatform
-from tests.support.prefect import state_root
-from tests.support.processes import descendants
+from socialnet_ops.platforms.local.tools import find_binary, free_port, read_secret
+from tests.support.prefect import environment_variable, state_root
+from tests.support.processes import descendants, running_process
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def _client_env() -> dict[str, str]:
+    # The CLI must find its control plane by itself: no Prefect settings leak in from pytest.
+    return {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+
+
 def cli(
     *arguments: str, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    # The CLI must find its control plane by itself: no Prefect settings leak in from pytest.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
     result = subprocess.run(
         ["socialnet-ops", *arguments],
-        env=env,
+        env=_client_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -47,27 +58,79 @@ def cli(
     return result
 
 
+def seed_sqlite_control_plane(folder: Path) -> str:
+    """The first control plane's database: one Prefect server on SQLite, with a finished run."""
+    home = folder / "prefect"
+    home.mkdir(parents=True)
+    port = free_port(set())
+    env = _client_env() | {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
+    }
+    command = [
+        find_binary("prefect"),
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    name = f"from-sqlite-{secrets.token_hex(3)}"
+    with (
+        running_process(command, env, folder / "sqlite-server.log"),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}/api", timeout=10) as client,
+    ):
+
+        def healthy() -> bool:
+            try:
+                return client.get("/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 120, "the SQLite Prefect server", interval_s=0.5)
+        flow = client.post("/flows/", json={"name": "sqlite-era"}).json()
+        created = client.post(
+            "/flow_runs/",
+            json={"flow_id": flow["id"], "name": name, "state": {"type": "COMPLETED"}},
+        )
+        assert created.status_code == 201, created.text
+    return name
+
+
 @pytest.fixture(scope="module")
 def control_plane() -> Iterator[dict[str, Any]]:
-    with state_root("sncp-"):
+    # Runs beat every 10 s: the zombie drill waits 30 s of silence instead of 90 s.
+    with state_root("sncp-") as root, environment_variable("SOCIALNET_HEARTBEAT_SECONDS", "10"):
+        folder = root / "control-plane"
+        folder.mkdir()
+        seeded = seed_sqlite_control_plane(folder)
         try:
-            cli("up", "--env", "local")
+            up = cli("up", "--env", "local")
             status = json.loads(cli("status", "--json").stdout)
-            yield status
+            yield status | {"seeded": seeded, "up_said": up.stdout + up.stderr, "folder": folder}
         finally:
             cli("down", check=False)
 
 
-def api(status: dict[str, Any]) -> httpx.Client:
+def api(status: dict[str, Any], auth: bool = True) -> httpx.Client:
     """The control plane's API through its balancer, with the credential `up` generated."""
-    from socialnet_ops.control.control_plane import client_auth
-
-    credential = client_auth()
+    credential = plane.client_auth()
     assert credential, "the control plane has no API credential"
     user, password = credential.split(":", 1)
     return httpx.Client(
-        base_url=status["control_plane"]["ui_url"] + "/api", timeout=10, auth=(user, password)
+        base_url=status["control_plane"]["ui_url"] + "/api",
+        timeout=15,
+        auth=(user, password) if auth else None,
     )
+
+
+def run_probe(client: httpx.Client, label: str) -> str:
+    """A run of the `probe` deployment through a worker, to its end: its final state."""
+    run_id = _start(client, "probe/probe", {"label": label})
+    return _wait_state(client, run_id, {"COMPLETED", "FAILED", "CRASHED"}, 90)
 
 
 def test_up_runs_the_server_the_worker_and_the_local_platform(
@@ -82,6 +145,9 @@ def test_up_runs_the_server_the_worker_and_the_local_platform(
     assert {"prefect-worker-1", "prefect-worker-2", "webhook-receiver", "git-remote"} <= set(
         programs
     )
+    assert {"control-postgres", "redis"} <= set(programs)
+    balancer = (control_plane["folder"] / "prefect-balancer.cfg").read_text()
+    assert balancer.count(" server api-") == 2
     local = next(row for row in control_plane["environments"] if row["name"] == "local")
     assert local["state"] == "running"
     assert {program["state"] for program in local["programs"]} == {"RUNNING"}
@@ -96,6 +162,10 @@ def test_up_runs_the_server_the_worker_and_the_local_platform(
         assert limits["release-local"] == 1
         deployments = {d["name"] for d in client.post("/deployments/filter", json={}).json()}
         assert {"deploy-local", "rollback-local", "deploy-production"} <= deployments
+        workers = client.post("/work_pools/socialnet/workers/filter", json={}).json()
+        assert len([w for w in workers if w["status"] == "ONLINE"]) >= 2, workers
+        # Messaging goes through Redis: the services process sees what the API servers publish.
+        assert run_probe(client, "scaled") == "COMPLETED"
 
 
 def test_the_api_credential_is_in_the_local_vault_and_required(
@@ -111,8 +181,92 @@ def test_the_api_credential_is_in_the_local_vault_and_required(
     )
     stored = vault.read_secret(session, "socialnet", CREDENTIAL_VAULT_PATH)
     assert stored is not None and stored.data["auth-string"] == client_auth()
-    anonymous = httpx.post(control_plane["control_plane"]["ui_url"] + "/api/flows/filter", json={})
-    assert anonymous.status_code == 401
+    with api(control_plane, auth=False) as anonymous:
+        assert anonymous.get("/health").status_code == 200  # the balancer's health check
+        assert anonymous.post("/flows/filter", json={}).status_code == 401
+        # Secret blocks (the alert block's webhook token) are unreadable without it.
+        blocks = anonymous.post("/block_documents/filter", json={"include_secrets": True})
+        assert blocks.status_code == 401
+    with httpx.Client(
+        base_url=control_plane["control_plane"]["ui_url"] + "/api",
+        auth=("socialnet", "guess"),
+        timeout=10,
+    ) as wrong:
+        assert wrong.post("/flows/filter", json={}).status_code == 401
+    with api(control_plane) as client:
+        names = {b["name"] for b in client.post("/block_documents/filter", json={}).json()}
+        assert "socialnet-alerts" in names
+
+
+def test_the_credentials_stay_in_their_files(control_plane: dict[str, Any]) -> None:
+    folder: Path = control_plane["folder"]
+    stack = plane.stack()
+    secret_values = [
+        stack.auth_string().split(":", 1)[1],
+        stack.redis_password(),
+        read_secret(stack.secrets / "prefect-db-password"),
+    ]
+    for path in (stack.auth_file, stack.server_env, stack.client_env, folder / "redis.conf"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    readable = [
+        *folder.glob("*.cfg"),
+        *(path for path in folder.glob("*.conf") if path.name != "redis.conf"),
+        *(folder / "programs").glob("*.conf"),
+        *(folder / "logs").glob("*.log"),
+        folder / "control-plane.json",
+    ]
+    for path in readable:
+        text = path.read_text(errors="replace")
+        assert not any(value in text for value in secret_values), f"a secret is in {path}"
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not any(value in processes for value in secret_values), "a secret is in `ps`"
+    assert not any(value in control_plane["up_said"] for value in secret_values)
+
+
+def test_the_sqlite_control_planes_history_is_carried_over(control_plane: dict[str, Any]) -> None:
+    assert "copied to PostgreSQL: 1 flow run(s)" in control_plane["up_said"]
+    assert (control_plane["folder"] / "prefect" / "prefect.db.migrated").exists()
+    assert not (control_plane["folder"] / "prefect" / "prefect.db").exists()
+    with api(control_plane) as client:
+        runs = client.post(
+            "/flow_runs/filter",
+            json={"flow_runs": {"name": {"any_": [control_plane["seeded"]]}}},
+        ).json()
+        assert [run["state"]["type"] for run in runs] == ["COMPLETED"]
+
+
+def test_without_redis_reads_work_writes_fail_and_all_recovers(
+    control_plane: dict[str, Any],
+) -> None:
+    supervisor = plane._supervisor()
+    services = supervisor.process("prefect-services")
+    assert services is not None
+    supervisor.call("stopProcess", "redis", True)
+    try:
+        with api(control_plane) as client:
+            # What keeps working: reading (the UI's pages, `status`), from PostgreSQL.
+            assert client.post("/flow_runs/filter", json={"limit": 5}).status_code == 200
+            # What stops: writes that publish events (new flows and runs, state changes).
+            created = client.post("/flows/", json={"name": f"no-redis-{secrets.token_hex(3)}"})
+            assert created.status_code >= 500
+    finally:
+        supervisor.call("startProcess", "redis", True)
+    # It recovers by itself when Redis returns: no program restarted.
+    with api(control_plane) as client:
+
+        def accepted() -> bool:
+            flow = client.post("/flows/", json={"name": f"redis-back-{secrets.token_hex(3)}"})
+            return flow.status_code in {200, 201}
+
+        wait_for(accepted, 60, "writes after Redis returned", interval_s=1)
+        assert run_probe(client, "after-redis") == "COMPLETED"
+    # The services' background worker does not reconnect: the listener restarted the services,
+    # so the automations of the drills below (alert, rollback, zombie) still act.
+    restarted = supervisor.process("prefect-services")
+    assert restarted is not None and restarted["pid"] != services["pid"]
+    assert restarted["statename"] == "RUNNING"
+    watch_log = control_plane["folder"] / "logs" / "redis-watch.log"
+    assert "prefect-services restarted" in watch_log.read_text()
 
 
 def test_up_again_changes_nothing(control_plane: dict[str, Any]) -> None:
@@ -480,3 +634,19 @@ def test_a_failing_rollback_never_starts_another_and_is_alerted_once(
     alerts = _alerts_with_subject("Rollback problem in local", timeout=60)
     assert len(alerts) == 1, alerts
     assert alerts[0]["body"].startswith("socialnet.rollback.failed: ")
+
+
+def test_history_stays_over_down_and_up(control_plane: dict[str, Any]) -> None:
+    """Last: the control plane goes down and comes up again (the local platform keeps running)."""
+    with api(control_plane) as client:
+        before = len(client.post("/flow_runs/filter", json={}).json())
+    plane.down()
+    assert plane.control_plane_status()["state"] == "stopped"
+    again = cli("up", "--env", "local")
+    assert "copied to PostgreSQL" not in again.stdout
+    assert "deployments unchanged" in again.stdout
+    with api(control_plane) as client:
+        runs = client.post("/flow_runs/filter", json={}).json()
+        assert len(runs) >= before
+        assert control_plane["seeded"] in {run["name"] for run in runs}
+        assert run_probe(client, "after-up") == "COMPLETED"
