@@ -452,12 +452,14 @@ DEFAULT_HEARTBEAT_SECONDS = 30
 
 
 def heartbeat_seconds() -> int:
-    """How often a run beats (SOCIALNET_HEARTBEAT_SECONDS, default 30); three missed beats make
-    it a zombie. Shorter finds a dead worker's runs sooner, at the cost of more events."""
+    """How often a run beats (SOCIALNET_HEARTBEAT_SECONDS, default 30, Prefect's minimum); three
+    missed beats make it a zombie. Longer means fewer events, and a dead worker's runs found
+    later."""
     text = os.environ.get("SOCIALNET_HEARTBEAT_SECONDS", str(DEFAULT_HEARTBEAT_SECONDS))
-    if not text.isdigit() or not 5 <= int(text) <= 600:
+    if not text.isdigit() or not 30 <= int(text) <= 600:
         raise ControlPlaneError(
-            f"SOCIALNET_HEARTBEAT_SECONDS={text!r}: a whole number of seconds from 5 to 600"
+            f"SOCIALNET_HEARTBEAT_SECONDS={text!r}: a whole number of seconds from 30 (Prefect's "
+            "minimum) to 600"
         )
     return int(text)
 

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -32,9 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tests.support.kube_emulator import KubeEmulator, label_selector_matches
+from tests.support.prometheus import prometheus_scraping
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -103,19 +99,24 @@ class KubeEdge:
                 return deployment
         return None
 
-    def route(self, path: str) -> tuple[str, dict[str, str]] | None:
-        """(component, pod env) that answers `path`, or None (no backend: 503)."""
+    def route(
+        self, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[str, dict[str, str]] | None:
+        """(component, pod env) that answers `path`, or None (no backend: 503). As ingress-nginx:
+        a request whose `canary-by-header` header holds `canary-by-header-value` goes to the
+        canary whatever its weight; the others by weight."""
         stable, canary = self._ingresses()
         if stable is None:
             return None
         service = self._service_for(stable, path)
         if canary is not None and self._service_for(canary, path):
-            weight = int(
-                canary["metadata"]["annotations"].get(
-                    "nginx.ingress.kubernetes.io/canary-weight", "0"
-                )
-            )
-            if random.uniform(0, 100) < weight:
+            annotations = canary["metadata"]["annotations"]
+            weight = int(annotations.get("nginx.ingress.kubernetes.io/canary-weight", "0"))
+            header = annotations.get("nginx.ingress.kubernetes.io/canary-by-header")
+            wanted = annotations.get("nginx.ingress.kubernetes.io/canary-by-header-value", "always")
+            sent = {name.lower(): value for name, value in (headers or {}).items()}
+            by_header = header is not None and sent.get(header.lower()) == wanted
+            if by_header or random.uniform(0, 100) < weight:
                 service = self._service_for(canary, path)
         deployment = self._deployment_for(service) if service else None
         if deployment is None:
@@ -127,12 +128,12 @@ class KubeEdge:
     # --- answers -------------------------------------------------------------------------------
 
     def answer(
-        self, method: str, path: str, body: bytes = b""
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, Any], str | None]:
         """(status, JSON body, track that answered or None) for one request."""
         if path == "/metrics":
             return 200, {}, None
-        routed = self.route(path)
+        routed = self.route(path, headers)
         if routed is None:
             return 503, {"detail": "no backend"}, None
         component, env = routed
@@ -228,7 +229,9 @@ class KubeEdge:
                 else:
                     length = int(self.headers.get("Content-Length") or 0)
                     request_body = self.rfile.read(length) if length else b""
-                    status, body, track = edge.answer(self.command, path, request_body)
+                    status, body, track = edge.answer(
+                        self.command, path, request_body, dict(self.headers.items())
+                    )
                     payload = json.dumps(body).encode()
                     content_type = "application/json"
                 self.send_response(status)
@@ -267,89 +270,20 @@ def running_edge(kube: KubeEmulator, namespace: str) -> Iterator[KubeEdge]:
 EDGE_JOB = "kube-edge"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @contextmanager
 def scraping_prometheus(
     edge: KubeEdge, folder: Path, scrape_interval: int = 1, ready_timeout: float = 45.0
 ) -> Iterator[str]:
-    """A Prometheus on 127.0.0.1 scraping the edge's /metrics every `scrape_interval` seconds.
+    """A Prometheus on 127.0.0.1 scraping the edge's /metrics every `scrape_interval` seconds
+    (the edge labels its series with version and track, as the API does).
 
     Yields its URL once it has scraped the edge (`up{job="kube-edge"} == 1`); always stopped.
     """
-    binary = shutil.which("prometheus")
-    if binary is None:
-        raise RuntimeError("prometheus is not on PATH (apt-get install prometheus)")
-    folder.mkdir(parents=True, exist_ok=True)
-    edge_address = edge.url.removeprefix("http://")
-    config = folder / "prometheus.yml"
-    config.write_text(
-        f"""global:
-  scrape_interval: {scrape_interval}s
-  scrape_timeout: {scrape_interval}s
-  evaluation_interval: {scrape_interval}s
-scrape_configs:
-  - job_name: {EDGE_JOB}
-    # The edge labels its series with version and track, as the API does.
-    honor_labels: true
-    static_configs:
-      - targets: ["{edge_address}"]
-"""
-    )
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = folder / "prometheus.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        deadline = time.monotonic() + ready_timeout
-        with httpx.Client(base_url=url, timeout=2) as client:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"prometheus exited with {process.returncode}:\n{_log_tail(log)}"
-                    )
-                try:
-                    answer = client.get(
-                        "/api/v1/query", params={"query": f'up{{job="{EDGE_JOB}"}}'}
-                    )
-                    result = answer.json()["data"]["result"] if answer.status_code == 200 else []
-                except (httpx.HTTPError, ValueError, KeyError):
-                    result = []
-                if result and result[0]["value"][1] == "1":
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"prometheus at {url} did not scrape the edge within {ready_timeout} s:\n"
-                        f"{_log_tail(log)}"
-                    )
-                time.sleep(0.5)
+    with prometheus_scraping(
+        [edge.url.removeprefix("http://")],
+        folder,
+        job=EDGE_JOB,
+        ready_timeout=ready_timeout,
+        scrape_interval=scrape_interval,
+    ) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)

@@ -24,9 +24,13 @@ def _log_tail(path: Path, lines: int = 20) -> str:
 
 @contextmanager
 def prometheus_scraping(
-    targets: list[str], folder: Path, job: str = "test", ready_timeout: float = 30.0
+    targets: list[str],
+    folder: Path,
+    job: str = "test",
+    ready_timeout: float = 30.0,
+    scrape_interval: int = 1,
 ) -> Iterator[str]:
-    """A Prometheus on 127.0.0.1 scraping `targets` (host:port) every second.
+    """A Prometheus on 127.0.0.1 scraping `targets` (host:port) every `scrape_interval` seconds.
 
     Yields its URL once it has scraped them all (`up{job=...} == 1`); always stopped.
     """
@@ -38,9 +42,9 @@ def prometheus_scraping(
     listed = ", ".join(f'"{target}"' for target in targets)
     config.write_text(
         f"""global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
+  scrape_interval: {scrape_interval}s
+  scrape_timeout: {scrape_interval}s
+  evaluation_interval: {scrape_interval}s
 scrape_configs:
   - job_name: {job}
     honor_labels: true

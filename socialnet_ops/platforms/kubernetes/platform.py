@@ -719,6 +719,9 @@ class KubernetesPlatform:
         if self.canary_weight():
             self._patch_weight(0)
         release = deep_merge(current, self._canary_values(build, 0))
+        # The build's settings replace, not join, those of the canary it replaces (an aborted
+        # one's fault settings must not follow the next build).
+        release["canary"]["extraEnv"] = dict(build.runtime_env)
         say(f"starting canary {build.version} ({self.settings.canary_replicas} replicas, weight 0)")
         self._upgrade(release, say, self._files(build))
         self._patch_weight(0)
@@ -772,6 +775,7 @@ class KubernetesPlatform:
                 "canary": {"enabled": False, "weight": 0},
             },
         )
+        release["api"]["extraEnv"] = dict(canary.get("extraEnv", {}))  # replaced, not merged
         self._upgrade(release, say, self._files_of(version))
         say(f"stable track runs {version}; canary track empty")
 

@@ -20,11 +20,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
 from flows.canary import CanaryAbortedError, canary
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.platforms.base import Build, PlatformError
 from socialnet_ops.platforms.local import LocalPlatform
+from tasks.hooks import ALERT_BLOCK
 from tasks.ledger import load_ledger
 from tests.integration.canary.conftest import ENV, release, write_environment
 from tests.integration.canary.traffic import UserTraffic
@@ -235,7 +237,15 @@ def test_a_quiet_service_is_judged_on_its_load_test_and_hooks_confirm_and_report
     release_policy: Callable[..., None],
     hook_server: Callable[[dict[str, list[int]]], HookServer],
 ) -> None:
-    hooks = hook_server({"/tests": [200], "/confirm": [503, 503, 200], "/done": [200]})
+    hooks = hook_server(
+        {"/tests": [200], "/confirm": [503, 503, 200], "/done": [200], "/alerts": [200]}
+    )
+    # The alert block the control plane registers, here pointed at the hook server.
+    CustomWebhookNotificationBlock(
+        name=ALERT_BLOCK,
+        url=f"{hooks.url}/alerts",
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+    ).save(ALERT_BLOCK, overwrite=True)
     release_policy(
         [
             {"pre_rollout": {"url": f"{hooks.url}/tests"}},
@@ -244,7 +254,7 @@ def test_a_quiet_service_is_judged_on_its_load_test_and_hooks_confirm_and_report
             {"analysis": {"duration": "10s"}},
             {"confirm_promotion": {"url": f"{hooks.url}/confirm", "interval": "1s"}},
             {"set_weight": 100},
-            {"post_rollout": {"notify": False, "url": f"{hooks.url}/done"}},
+            {"post_rollout": {"notify": True, "url": f"{hooks.url}/done"}},
         ]
     )
     # No user traffic at all: without the load test this canary would end inconclusive.
@@ -261,6 +271,8 @@ def test_a_quiet_service_is_judged_on_its_load_test_and_hooks_confirm_and_report
     assert len(asked) == 3 and {body["phase"] for body in asked} == {"confirm-promotion"}
     (done,) = hooks.payloads("/done")
     assert (done["phase"], done["metadata"]["outcome"]) == ("post-rollout", "promoted")
+    (alert,) = hooks.payloads("/alerts")
+    assert alert["subject"] == f"canary {QUIET_LOADED} promoted on {ENV}"
 
 
 # --- blue-green -----------------------------------------------------------------------------------

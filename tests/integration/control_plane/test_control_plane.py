@@ -28,7 +28,7 @@ from socialnet_ops.control import control_plane as plane
 from socialnet_ops.core.environments import load_environment
 from socialnet_ops.platforms.local import LocalPlatform
 from socialnet_ops.platforms.local.tools import find_binary, free_port, read_secret
-from tests.support.prefect import environment_variable, state_root
+from tests.support.prefect import state_root
 from tests.support.processes import descendants, running_process
 from tests.support.waiting import wait_for
 
@@ -91,19 +91,21 @@ def seed_sqlite_control_plane(folder: Path) -> str:
                 return False
 
         wait_for(healthy, 120, "the SQLite Prefect server", interval_s=0.5)
-        flow = client.post("/flows/", json={"name": "sqlite-era"}).json()
-        created = client.post(
-            "/flow_runs/",
-            json={"flow_id": flow["id"], "name": name, "state": {"type": "COMPLETED"}},
-        )
-        assert created.status_code == 201, created.text
+
+        def post(path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+            # A SQLite server answers 503 while its services start on a busy machine.
+            answer = client.post(path, json=body)
+            return dict(answer.json()) if answer.status_code in {200, 201} else None
+
+        flow = wait_for(lambda: post("/flows/", {"name": "sqlite-era"}), 60, "a flow", 1)
+        run = {"flow_id": flow["id"], "name": name, "state": {"type": "COMPLETED"}}
+        wait_for(lambda: post("/flow_runs/", run), 60, "a finished run", 1)
     return name
 
 
 @pytest.fixture(scope="module")
 def control_plane() -> Iterator[dict[str, Any]]:
-    # Runs beat every 10 s: the zombie drill waits 30 s of silence instead of 90 s.
-    with state_root("sncp-") as root, environment_variable("SOCIALNET_HEARTBEAT_SECONDS", "10"):
+    with state_root("sncp-") as root:
         folder = root / "control-plane"
         folder.mkdir()
         seeded = seed_sqlite_control_plane(folder)

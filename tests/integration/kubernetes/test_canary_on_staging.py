@@ -5,7 +5,9 @@ staging.yaml holds short canary steps (SOCIALNET_ENVIRONMENTS_DIR). helm install
 track on the emulated cluster and the flow moves the canary Ingress' weight; the stand-in edge
 (tests/support/kube_edge.py) routes bounded user traffic by that weight, answers as the pods'
 builds would (a build's SOCIALNET_FAULT_ERROR_RATE included) and exports the API's metrics, which
-a Prometheus started here scrapes every second; the analysis reads that Prometheus.
+a Prometheus started here scrapes every second; the analysis reads that Prometheus. Last, a
+blue-green release: testers reach the preview by header (the canary Ingress' canary-by-header,
+which the stand-in edge honours), then one switch (weight 0 to 100).
 """
 
 from __future__ import annotations
@@ -123,8 +125,8 @@ def answered(edge: KubeEdge, version: str, track: str, errors: bool = False) -> 
 
 
 @pytest.mark.timeout(420)
-def test_canary_promotes_a_healthy_build_then_aborts_a_bad_one_on_staging(
-    kube: KubeEmulator, staging_with_prometheus: KubeEdge
+def test_canary_promotes_a_good_build_aborts_a_bad_one_and_blue_green_switches_on_staging(
+    kube: KubeEmulator, staging_with_prometheus: KubeEdge, canary_catalog: Path
 ) -> None:
     edge = staging_with_prometheus
     platform = KubernetesPlatform(load_environment("staging"))
@@ -211,3 +213,53 @@ def test_canary_promotes_a_healthy_build_then_aborts_a_bad_one_on_staging(
         f"stable={good} canary={bad}",
         f"stable={good} canary=-",
     ]
+
+    # Blue-green on the same cluster: testers reach the preview by header (canary-by-header), the
+    # analysis judges it on their requests, then one switch sends every user to it (weight 100).
+    blue = f"kc-blue-{run}"
+    document = yaml.safe_load((canary_catalog / "staging.yaml").read_text())
+    document["release"].update(
+        {
+            "strategy": "blue_green",
+            "steps": [],
+            "traffic": {"header": "X-Canary"},
+            "blue_green": {
+                "pre_promotion_analysis": {"duration": "10s"},
+                "post_promotion_analysis": {"duration": "10s"},
+                "scale_down_delay": "2s",
+                # Its Services' addresses resolve only in the cluster: testers bring the traffic.
+                "preview_load": {"rate": 1, "duration": "30s"},
+            },
+        }
+    )
+    (canary_catalog / "staging.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    seen_before = len(
+        kube.changes("networking.k8s.io/v1", "Ingress", NAMESPACE, names["canary_ingress"])
+    )
+    testers = UserTraffic(
+        edge.url, rate=10, workers=2, max_seconds=120, headers={"X-Canary": "always"}
+    )
+    with user_traffic(edge), testers:
+        result = canary(env="staging", version=blue)
+    assert result.outcome == "promoted", result.reason
+    assert "fail" not in result.verdicts and result.verdicts.get("pass", 0) >= 2, result
+    weights, last_change = canary_weights(kube, names["canary_ingress"], since=seen_before)
+    assert (weights, last_change) == ([0, 100], "DELETED")
+    assert testers.report.tracks()["canary"] > 0
+    annotations = kube.changes(
+        "networking.k8s.io/v1", "Ingress", NAMESPACE, names["canary_ingress"]
+    )
+    assert (
+        annotations[seen_before][1]["metadata"]["annotations"][
+            "nginx.ingress.kubernetes.io/canary-by-header"
+        ]
+        == "X-Canary"
+    )
+    assert served(edge) == {blue}
+    # The aborted bad canary's fault setting did not follow the next build (a values merge did).
+    api = kube.get("apps/v1", "Deployment", NAMESPACE, names["api"])
+    assert api is not None
+    env = api["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    assert "SOCIALNET_FAULT_ERROR_RATE" not in {item["name"] for item in env}
+    ledger = load_ledger("staging")
+    assert ledger.stable is not None and ledger.stable.strategy == "blue_green"
