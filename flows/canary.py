@@ -178,10 +178,9 @@ class CanaryRollout:
 
     env: str
     stable_version: str
-    interval: float
+    analysis: Analysis  # the policy's: its interval, custom metrics and latency test
     report: CanaryReport
     record: CanaryRecord
-    analysis: Analysis | None = None  # the policy's, for its custom metrics and latency test
     progress_id: UUID | None = None
     _request: ControlRequest | None = None
     _load: LoadGenerator | None = None
@@ -270,12 +269,18 @@ class CanaryRollout:
         started = time.monotonic()
         for taken in itertools.count(1):
             # Measure at the end of each interval, so a window holds traffic at this weight.
-            self._wait(started + taken * self.interval - time.monotonic())
+            self._wait(started + taken * self.analysis.interval - time.monotonic())
             if self.request() is not None:  # the walk obeys it before judging this
-                yield Measurement.unavailable("a request ended the analysis", self.interval)
+                yield Measurement.unavailable(
+                    "a request ended the analysis", self.analysis.interval
+                )
                 continue
             yield measure_tracks(
-                self.env, self.stable_version, self.report.version, self.interval, self.analysis
+                self.env,
+                self.stable_version,
+                self.report.version,
+                self.analysis.interval,
+                self.analysis,
             )
 
     def log(self, message: str) -> None:
@@ -391,9 +396,7 @@ def canary(
             version=version, weight=0, flow_run_id=this_run.get_id(), step=resume_at
         )
         report = CanaryReport(env, version, steps)
-        rollout = CanaryRollout(
-            env, stable_version, policy.analysis.interval, report, record, policy.analysis
-        )
+        rollout = CanaryRollout(env, stable_version, policy.analysis, report, record)
         rollout.start()
         try:
             rollout.store()  # before replicas start: a run dying now is known to the next

@@ -289,6 +289,11 @@ def _write_supervisor_config() -> Path:
     return config
 
 
+def _program_user() -> str:
+    """Who supervisord runs a control-plane program as, unless the program names its own user."""
+    return "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
+
+
 def _write_programs(
     programs: dict[str, list[str]],
     settings: dict[str, str],
@@ -307,7 +312,7 @@ def _write_programs(
                 name=name,
                 command=shlex.join(command),
                 directory=repo_root(),
-                user=user or ("root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")),
+                user=user or _program_user(),
                 environment_vars=environment,
                 priority=priority + offset,
                 stopsignal=stopsignal,
@@ -330,7 +335,7 @@ def _write_redis_watch() -> None:
             name=REDIS_WATCH,
             command=shlex.join([sys.executable, "-m", "socialnet_ops.control.redis_watch"]),
             directory=repo_root(),
-            user="root" if os.geteuid() == 0 else os.environ.get("USER", "nobody"),
+            user=_program_user(),
             events="PROCESS_STATE_RUNNING",
             priority=5,
             state_dir=control_plane_dir(),
