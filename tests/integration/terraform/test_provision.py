@@ -266,29 +266,59 @@ def test_bad_input_fails_before_any_change(
 STACK_VARIABLES = "infrastructure/terraform/stacks/local/variables.tf"
 
 
+ADMIN_CIDR = "10.20.0.0/16"
+
+
+def admin_ports(emulator: Emulator) -> set[tuple[int, str]]:
+    """(port, source) of the rules the nodes' security group opens to administrators."""
+    [group] = emulator.client("ec2").describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["socialnet-local-nodes"]}]
+    )["SecurityGroups"]
+    return {
+        (rule["FromPort"], address["CidrIp"])
+        for rule in group["IpPermissions"]
+        for address in rule.get("IpRanges", [])
+        if rule.get("FromPort") in {22, 6443}
+    }
+
+
 def test_a_commit_is_planned_and_applied_from_its_own_tree(
-    applied_local: AppliedStack, project_source: ProjectRepo
+    applied_local: AppliedStack, emulator: Emulator, project_source: ProjectRepo
 ) -> None:
     """The stack of the commit, not of the control plane's checkout: a default changed in a
-    commit pushed to the remote is planned, applied and recorded with the state's serial."""
+    commit pushed to the remote is planned, applied and recorded with the state's serial.
+    The default is the administrators' addresses: one security group changes in place, in
+    seconds (bigger nodes, planned in test_a_changed_variable_plans_exactly_that_change, would
+    stop and start both instances and wait for DNS twice, about a minute more)."""
     before = read_infra_state("local")
     assert before is not None
+    assert admin_ports(emulator) == set()
     text = (project_source.work / STACK_VARIABLES).read_text()
-    old = 'variable "node_size" {\n  type    = string\n  default = null'
+    old = 'variable "admin_cidrs" {\n  type    = list(string)\n  default = null'
     assert old in text
-    project_source.write(STACK_VARIABLES, text.replace(old, old.replace("null", '"t3.large"')))
-    sha = project_source.commit("terraform: bigger local nodes")
+    project_source.write(
+        STACK_VARIABLES, text.replace(old, old.replace("null", f'["{ADMIN_CIDR}"]'))
+    )
+    sha = project_source.commit("terraform: administrators may reach the local nodes")
     project_source.push("develop")
 
     planned = provision(env="local", apply_changes=False, ref=sha)
     assert planned.status == "changes"
-    assert {row["attributes"] for row in planned.plan} == {"records", "instance_type"}
+    assert planned.plan == [
+        {
+            "address": f"{MODULE}.network.aws_security_group.nodes",
+            "action": "update",
+            "attributes": "ingress",
+        }
+    ]
     provision(env="local", ref=sha)
+    assert admin_ports(emulator) == {(22, ADMIN_CIDR), (6443, ADMIN_CIDR)}
     applied = read_infra_state("local")
     assert applied is not None and applied["commit"] == sha and applied["stack_digest"]
     assert applied["serial"] > (before["serial"] or 0)
 
     provision(env="local")  # the working tree again: the stack as the other tests left it
+    assert admin_ports(emulator) == set()
     restored = read_infra_state("local")
     assert restored is not None and restored["commit"] is None
     assert restored["serial"] > applied["serial"]
