@@ -183,9 +183,7 @@ def main() -> None:
                 started = time.perf_counter()
                 backed_up = backup(env="local", release="bench", target=target)
                 backups.append(time.perf_counter() - started)
-                log(
-                    f"backup flow {backups[-1]:.1f} s ({backed_up['size_bytes'] / 1024**2:.0f} MiB)"
-                )
+                log(f"backup flow {backups[-1]:.1f} s ({backed_up.size_bytes / 1024**2:.0f} MiB)")
 
                 server.drop_database("raw_restore")
                 settle()
@@ -206,10 +204,10 @@ def main() -> None:
                 server.drop_database("raw_restore")
                 settle()
                 started = time.perf_counter()
-                restored = restore(env="local", backup_id=backed_up["backup_id"], target=target)
+                restored = restore(env="local", backup_id=backed_up.backup_id, target=target)
                 restores.append(time.perf_counter() - started)
-                log(f"restore flow {restores[-1]:.1f} s into {restored['database']}")
-                server.drop_database(restored["database"])
+                log(f"restore flow {restores[-1]:.1f} s into {restored.database}")
+                server.drop_database(restored.database)
     finally:
         server.destroy()
         emulator.terminate()
@@ -220,7 +218,7 @@ def main() -> None:
             {
                 "benchmark": "backup_throughput",
                 "db_bytes": db_bytes,
-                "dump_bytes": backed_up["size_bytes"],
+                "dump_bytes": backed_up.size_bytes,
                 "raw_dump_s": round(min(raw_dumps), 2),
                 "backup_s": round(min(backups), 2),
                 "backup_ratio": round(min(backups) / min(raw_dumps), 3),

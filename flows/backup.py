@@ -1,8 +1,11 @@
-"""backup: a logical dump to S3 on the policy's schedule; base-backup: the physical one for PITR.
+"""backup: a logical dump to S3 on the policy's schedule; base-backup: the physical one, by
+pgBackRest, for point-in-time recovery; backup-marker: a recorded moment the PITR drill proves.
 
-Every backup is verifiable: streamed with its SHA-256, described by a manifest written only once
-it is complete (row counts per table of the very snapshot dumped), pruned grandfather-father-son,
-and restored for real by the restore drill (flows/restore.py).
+The dump is the portable backup: streamed with its SHA-256, described by a manifest written only
+once it is complete (row counts per table of the very snapshot dumped), pruned
+grandfather-father-son, and restored for real by the restore drill (flows/restore.py). The
+physical backups are pgBackRest's (full, differential, incremental; encrypted; verified; copied
+to a second bucket), proven by the point-in-time drill.
 """
 
 from __future__ import annotations
@@ -17,15 +20,26 @@ from flows.common import StepClock, checked_environment, failure_of, release_lim
 from socialnet_ops.core.backups import BackupError, BackupManifest, BackupTarget, Trigger
 from socialnet_ops.core.environments import BackupPolicy, Environment
 from socialnet_ops.core.failures import before_any_change, changed_nothing, one_line
-from socialnet_ops.core.results import BackupResult, BaseBackupResult
+from socialnet_ops.core.physical_backups import BackupType
+from socialnet_ops.core.results import BackupResult, BaseBackupResult, MarkerResult
 from tasks.ledger import read_ledger, record_backup
+from tasks.physical_backups import (
+    choose_type,
+    engine_repositories,
+    expire_backups,
+    prepare_engine,
+    push_backup_metrics,
+    read_catalog,
+    take_marker,
+    take_physical_backup,
+    verify_repository,
+)
 from tasks.postgres import (
     LEDGER_WAIT_SECONDS,
     apply_retention,
     backup_lock,
     dump_database,
     resolve_backup_target,
-    take_base_backup,
     wal_archiver_status,
 )
 from tasks.reporting import emit, publish
@@ -123,38 +137,75 @@ def backup(
 
 @flow(name="base-backup", flow_run_name="base-backup-{env}", on_failure=[announce_backup_failure])
 def base_backup(
-    env: str, retention_dry_run: bool = False, target: BackupTarget | None = None
+    env: str,
+    backup_type: BackupType | None = None,
+    retention_dry_run: bool = False,
+    target: BackupTarget | None = None,
 ) -> BaseBackupResult:
-    """pg_basebackup → S3, then retention of base backups and of the WAL none of them needs."""
+    """pgBackRest: a full, differential or incremental backup (the policy's ages choose unless
+    `backup_type` says), verified, then the same into the copy repository, then retention."""
     with before_any_change():
-        policy = backup_policy(checked_environment(env))
+        policy = backup_policy(checked_environment(env)).physical
     logger = get_run_logger()
     target = target or resolve_backup_target(env)
     ensure_bucket(target.store)
+    if policy.copy_bucket:
+        ensure_bucket(target.store.model_copy(update={"bucket": policy.copy_bucket}))
     archiver = wal_archiver_status(target)
     if archiver["problem"]:
-        # The base backup is still worth taking; recovery past the failure point is not possible.
+        # The backup is still worth taking; recovery past the failure point is not possible.
         logger.error("%s", archiver["problem"])
         emit("backup.wal_archiving.failed", env, problem=archiver["problem"])
     with backup_lock(target.environment):
-        manifest = take_base_backup(target)
-        retention = apply_retention(target, "base", policy.retention, retention_dry_run)
+        prepare_engine(target)
+        chosen, reason = choose_type(read_catalog(target), policy, backup_type)
+        primary = take_physical_backup(target, chosen, 1)
+        verify_repository(target, 1)
+        copies = {"repo1": primary.label}
+        for repository in engine_repositories(target)[1:]:
+            copies[f"repo{repository}"] = take_physical_backup(target, chosen, repository).label
+            verify_repository(target, repository)
+        retention = expire_backups(target, policy, retention_dry_run)
+    push_backup_metrics(
+        target,
+        "socialnet_backup",
+        {"socialnet_backup_last_success_timestamp_seconds": primary.stopped_at.timestamp()},
+    )
     return publish(
         BaseBackupResult(
             environment=env,
             flow_run_id=flow_run.get_id(),
-            backup_id=manifest.id,
-            key=manifest.key,
-            bucket=target.store.bucket,
-            encryption=manifest.encryption,
-            start_wal=manifest.start_wal,
-            wal_prefix=target.wal_prefix,
-            size_bytes=manifest.size_bytes,
-            sha256=manifest.sha256,
-            duration_s=manifest.duration_s,
-            throughput_mib_s=manifest.throughput_mib_s,
+            backup_label=primary.label,
+            backup_type=primary.type,
+            type_reason=reason,
+            repositories=copies,
+            started_at=primary.started_at.isoformat(),
+            duration_s=primary.duration_s,
+            size_bytes=primary.size_bytes,
+            stored_bytes=primary.stored_bytes,
+            wal_start=primary.wal_start,
+            wal_stop=primary.wal_stop,
+            verified=True,
             archiving_problem=archiver["problem"],
-            last_archived_wal=archiver.get("last_archived_wal"),
             retention=retention,
         )
+    )
+
+
+@flow(name="backup-marker", flow_run_name="backup-marker-{env}")
+def backup_marker(env: str, target: BackupTarget | None = None) -> MarkerResult:
+    """Record what the database holds now (row counts and checksums, writes held off for the
+    moment of reading): the point-in-time drill recovers to such a moment and compares."""
+    checked_environment(env)
+    target = target or resolve_backup_target(env)
+    ensure_bucket(target.store)
+    marker = take_marker(target)
+    return MarkerResult(
+        environment=env,
+        flow_run_id=flow_run.get_id(),
+        taken_at=marker.taken_at.isoformat(),
+        key=marker.key(),
+        tables=len(marker.row_counts),
+        rows=sum(marker.row_counts.values()),
+        checksum=marker.checksum,
     )

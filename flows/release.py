@@ -41,11 +41,13 @@ from flows.rollback import rollback
 from flows.secrets import secrets
 from socialnet_ops.adapters.builds import build_identity, check_version
 from socialnet_ops.core.environments import Environment
-from socialnet_ops.core.failures import before_any_change
+from socialnet_ops.core.failures import RejectedError, before_any_change
 from socialnet_ops.core.gitflow import promotion_refusal
 from socialnet_ops.core.results import FlowResult, ReleaseResult
 from tasks.health import smoke_test
 from tasks.ledger import load_ledger
+from tasks.physical_backups import backup_guard_problems, mark_restore_point
+from tasks.postgres import resolve_backup_target
 from tasks.reporting import artifact_key, emit, report_undo, table_report
 from tasks.undo import UndoJournal, recalled, remember, undo_step, undoable, undone_failure
 
@@ -158,6 +160,55 @@ def promotion_gate(source: str, target: str, sha: str) -> str:
     return f"{sha[:12]} passed {source}"
 
 
+# --- the data's safety net -----------------------------------------------------------------------
+
+
+class BackupGuardError(RejectedError):
+    """The environment's data could not be got back if the release went wrong; nothing changed."""
+
+
+def physical_backups_of(environment: Environment) -> bool:
+    return environment.backup is not None and environment.is_local
+
+
+def restore_point_before(environment: str, version: str) -> dict[str, str]:
+    point = mark_restore_point(
+        resolve_backup_target(environment), f"release-{version}-{environment}"
+    )
+    return {"already": f"restore point {point.name} at {point.lsn}"}
+
+
+def guard_backups(
+    report: ReleaseReport,
+    environment: Environment,
+    version: str,
+    override: str | None,
+    by: str | None,
+) -> None:
+    """Refuse to start while WAL archiving fails, or the last backup or drill is too old or
+    failed; an override goes on, recorded with who and why."""
+    policy = environment.backup.physical if environment.backup else None
+    if policy is None or not policy.guard_releases:
+        return
+    name = environment.name
+    problems = backup_guard_problems(resolve_backup_target(name), policy)
+    if not problems:
+        report.run(f"backup guard {name}", lambda: {"already": "backups, WAL and drills healthy"})
+        return
+    if not override:
+        raise BackupGuardError(
+            f"{name} refuses release {version}: {'; '.join(problems)} (override with "
+            "override_backup_guard='<why>' and override_by='<who>')"
+        )
+    who = by or "unknown"
+    emit("release.backup_guard.overridden", name, version=version, by=who, reason=override,
+         problems=problems)  # fmt: skip
+    report.run(
+        f"backup guard {name}",
+        lambda: {"already": f"overridden by {who}: {override} ({'; '.join(problems)})"},
+    )
+
+
 # --- the flow -------------------------------------------------------------------------------------
 
 
@@ -196,10 +247,15 @@ def release(
     configure_nodes: bool = True,
     take_backup: bool = True,
     allow_contracting_migrations: bool = False,
+    override_backup_guard: str | None = None,
+    override_by: str | None = None,
 ) -> ReleaseResult:
     """`env` is the target (production); its catalog's `promotion.source` (staging) goes first.
 
     `provision_infra`, `configure_nodes` and `take_backup` leave out a stage (said in the report).
+    Where the policy guards releases (`backup.physical.guard_releases`), a release refuses to
+    start while its data could not be got back; `override_backup_guard` (why) and `override_by`
+    (who) start it anyway, recorded in the report and as an event.
     """
     with before_any_change():
         target = checked_environment(env)
@@ -211,6 +267,10 @@ def release(
     ref, sha = tree.sha, build_identity(tree)
     environments = [source, env] if source else [env]
     report = ReleaseReport(env, version)
+    for name in environments:
+        guard_backups(
+            report, checked_environment(name), version, override_backup_guard, override_by
+        )
     journal = UndoJournal()
     emit("release.started", env, version=version, source=source, git_sha=sha)
     with release_slots(environments):
@@ -275,6 +335,12 @@ def release_stage(
     if serving == version and serving_sha == sha:
         report.run(f"release {name}", lambda: {"already": f"{name} already serves {version}"})
     else:
+        # Where a recovery of this environment can stop if the release goes wrong.
+        report.run(
+            f"restore point {name}",
+            lambda: restore_point_before(name, version),
+            None if physical_backups_of(environment) else "no physical backups",
+        )
         report.run(
             f"{strategy} {name}",
             lambda: _to_environment(

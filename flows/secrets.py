@@ -19,7 +19,7 @@ from prefect.runtime import flow_run
 
 from flows.common import StepClock, checked_environment, release_slot
 from socialnet_ops.core.results import RotateResult, SecretsResult
-from socialnet_ops.core.secrets_catalog import SECRET_NAMES
+from socialnet_ops.core.secrets_catalog import IRREPLACEABLE, SECRET_NAMES
 from socialnet_ops.platforms import platform_for
 from tasks.reporting import artifact_key, publish, table_report
 from tasks.vault import (
@@ -40,6 +40,12 @@ def checked_secret_names(names: list[str] | None) -> list[str]:
     if unknown:
         raise ValueError(
             f"replace: unknown secrets {unknown}; the catalog has {', '.join(SECRET_NAMES)}"
+        )
+    kept_forever = sorted(set(names or []) & set(IRREPLACEABLE))
+    if kept_forever:
+        raise ValueError(
+            f"replace: {', '.join(kept_forever)} is never replaced (a new value would make every "
+            "existing backup unreadable)"
         )
     return sorted(set(names or []))
 

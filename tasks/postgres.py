@@ -1,5 +1,5 @@
 """PostgreSQL tasks: schema migrations (Alembic, run from the release's own code), backups to S3
-(pg_dump, pg_basebackup), verified restores and point-in-time recovery.
+(pg_dump), verified restores; the physical backups (pgBackRest) are in tasks/physical_backups.
 
 The tool work is in the adapters (`migrations`, `pg_backups`, `pg_recovery`, `postgres`); what a
 backup *is* (ids, manifests, verification, WAL ranges) is in socialnet_ops.core.backups. Here are
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -23,13 +21,11 @@ from prefect.transactions import Transaction
 from socialnet_ops.adapters.builds import load_build
 from socialnet_ops.adapters.migrations import pending_migrations, run_alembic
 from socialnet_ops.adapters.pg_backups import (
-    base_backup_to_store,
     drop_restored_database,
     dump_to_store,
     prune_backups,
     restore_dump_into,
 )
-from socialnet_ops.adapters.pg_recovery import restore_to_time
 from socialnet_ops.adapters.postgres import read_archiver_status
 from socialnet_ops.adapters.s3 import ensure_bucket_exists
 from socialnet_ops.core.backups import BackupKind, BackupManifest, BackupTarget, Trigger
@@ -197,26 +193,3 @@ def apply_retention(
 def wal_archiver_status(target: BackupTarget) -> dict[str, Any]:
     """pg_stat_archiver, with `problem` set when archiving is failing now."""
     return read_archiver_status(target.database)
-
-
-@task(name="base-backup-to-s3")
-def take_base_backup(target: BackupTarget) -> BackupManifest:
-    """pg_basebackup as one tar on stdout (WAL needed for consistency inside), streamed to S3."""
-    with backup_lock(target.environment):
-        return base_backup_to_store(target, log=get_run_logger())
-
-
-# --- point-in-time recovery -------------------------------------------------------------------------
-
-
-@task(name="restore-to-point-in-time")
-def restore_point_in_time(
-    target: BackupTarget, when: datetime, restore_dir: str | None, port: int
-) -> dict[str, Any]:
-    return restore_to_time(
-        target,
-        when,
-        Path(restore_dir) if restore_dir else None,
-        port,
-        log=get_run_logger(),
-    )

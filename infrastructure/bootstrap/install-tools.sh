@@ -9,6 +9,8 @@ APT_PACKAGES=(
   haproxy:/usr/sbin/haproxy
   redis-server:/usr/bin/redis-server
   prometheus:/usr/bin/prometheus
+  prometheus-pushgateway:/usr/bin/prometheus-pushgateway
+  pgbackrest:/usr/bin/pgbackrest
   chromium:/usr/bin/chromium
   chromium-driver:/usr/bin/chromedriver
   openssh-client:/usr/bin/ssh
@@ -58,8 +60,9 @@ if [ "$(id -u)" -eq 0 ] && command -v podman >/dev/null 2>&1; then
   uv run --frozen --quiet python -m socialnet_ops.adapters.images
 fi
 
-# The Prometheus service that Debian's package may have started is not ours: the platform runs its own.
+# The Prometheus services that Debian's packages may have started are not ours: the platform runs its own.
 pkill -x prometheus-node-exporter 2>/dev/null || true
+pkill -x prometheus-pushgateway 2>/dev/null || true
 
 still_missing=()
 for entry in "${APT_PACKAGES[@]}"; do

@@ -1,4 +1,4 @@
-"""Backups of PostgreSQL in S3: pg_dump and pg_basebackup streamed into the bucket, a dump restored
+"""Logical backups of PostgreSQL in S3: pg_dump streamed into the bucket, a dump restored
 into a scratch database and verified before it is put in place, retention of what is stored.
 
 What a backup *is* (ids, manifests, verification, WAL ranges) is in socialnet_ops.core.backups.
@@ -31,9 +31,7 @@ from socialnet_ops.adapters.postgres import (
     connect_admin,
     count_rows,
     create_database,
-    current_wal_segment,
     drop_database,
-    recovery_critical_settings,
     rename_database,
     snapshot_facts,
     tool_path,
@@ -60,7 +58,6 @@ from socialnet_ops.core.backups import (
     object_metadata,
     pick_manifest,
     verification_problems,
-    wal_to_delete,
 )
 from socialnet_ops.core.environments import Retention
 from socialnet_ops.core.results import RetentionOutcome
@@ -73,9 +70,8 @@ def _now() -> datetime:
 
 def list_manifests(target: BackupTarget, kind: BackupKind, *, log: RunLog) -> list[BackupManifest]:
     """Complete backups, oldest first (an object without a readable manifest is not a backup)."""
-    prefix = target.dump_prefix if kind == "dump" else target.base_prefix
     manifests = []
-    for stored in list_objects(target.store, prefix):
+    for stored in list_objects(target.store, target.dump_prefix):
         if not stored.key.endswith(".json"):
             continue
         try:
@@ -205,44 +201,6 @@ def dump_to_store(
     return manifest
 
 
-def base_backup_to_store(target: BackupTarget, *, log: RunLog) -> BackupManifest:
-    """pg_basebackup as one tar on stdout (WAL needed for consistency inside), streamed to S3."""
-    access = target.database
-    _sweep_stale_uploads(target, target.base_prefix, log)
-    # Read before the backup's checkpoint: a conservative first segment the restore needs.
-    start_wal = current_wal_segment(access)
-    started = _now()
-    backup_id = new_backup_id(started)
-    key = target.data_key("base", backup_id)
-    command = [
-        tool_path("pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
-        "--checkpoint=fast", "--no-password", f"--label=socialnet-{backup_id}",
-    ]  # fmt: skip
-    env = {**os.environ, **access.libpq_env()}
-    log.info("base backup of %s to s3://%s/%s", access.describe(), target.store.bucket, key)
-    output = _start_tool(command, "pg_basebackup", env, log)
-    metadata = object_metadata(
-        backup_id=backup_id, environment=target.environment, database="(cluster)",
-        release=None, schema_revision=None, started_at=started,
-    )  # fmt: skip
-    uploaded = _upload_tool_output(output, target, key, metadata, log)
-    manifest = BackupManifest(
-        id=backup_id,
-        kind="base",
-        environment=target.environment,
-        database="(cluster)",
-        key=key,
-        format="pg_basebackup tar",
-        **_upload_facts(uploaded, started),
-        start_wal=start_wal,
-        stop_wal=current_wal_segment(access),
-        server_settings=recovery_critical_settings(access),
-    )
-    _store_manifest(target, manifest)
-    log.info("base backup %s: %d bytes, WAL from %s", backup_id, manifest.size_bytes, start_wal)
-    return manifest
-
-
 def prune_backups(
     target: BackupTarget,
     kind: BackupKind,
@@ -251,32 +209,21 @@ def prune_backups(
     *,
     log: RunLog,
 ) -> RetentionOutcome:
-    """GFS over the complete backups of `kind`; base backups also drop WAL no kept base needs."""
+    """GFS over the complete backups of `kind`."""
     manifests = list_manifests(target, kind, log=log)
     plan = plan_retention([manifest.point() for manifest in manifests], rules)
     doomed = [manifest for manifest in manifests if manifest.id in set(plan.delete_ids)]
     # Manifests first: an interrupted run leaves data objects that are no longer backups.
     keys = [target.manifest_key(kind, manifest.id) for manifest in doomed]
     keys += [manifest.key for manifest in doomed]
-    wal: list[str] = []
-    if kind == "base":
-        kept = [manifest for manifest in manifests if manifest.id in plan.keep]
-        archived = [
-            stored.key.rsplit("/", 1)[-1]
-            for stored in list_objects(target.store, target.wal_prefix)
-        ]
-        wal = wal_to_delete(kept, archived)
     verb = "would delete" if dry_run else "deleting"
     for line in plan.summary():
         log.info("retention: %s", line)
-    if doomed or wal:
-        log.info("retention %s %d backups and %d WAL files", verb, len(doomed), len(wal))
+    if doomed:
+        log.info("retention %s %d backups", verb, len(doomed))
     if not dry_run:
         delete_objects(target.store, keys)
-        delete_objects(target.store, [target.wal_prefix + name for name in wal])
-    return RetentionOutcome(
-        dry_run=dry_run, kept=plan.keep, deleted=plan.delete_ids, deleted_wal=wal
-    )
+    return RetentionOutcome(dry_run=dry_run, kept=plan.keep, deleted=plan.delete_ids)
 
 
 # --- restores -----------------------------------------------------------------------------------

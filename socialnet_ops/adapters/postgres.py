@@ -13,7 +13,6 @@ import psycopg
 from psycopg import sql
 
 from socialnet_ops.core.backups import (
-    RECOVERY_CRITICAL_SETTINGS,
     BackupError,
     DatabaseAccess,
     archiver_problem,
@@ -64,18 +63,16 @@ def read_archiver_status(access: DatabaseAccess) -> dict[str, Any]:
     return stats
 
 
-def current_wal_segment(access: DatabaseAccess) -> str:
-    with psycopg.connect(**access.connect_kwargs(), autocommit=True) as connection:
-        return str(connection.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0])  # type: ignore[index]
-
-
-def recovery_critical_settings(access: DatabaseAccess) -> dict[str, str]:
-    with psycopg.connect(**access.connect_kwargs(), autocommit=True) as connection:
-        rows = connection.execute(
-            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
-            (list(RECOVERY_CRITICAL_SETTINGS),),
-        ).fetchall()
-    return {str(name): str(value) for name, value in rows}
+def create_restore_point(access: DatabaseAccess, name: str) -> str:
+    """pg_create_restore_point(name): a point recovery can stop at by name; its WAL position."""
+    try:
+        with psycopg.connect(**access.connect_kwargs(), autocommit=True) as connection:
+            row = connection.execute("SELECT pg_create_restore_point(%s)::text", (name,)).fetchone()
+    except psycopg.Error as error:
+        raise BackupError(
+            f"cannot create restore point {name} on {access.describe()}: {error}".strip()
+        ) from None
+    return str(row[0]) if row else ""
 
 
 def snapshot_facts(connection: psycopg.Connection[Any]) -> tuple[str | None, str]:

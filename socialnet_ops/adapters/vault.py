@@ -24,6 +24,7 @@ from socialnet_ops.core.paths import repo_root
 from socialnet_ops.core.secrets_catalog import (
     CATALOG,
     CONSUMERS,
+    IRREPLACEABLE,
     RuntimeSecrets,
     generate,
     next_login_role,
@@ -405,7 +406,8 @@ def require_secret(session: VaultSession, mount: str, environment: str, name: st
 def read_runtime_secrets(
     session: VaultSession, mount: str, environment: str, with_webhooks: bool = True
 ) -> RuntimeSecrets:
-    """What the app needs (database, api) and, for whoever may read it, the webhook token."""
+    """What the app needs (database, api) and, for whoever may read them (the flows), the
+    webhook token and the backup repository's passphrase."""
     values = {
         name: require_secret(session, mount, environment, name).data for name in ("database", "api")
     }
@@ -413,6 +415,9 @@ def read_runtime_secrets(
         webhooks = read_secret(session, mount, secret_path(environment, "webhooks"))
         if webhooks is not None:
             values["webhooks"] = webhooks.data
+        backups = read_secret(session, mount, secret_path(environment, "backups"))
+        if backups is not None:
+            values["backups"] = backups.data
     return RuntimeSecrets(values)
 
 
@@ -598,6 +603,12 @@ def ensure_secrets(
     unknown = replace - {item.name for item in CATALOG}
     if unknown:
         raise VaultError(f"cannot replace unknown secrets {sorted(unknown)}")
+    kept_forever = sorted(replace & set(IRREPLACEABLE))
+    if kept_forever:
+        raise VaultError(
+            f"cannot replace {', '.join(kept_forever)}: a new value would make every existing "
+            "backup unreadable"
+        )
     changes = []
     for item in CATALOG:
         path = secret_path(environment, item.name)

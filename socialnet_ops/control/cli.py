@@ -538,15 +538,49 @@ def backup(env: EnvOption, as_json: JsonOption = False) -> None:
 
 
 @app.command("base-backup")
-def base_backup(env: EnvOption, as_json: JsonOption = False) -> None:
-    """Take a base backup now: point-in-time recovery works from it on (with the archived WAL)."""
+def base_backup(
+    env: EnvOption,
+    backup_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            help="full, diff or incr; default: the policy's ages (physical.full_every, diff_every).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Take a physical backup now (pgBackRest), verified and copied: point-in-time recovery
+    works from it on (with the archived WAL)."""
+    if backup_type not in (None, "full", "diff", "incr"):
+        raise _fail(f"--type: {backup_type!r} is not one of full, diff, incr")
     _checked_backup_policy(env)
-    result = _run_flow("base_backup", env=env)
+    result = _run_flow("base_backup", env=env, backup_type=backup_type)
     if _printed_as_json(result, as_json):
         return
     console.print(result.summary(), highlight=False)
     if result.archiving_problem:
         console.print(f"warning: {result.archiving_problem}", style="yellow", highlight=False)
+
+
+@app.command("backup-marker")
+def backup_marker(env: EnvOption, as_json: JsonOption = False) -> None:
+    """Record what the database holds now (row counts, checksums): pitr-drill recovers to such
+    a moment and compares."""
+    _checked_backup_policy(env)
+    result = _run_flow("backup_marker", env=env)
+    if _printed_as_json(result, as_json):
+        return
+    console.print(result.summary(), highlight=False)
+
+
+@app.command("pitr-drill")
+def pitr_drill(env: EnvOption, as_json: JsonOption = False) -> None:
+    """Recover a random recorded moment into a scratch cluster, compare, report RTO and RPO."""
+    _checked_backup_policy(env)
+    result = _run_flow("pitr_drill", env=env)
+    if _printed_as_json(result, as_json):
+        return
+    console.print(result.summary(), highlight=False)
 
 
 def _checked_backup_policy(env: str) -> None:
@@ -577,17 +611,45 @@ def restore(
     env: EnvOption,
     backup_id: Annotated[str, typer.Option(help="Backup id, or latest.")] = "latest",
     point_in_time: Annotated[str | None, typer.Option(help="ISO timestamp for PITR.")] = None,
+    restore_point: Annotated[
+        str | None, typer.Option(help="Recover to a named restore point (release-<v>-<stage>).")
+    ] = None,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Recover to the end of the archived WAL.")
+    ] = False,
+    restore_dir: Annotated[
+        str | None,
+        typer.Option(help="Where the recovered cluster goes; an earlier restore there: delta."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Restore a backup (verified) into a new database, or to a point in time."""
+    """Restore a dump (verified) into a new database, or recover the cluster (pgBackRest) to a
+    point in time, a named restore point or the latest, on a private port."""
     moment = _checked_time(point_in_time, "--point-in-time")
+    asked = [
+        name
+        for name, value in (
+            ("--point-in-time", moment),
+            ("--restore-point", restore_point),
+            ("--latest", latest),
+        )
+        if value
+    ]
+    if len(asked) > 1:
+        raise _fail(f"{' and '.join(asked)}: give one recovery target")
     _checked_backup_policy(env)
-    result = _run_flow("restore", env=env, backup_id=backup_id, point_in_time=moment)
+    result = _run_flow(
+        "restore",
+        env=env,
+        backup_id=backup_id,
+        point_in_time=moment,
+        restore_point=restore_point,
+        latest=latest,
+        restore_dir=restore_dir,
+    )
     if _printed_as_json(result, as_json):
         return
     console.print(result.summary(), highlight=False, soft_wrap=True)
-    if moment is not None:
-        console.print(f"stop it with: {result.stop_with}", highlight=False, soft_wrap=True)
 
 
 @app.command()

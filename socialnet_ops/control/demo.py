@@ -15,12 +15,12 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from flows.backup import base_backup
+from flows.backup import backup_marker, base_backup
 from flows.canary import CanaryAbortedError, canary
 from flows.configure import configure_launcher_nodes
 from flows.deploy import deploy
 from flows.provision import provision
-from flows.restore import restore_drill
+from flows.restore import pitr_drill, restore_drill
 from flows.rollback import rollback
 from flows.secrets import secrets as secrets_flow
 from socialnet_ops.control import control_plane
@@ -211,6 +211,11 @@ def run_demo(console: Console) -> int:
         stage("secrets (Vault bootstrap)", lambda: secrets_flow(env=DEMO_ENV))
         stage(f"deploy {v1}", lambda: deploy(env=DEMO_ENV, version=v1, ref=first))
         people = stage("synthetic users", lambda: _synthetic_users(context["edge_url"]))
+        # Point-in-time recovery works from a base backup on: take one, not wait for the night.
+        stage(
+            "base backup (pgBackRest: full, encrypted, verified, copied to a second bucket)",
+            lambda: base_backup(env=DEMO_ENV),
+        )
         load = SteadyLoad(
             context["edge_url"], _browsing_paths(people["users"]), rate=30, max_seconds=900
         ).start()
@@ -222,11 +227,14 @@ def run_demo(console: Console) -> int:
         v2 = released.version
         stage(f"canary {v3} (30% errors: aborted)", lambda: expect_aborted(canary, v3, first))
         stage(f"verify {v2} still serves", lambda: _expect_version(context["edge_url"], v2))
-        stage("restore drill (verified)", lambda: restore_drill(env=DEMO_ENV))
-        # Point-in-time recovery works from a base backup on: take one, not wait for the night.
-        stage("base backup (point-in-time recovery from now on)", lambda: base_backup(env=DEMO_ENV))
+        stage("recovery marker (what the database holds now)", lambda: backup_marker(env=DEMO_ENV))
+        stage("restore drill of the dump (verified)", lambda: restore_drill(env=DEMO_ENV))
         stage("roll back", lambda: rollback(env=DEMO_ENV, reason="demo"))
         stage(f"verify {v1} serves again", lambda: _expect_version(context["edge_url"], v1))
+        stage(
+            "point-in-time drill: the marker's moment recovered and verified (RTO, RPO)",
+            lambda: pitr_drill(env=DEMO_ENV),
+        )
     except Exception:
         failed = True
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import Flow
 
-from flows.backup import backup, base_backup
+from flows.backup import backup, backup_marker, base_backup
 from flows.canary import canary
 from flows.canary_control import canary_control
 from flows.configure import configure
@@ -19,13 +19,14 @@ from flows.diff import diff
 from flows.drift import drift
 from flows.provision import provision
 from flows.release import release
-from flows.restore import restore, restore_drill
+from flows.restore import pitr_drill, restore, restore_drill
 from flows.rollback import rollback
 from flows.secrets import rotate, secrets
 from flows.technical import technical
 
 FLOWS: dict[str, Flow[..., Any]] = {
     "backup": backup,
+    "backup_marker": backup_marker,
     "base_backup": base_backup,
     "canary": canary,
     "canary_control": canary_control,
@@ -35,6 +36,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "drift": drift,
     "provision": provision,
     "release": release,
+    "pitr_drill": pitr_drill,
     "restore": restore,
     "restore_drill": restore_drill,
     "rollback": rollback,

@@ -5,36 +5,28 @@ Layout of an environment's bucket:
     backups/<env>/<db>/<id>.dump    pg_dump custom format, SSE AES256
     backups/<env>/<db>/<id>.json    its manifest, written only once the dump is complete:
                                     an object without a manifest is not a backup
-    basebackups/<env>/<id>.tar      pg_basebackup tar (WAL to reach consistency included)
-    basebackups/<env>/<id>.json     its manifest (start/stop WAL segment, times)
-    wal/<env>/<segment>             WAL archived by PostgreSQL's archive_command
-
-A point in time T is recoverable from the newest base backup finished before T plus every WAL
-segment from that backup's start up to the first segment archived at or after T.
+    pgbackrest/<env>/               pgBackRest's repository (physical backups and WAL; its
+                                    own format, encrypted): core.physical_backups
+    markers/<env>/<time>.json       recovery markers the point-in-time drill recovers to
+    drills/<env>/<id>.json          outcomes of the point-in-time drills
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from socialnet_ops.core.failures import RejectedError
 from socialnet_ops.core.retention import BackupPoint
 
-if TYPE_CHECKING:
-    pass
-
 Trigger = Literal["scheduled", "pre-deploy", "manual"]
-BackupKind = Literal["dump", "base"]
+BackupKind = Literal["dump"]
 
 
 class BackupError(Exception):
@@ -51,10 +43,6 @@ class VerificationError(BackupError):
 
 class OutsideRecoveryWindowError(BackupError, RejectedError):
     """The asked time cannot be recovered to: refused before anything is created."""
-
-
-class WalGapError(BackupError):
-    """The WAL archive lacks a segment the requested recovery needs."""
 
 
 class Model(BaseModel):
@@ -142,12 +130,27 @@ class ObjectStore(Model):
     create_bucket: bool = False  # only for the emulator; real buckets come from Terraform
 
 
+class EngineAccess(Model):
+    """How to run pgBackRest for an environment's cluster: its configuration file (which holds
+    the repositories and the cipher passphrase) and the system user that owns the data."""
+
+    stanza: str
+    config_path: str
+    system_user: str = "postgres"
+    # 1 is the primary repository; 2, when the policy has a copy bucket, the copy.
+    repositories: tuple[int, ...] = (1,)
+
+
 class BackupTarget(Model):
     """Everything a backup or restore run needs to know about one environment's data."""
 
     environment: str
     database: DatabaseAccess
     store: ObjectStore
+    # Physical backups: None where the data directory is not on a machine the flows reach.
+    engine: EngineAccess | None = None
+    # The Prometheus Pushgateway the flows push backup and drill metrics to, if there is one.
+    metrics_url: str | None = None
     # What keys are named after: the policy's database name.
     database_label: str = Field(default="socialnet", pattern=r"^[A-Za-z0-9_.-]+$")
 
@@ -155,22 +158,11 @@ class BackupTarget(Model):
     def dump_prefix(self) -> str:
         return f"backups/{self.environment}/{self.database_label}/"
 
-    @property
-    def base_prefix(self) -> str:
-        return f"basebackups/{self.environment}/"
-
-    @property
-    def wal_prefix(self) -> str:
-        return f"wal/{self.environment}/"
-
     def data_key(self, kind: BackupKind, backup_id: str) -> str:
-        if kind == "dump":
-            return f"{self.dump_prefix}{backup_id}.dump"
-        return f"{self.base_prefix}{backup_id}.tar"
+        return f"{self.dump_prefix}{backup_id}.dump"
 
     def manifest_key(self, kind: BackupKind, backup_id: str) -> str:
-        prefix = self.dump_prefix if kind == "dump" else self.base_prefix
-        return f"{prefix}{backup_id}.json"
+        return f"{self.dump_prefix}{backup_id}.json"
 
 
 # --- ids and manifests ---------------------------------------------------------------------------
@@ -208,11 +200,6 @@ class BackupManifest(Model):
     duration_s: float
     row_counts: dict[str, int] = Field(default_factory=dict)
     encryption: str = "AES256"
-    # Base backups: the WAL they need, first segment (conservative) and last.
-    start_wal: str | None = None
-    stop_wal: str | None = None
-    # Settings a recovering server must not set lower than its source (kept in pg_control).
-    server_settings: dict[str, str] = Field(default_factory=dict)
 
     @property
     def throughput_mib_s(self) -> float:
@@ -326,165 +313,7 @@ def verification_problems(
     return problems
 
 
-# --- WAL segments and point-in-time recovery -------------------------------------------------------
-
-RECOVERY_CRITICAL_SETTINGS = (
-    "max_connections",
-    "max_worker_processes",
-    "max_wal_senders",
-    "max_prepared_transactions",
-    "max_locks_per_transaction",
-)
-SEGMENTS_PER_XLOGID = 0x100  # 16 MiB segments: 0x100000000 / 0x1000000
-_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
-
-
-@dataclass(frozen=True, order=True)
-class Segment:
-    timeline: int
-    number: int
-
-    @classmethod
-    def parse(cls, name: str) -> Segment:
-        match = _SEGMENT.match(name)
-        if not match:
-            raise ValueError(f"{name!r} is not a WAL segment name")
-        timeline, log, seg = (int(part, 16) for part in match.groups())
-        return cls(timeline, log * SEGMENTS_PER_XLOGID + seg)
-
-    @property
-    def name(self) -> str:
-        log, seg = divmod(self.number, SEGMENTS_PER_XLOGID)
-        return f"{self.timeline:08X}{log:08X}{seg:08X}"
-
-
-def is_segment_name(name: str) -> bool:
-    return bool(_SEGMENT.match(name))
-
-
-@dataclass(frozen=True)
-class ArchivedSegment:
-    name: str
-    archived_at: datetime
-
-
-@dataclass(frozen=True)
-class RecoveryPlan:
-    base: BackupManifest
-    segments: list[str]  # from the base backup's start to the first archived at/after the target
-    target: datetime
-
-
-def recoverable_window(
-    bases: Iterable[BackupManifest], wal: Iterable[ArchivedSegment]
-) -> tuple[datetime, datetime] | None:
-    """From the end of the oldest base backup to the last archived segment (None: nothing yet)."""
-    finished = [base.finished_at for base in bases]
-    archived = [segment.archived_at for segment in wal]
-    if not finished or not archived or max(archived) < min(finished):
-        return None
-    return min(finished), max(archived)
-
-
-def plan_recovery(
-    target: datetime, bases: Iterable[BackupManifest], wal: Iterable[ArchivedSegment]
-) -> RecoveryPlan:
-    """The base backup and the WAL segments a recovery to `target` needs; errors say the window."""
-    if target.tzinfo is None:
-        raise OutsideRecoveryWindowError(
-            f"target time {target.isoformat()} has no time zone; give it in UTC"
-        )
-    bases = sorted(bases, key=lambda base: base.finished_at)
-    archived = sorted(
-        (segment for segment in wal if is_segment_name(segment.name)),
-        key=lambda segment: Segment.parse(segment.name),
-    )
-    window = recoverable_window(bases, archived)
-    span = f"{window[0].isoformat()} to {window[1].isoformat()}" if window else "empty"
-    candidates = [base for base in bases if base.finished_at <= target]
-    if not candidates:
-        raise OutsideRecoveryWindowError(
-            f"no base backup finished before {target.isoformat()}; the recoverable window is {span}"
-        )
-    base = candidates[-1]
-    if base.start_wal is None:
-        raise BackupError(f"base backup {base.id} does not record its start WAL segment")
-    start = Segment.parse(base.start_wal)
-    by_number = {
-        Segment.parse(segment.name).number: segment
-        for segment in archived
-        if Segment.parse(segment.name).timeline == start.timeline
-    }
-    needed: list[str] = []
-    number = start.number
-    last_number = max(by_number, default=start.number - 1)
-    while True:
-        segment = by_number.get(number)
-        if segment is None:
-            name = Segment(start.timeline, number).name
-            if number > last_number:
-                raise OutsideRecoveryWindowError(
-                    f"{target.isoformat()} is after the last archived WAL "
-                    f"({archived[-1].archived_at.isoformat() if archived else 'none'}); the "
-                    f"recoverable window is {span}"
-                )
-            raise WalGapError(
-                f"WAL segment {name} is missing from the archive; recovery from base backup "
-                f"{base.id} cannot go past it (restore to a time before it was written, or take "
-                "a new base backup)"
-            )
-        needed.append(segment.name)
-        if segment.archived_at >= target:
-            return RecoveryPlan(base=base, segments=needed, target=target)
-        number += 1
-
-
-def wal_to_delete(kept_bases: Iterable[BackupManifest], archived: Iterable[str]) -> list[str]:
-    """Archived WAL older than the oldest kept base backup needs (history files stay)."""
-    starts = [Segment.parse(base.start_wal) for base in kept_bases if base.start_wal]
-    if not starts:
-        return []  # without a base backup nothing says which WAL is useless: keep it all
-    oldest = min(start.number for start in starts)
-    doomed = []
-    for name in archived:
-        stem = name.split(".", 1)[0]
-        if is_segment_name(stem) and Segment.parse(stem).number < oldest:
-            doomed.append(name)  # a segment, or the `.backup` label of an older base backup
-    return sorted(doomed)
-
-
-# --- WAL archiving settings for a PostgreSQL server ---------------------------------------------
-
-# The archive command PostgreSQL runs (a file path, not an import: it runs under Debian's python3).
-WAL_ARCHIVE_SCRIPT = Path(__file__).parents[1] / "adapters" / "wal_archive.py"
-
-
-def _interpreter() -> str:
-    """A python3 the database's system user can run (the project venv may sit under /root)."""
-    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return sys.executable
-
-
-def wal_command(action: Literal["push", "fetch"], store: ObjectStore, prefix: str) -> str:
-    """archive_command (push) or restore_command (fetch) for PostgreSQL's configuration."""
-    arguments = "%p %f" if action == "push" else "%f %p"
-    options = f"--bucket {store.bucket} --prefix {prefix} --region {store.region} --quiet"
-    if store.endpoint_url:
-        options += f" --endpoint-url {store.endpoint_url}"
-    return f"{_interpreter()} {WAL_ARCHIVE_SCRIPT} {action} {arguments} {options}"
-
-
-def archiving_settings(store: ObjectStore, environment: str, timeout_s: int = 60) -> list[str]:
-    """`name=value` settings (for `postgres -c`) that archive an environment's WAL to its bucket."""
-    return [
-        "wal_level=replica",
-        "archive_mode=on",
-        f"archive_command={wal_command('push', store, f'wal/{environment}')}",
-        # A quiet database still closes a segment this often, bounding what a PITR can lose.
-        f"archive_timeout={timeout_s}",
-    ]
+# --- WAL archiving ---------------------------------------------------------------------------------
 
 
 def archiver_problem(stats: Mapping[str, Any]) -> str | None:

@@ -639,10 +639,37 @@ class Retention(Model):
         return self
 
 
+class PhysicalBackupPolicy(Model):
+    """pgBackRest's part of the policy: which type a base backup takes, how it is stored and
+    kept, and what the point-in-time drills and the release guard hold it to."""
+
+    full_every: Annotated[Duration, Field(gt=0)] = 7 * 86400.0
+    diff_every: Annotated[Duration, Field(gt=0)] = 86400.0
+    process_max: Annotated[int, Field(ge=1, le=16)] = 2
+    compress: Literal["zst", "lz4"] = "zst"
+    keep_full: Annotated[int, Field(ge=1)] = 2
+    recovery_window: Annotated[Duration, Field(gt=0)] | None = 14 * 86400.0
+    copy_bucket: str | None = None
+    marker_schedule: Cron | None = None
+    drill_schedule: Cron | None = None
+    rto_objective: Annotated[Duration, Field(gt=0)] = 900.0
+    rpo_objective: Annotated[Duration, Field(gt=0)] = 600.0
+    guard_releases: bool = False
+    max_backup_age: Annotated[Duration, Field(gt=0)] = 26 * 3600.0
+    max_drill_age: Annotated[Duration, Field(gt=0)] = 8 * 86400.0
+
+    @model_validator(mode="after")
+    def _full_after_diff(self) -> PhysicalBackupPolicy:
+        if self.diff_every > self.full_every:
+            raise ValueError("diff_every is longer than full_every: no differential would run")
+        return self
+
+
 class BackupPolicy(Model):
     schedule: Cron
     base_backup_schedule: Cron | None = None
     drill_schedule: Cron | None = None
+    physical: PhysicalBackupPolicy = Field(default_factory=PhysicalBackupPolicy)
     retention: Retention = Field(default_factory=Retention)
     bucket: str
     database: str = "socialnet"

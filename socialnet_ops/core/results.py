@@ -146,35 +146,52 @@ class BackupResult(FlowResult):
         return f"backed up {self.environment}: {self.backup_id} ({self.size_bytes} bytes)"
 
 
-class BaseBackupResult(FlowResult):
-    """A base backup (pg_basebackup) and the WAL it needs; point-in-time recovery starts here."""
+class PhysicalRetentionOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
 
-    backup_id: str
-    key: str
-    bucket: str
-    encryption: str
-    start_wal: str | None
-    wal_prefix: str
-    size_bytes: int
-    sha256: str
+    dry_run: bool
+    kept: dict[str, str] = Field(description="kept full backup label -> why")
+    expired: list[str] = Field(description="full backups expired, with what depends on them")
+
+    def lines(self) -> list[str]:
+        verb = "would expire" if self.dry_run else "expired"
+        lines = [f"{verb} {label} (and what depends on it)" for label in self.expired]
+        return lines + [f"kept {label}: {why}" for label, why in self.kept.items()]
+
+
+class BaseBackupResult(FlowResult):
+    """A physical backup by pgBackRest (full, differential or incremental), verified, copied to
+    the second repository, then retention; point-in-time recovery starts at any such backup."""
+
+    backup_label: str
+    backup_type: str
+    type_reason: str
+    repositories: dict[str, str] = Field(description="repository -> its backup's label")
+    started_at: str
     duration_s: float
-    throughput_mib_s: float
+    size_bytes: int
+    stored_bytes: int
+    wal_start: str
+    wal_stop: str
+    verified: bool
     archiving_problem: str | None
-    last_archived_wal: str | None = None
-    retention: RetentionOutcome
+    retention: PhysicalRetentionOutcome
 
     def report(self) -> Report:
         return Report(
             key=artifact_key("base-backup", self.environment),
-            title=f"Base backup {self.backup_id} of {self.environment}",
+            title=f"Physical backup {self.backup_label} ({self.backup_type}) of {self.environment}",
             sections={
-                "object": f"s3://{self.bucket}/{self.key} (SSE {self.encryption})",
-                "size": f"{self.size_bytes} bytes",
-                "duration": f"{self.duration_s} s ({self.throughput_mib_s} MiB/s)",
-                "sha256": self.sha256,
-                "WAL": f"needs {self.start_wal} onwards from s3://{self.bucket}/{self.wal_prefix}",
-                "archiving": self.archiving_problem
-                or f"healthy, last archived {self.last_archived_wal}",
+                "type": f"{self.backup_type}: {self.type_reason}",
+                "repositories": [f"{repo}: {label}" for repo, label in self.repositories.items()],
+                "size": f"{self.size_bytes} bytes of data, {self.stored_bytes} bytes stored "
+                "(compressed, encrypted)",
+                "duration": f"{self.duration_s} s",
+                "WAL": f"{self.wal_start} .. {self.wal_stop}",
+                "verified": "pgbackrest verify passed on every repository"
+                if self.verified
+                else "not verified",
+                "archiving": self.archiving_problem or "healthy",
                 "retention": self.retention.lines(),
             },
         )
@@ -183,21 +200,21 @@ class BaseBackupResult(FlowResult):
         return Event(
             name="backup.completed",
             payload={
-                "backup_id": self.backup_id,
-                "kind": "base",
-                "key": self.key,
+                "backup_id": self.backup_label,
+                "kind": "physical",
+                "type": self.backup_type,
                 "size_bytes": self.size_bytes,
-                "sha256": self.sha256,
+                "stored_bytes": self.stored_bytes,
                 "duration_s": self.duration_s,
-                "deleted": self.retention.deleted,
-                "deleted_wal": len(self.retention.deleted_wal),
+                "expired": self.retention.expired,
             },
         )
 
     def summary(self) -> str:
         return (
-            f"base backup {self.environment}: {self.backup_id} ({self.size_bytes} bytes, WAL from "
-            f"{self.start_wal})"
+            f"base backup {self.environment}: {self.backup_label} ({self.backup_type}, "
+            f"{self.size_bytes} bytes, {self.stored_bytes} stored, verified, copies: "
+            f"{', '.join(self.repositories)})"
         )
 
 
@@ -340,11 +357,12 @@ class DumpRestoreResult(VerifiedRestore):
 
 
 class PointInTimeRestoreResult(FlowResult):
-    """The cluster as it was at `target_time`, running on a private port of this machine."""
+    """The cluster as it was at the target, running on a private port of this machine."""
 
-    base_backup: str
-    target_time: str
-    wal_segments: int
+    target_kind: str
+    target: str | None
+    backup_label: str | None = None
+    delta: bool
     recovery_stop: str | None
     host: str
     port: int
@@ -352,15 +370,21 @@ class PointInTimeRestoreResult(FlowResult):
     log: str
     stop_with: str
     database: str
+    restore_s: float
+    recovery_s: float
     row_counts: dict[str, int]
+
+    @property
+    def target_text(self) -> str:
+        return "the latest" if self.target_kind == "latest" else f"{self.target_kind} {self.target}"
 
     def report(self) -> Report:
         return Report(
             key=artifact_key("restore", self.environment),
-            title=f"{self.environment} restored to {self.target_time}",
+            title=f"{self.environment} restored to {self.target_text}",
             sections={
-                "base backup": self.base_backup,
-                "WAL replayed": f"{self.wal_segments} segments",
+                "restore": f"{'delta' if self.delta else 'full'} restore in {self.restore_s} s, "
+                f"ready after {self.recovery_s} s",
                 "stopped": self.recovery_stop or "at the end of the archived WAL",
                 "server": f"{self.host}:{self.port} (data {self.data_dir})",
                 "stop it with": self.stop_with,
@@ -373,17 +397,78 @@ class PointInTimeRestoreResult(FlowResult):
             name="restore.completed",
             payload={
                 "mode": "point-in-time",
-                "base_backup": self.base_backup,
-                "target_time": self.target_time,
+                "target_kind": self.target_kind,
+                "target": self.target,
                 "port": self.port,
             },
         )
 
     def summary(self) -> str:
         return (
-            f"restored {self.environment} as it was at {self.target_time}: from base backup "
-            f"{self.base_backup}, {self.wal_segments} WAL segments replayed; serving on "
-            f"{self.host}:{self.port}"
+            f"restored {self.environment} to {self.target_text} "
+            f"({'delta' if self.delta else 'full'} restore, ready in {self.recovery_s} s); "
+            f"serving on {self.host}:{self.port}; stop it with: {self.stop_with}"
+        )
+
+
+class PitrDrillResult(FlowResult):
+    """A random recorded moment of the window recovered into a scratch cluster and compared."""
+
+    drill_id: str
+    marker_time: str
+    backup_label: str | None
+    delta: bool
+    rto_s: float
+    rpo_s: float
+    rto_objective_s: float
+    rpo_objective_s: float
+    newest_recoverable: str | None
+    tables: int
+    rows: int
+    checksum: str
+    verified_repositories: list[int]
+
+    def report(self) -> Report:
+        return Report(
+            key=artifact_key("pitr-drill", self.environment),
+            title=f"Point-in-time drill of {self.environment}: {self.marker_time} recovered and "
+            "verified",
+            sections={
+                "recovered to": f"{self.marker_time} (a random recorded marker)",
+                "matches": f"{self.rows} rows in {self.tables} tables, checksum {self.checksum}",
+                "RTO": f"{self.rto_s} s (objective {self.rto_objective_s} s)",
+                "RPO": f"{self.rpo_s} s; newest recoverable time {self.newest_recoverable} "
+                f"(objective {self.rpo_objective_s} s)",
+                "restore": "delta into the previous drill's cluster" if self.delta else "full",
+                "verified": f"pgbackrest verify of repositories {self.verified_repositories}",
+            },
+        )
+
+    def event(self) -> Event:
+        return Event(
+            name="backup.pitr_drill.completed",
+            payload={"drill_id": self.drill_id, "rto_s": self.rto_s, "rpo_s": self.rpo_s},
+        )
+
+    def summary(self) -> str:
+        return (
+            f"point-in-time drill of {self.environment}: recovered to {self.marker_time}, "
+            f"{self.rows} rows in {self.tables} tables match the marker; RTO {self.rto_s} s, "
+            f"RPO {self.rpo_s} s"
+        )
+
+
+class MarkerResult(FlowResult):
+    taken_at: str
+    key: str
+    tables: int
+    rows: int
+    checksum: str
+
+    def summary(self) -> str:
+        return (
+            f"recovery marker of {self.environment} at {self.taken_at}: {self.rows} rows in "
+            f"{self.tables} tables"
         )
 
 

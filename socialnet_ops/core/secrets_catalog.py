@@ -7,6 +7,11 @@ Layout in the environment's KV v2 mount (`vault.mount`, default `socialnet`):
 | `<env>/database`   | username, password                       | flows, api     |
 | `<env>/api`        | token_secret, token_secret_previous      | flows, api     |
 | `<env>/webhooks`   | gitlab_token                             | flows, webhooks|
+| `<env>/backups`    | cipher_pass                              | flows          |
+
+`backups/cipher_pass` encrypts pgBackRest's repositories: it is never replaced (a new one would
+make every existing backup unreadable), and the platform writes it into pgbackrest.conf (0600,
+PostgreSQL's system user), which archive-push reads for every WAL segment.
 
 The database has two login roles (`socialnet_a`, `socialnet_b`, members of the owner role
 `socialnet`); `username` says which one is current, so a rotation sets a new password on the other
@@ -39,6 +44,7 @@ class SecretSpec:
     # field -> generator of a new value; every field exists once the secret exists.
     fields: Mapping[str, Callable[[], str]]
     description: str
+    replaceable: bool = True
 
 
 CATALOG: tuple[SecretSpec, ...] = (
@@ -58,6 +64,12 @@ CATALOG: tuple[SecretSpec, ...] = (
         {"gitlab_token": lambda: strong_token(32)},
         "shared secret GitLab sends as X-Gitlab-Token",
     ),
+    SecretSpec(
+        "backups",
+        {"cipher_pass": lambda: strong_token(48)},
+        "pgBackRest repository cipher passphrase (never replaced: it opens every backup)",
+        replaceable=False,
+    ),
 )
 SECRET_NAMES = tuple(spec.name for spec in CATALOG)
 # The fields whose values are secret (the rest, like the login role's name, are not).
@@ -65,7 +77,9 @@ SECRET_FIELDS = {
     "database": ("password",),
     "api": ("token_secret", "token_secret_previous"),
     "webhooks": ("gitlab_token",),
+    "backups": ("cipher_pass",),
 }
+IRREPLACEABLE = tuple(item.name for item in CATALOG if not item.replaceable)
 
 
 def spec(name: str) -> SecretSpec:
@@ -122,6 +136,10 @@ class RuntimeSecrets:
     @property
     def token_secret_previous(self) -> str:
         return self._values["api"].get("token_secret_previous", "")
+
+    @property
+    def backup_cipher_pass(self) -> str | None:
+        return self._values.get("backups", {}).get("cipher_pass") or None
 
     @property
     def webhook_token(self) -> str | None:

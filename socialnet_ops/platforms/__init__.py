@@ -57,6 +57,8 @@ def backup_target_for(environment: Environment) -> BackupTarget:
             create_bucket=environment.cloud.endpoint == "local",
         ),
         database_label=environment.backup.database,
+        engine=platform.backup_engine(),
+        metrics_url=platform.endpoints().extra.get("pushgateway_url"),
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from socialnet_ops.adapters import images
+from socialnet_ops.core.backups import EngineAccess
 from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.release import Build as Build  # the interface speaks of builds
 from socialnet_ops.core.secrets_catalog import RuntimeSecrets
@@ -94,6 +95,10 @@ class Platform(Protocol):
     def database_env(self) -> dict[str, str]:
         """`SOCIALNET_DB_*` settings a migration uses to reach the database (password as a file)."""
         ...
+
+    def backup_engine(self) -> EngineAccess | None:
+        """How the flows run pgBackRest for the environment's cluster; None where the data
+        directory is out of their reach (Kubernetes: the database's own operator backs it up)."""
 
     def deploy(self, build: Build, progress: Progress | None = None) -> None:
         """Replace the stable track with `build`, one replica at a time, without a failed request.

@@ -162,6 +162,11 @@ class PostgresServer:
         return self._process is not None and self._process.poll() is None
 
     @property
+    def run_as_user(self) -> str | None:
+        """The system user the server runs as (None: as we are)."""
+        return self._run_as.pw_name if self._run_as else None
+
+    @property
     def data_dir(self) -> Path:
         assert self.base_dir is not None, "start() the server first"
         return self.base_dir / "data"

@@ -1,4 +1,4 @@
-"""Backup ids, manifests, verification and the WAL range arithmetic of point-in-time recovery."""
+"""Backup ids, manifests, verification and the WAL archiver's health (logical backups)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,19 @@ from pathlib import Path
 import pytest
 
 from socialnet_ops.core.backups import (
-    ArchivedSegment,
     BackupError,
     BackupManifest,
     BackupNotFoundError,
     BackupTarget,
     DatabaseAccess,
     ObjectStore,
-    Segment,
-    WalGapError,
     archiver_problem,
-    archiving_settings,
     compare_row_counts,
     is_backup_id,
     new_backup_id,
     pick_manifest,
-    plan_recovery,
-    recoverable_window,
     verification_problems,
-    wal_to_delete,
 )
-from socialnet_ops.core.failures import changed_nothing
 
 pytestmark = pytest.mark.unit
 
@@ -67,8 +59,6 @@ def test_backup_ids_sort_by_time_and_keys_follow_the_layout() -> None:
     )
     assert target.data_key("dump", first) == f"backups/staging/socialnet/{first}.dump"
     assert target.manifest_key("dump", first) == f"backups/staging/socialnet/{first}.json"
-    assert target.data_key("base", first) == f"basebackups/staging/{first}.tar"
-    assert target.wal_prefix == "wal/staging/"
 
 
 def test_database_access_reads_the_password_file_only_for_the_child_env(tmp_path: Path) -> None:
@@ -138,81 +128,7 @@ def test_verification_reports_size_checksum_revision_and_each_table() -> None:
     assert "public.extra: not in the backup's manifest" in text
 
 
-def test_segment_names_roll_over_every_256_segments() -> None:
-    segment = Segment.parse("0000000100000000000000FF")
-    following = Segment(segment.timeline, segment.number + 1)
-    assert following.name == "000000010000000100000000"
-    with pytest.raises(ValueError):
-        Segment.parse("00000001.history")
-
-
-def wal(names_and_minutes: list[tuple[str, int]]) -> list[ArchivedSegment]:
-    return [ArchivedSegment(name, T0 + timedelta(minutes=m)) for name, m in names_and_minutes]
-
-
-def base(backup_id: str, minute: int, start_wal: str) -> BackupManifest:
-    at = T0 + timedelta(minutes=minute)
-    return manifest(backup_id, at, kind="base", start_wal=start_wal, finished_at=at)
-
-
-SEGMENTS = wal(
-    [
-        ("000000010000000000000002", 1),
-        ("000000010000000000000003", 10),
-        ("000000010000000000000004", 20),
-        ("000000010000000000000005", 30),
-        ("000000010000000000000005.00000028.backup", 30),
-        ("000000010000000000000006", 40),
-    ]
-)
-
-
-def test_recovery_uses_the_newest_base_before_the_target_and_wal_up_to_it() -> None:
-    bases = [base("b1", 0, "000000010000000000000002"), base("b2", 25, "000000010000000000000004")]
-    plan = plan_recovery(T0 + timedelta(minutes=15), bases, SEGMENTS)
-    assert plan.base.id == "b1"
-    assert plan.segments == [
-        "000000010000000000000002",
-        "000000010000000000000003",
-        "000000010000000000000004",
-    ]
-    later = plan_recovery(T0 + timedelta(minutes=35), bases, SEGMENTS)
-    assert later.base.id == "b2"
-    assert later.segments[-1] == "000000010000000000000006"
-    assert recoverable_window(bases, SEGMENTS) == (T0, T0 + timedelta(minutes=40))
-
-
-def test_recovery_names_the_missing_segment_and_the_window() -> None:
-    bases = [base("b1", 0, "000000010000000000000002")]
-    gap = [segment for segment in SEGMENTS if segment.name != "000000010000000000000003"]
-    with pytest.raises(WalGapError, match="000000010000000000000003 is missing"):
-        plan_recovery(T0 + timedelta(minutes=15), bases, gap)
-    with pytest.raises(BackupError, match="after the last archived WAL") as late:
-        plan_recovery(T0 + timedelta(hours=5), bases, SEGMENTS)
-    with pytest.raises(BackupError, match="no base backup finished before") as early:
-        plan_recovery(T0 - timedelta(hours=1), bases, SEGMENTS)
-    # A time outside the window is the asker's mistake (rejected: no alert); a gap in the
-    # archive is the platform's problem (failed: alerted).
-    assert changed_nothing(late.value) and changed_nothing(early.value)
-    with pytest.raises(WalGapError) as gap_error:
-        plan_recovery(T0 + timedelta(minutes=15), bases, gap)
-    assert not changed_nothing(gap_error.value)
-
-
-def test_wal_retention_keeps_what_the_oldest_kept_base_needs() -> None:
-    names = [segment.name for segment in SEGMENTS] + ["00000002.history"]
-    doomed = wal_to_delete([base("b2", 25, "000000010000000000000004")], names)
-    assert doomed == ["000000010000000000000002", "000000010000000000000003"]
-    assert wal_to_delete([], names) == []
-
-
-def test_archiving_settings_and_archiver_health() -> None:
-    settings = archiving_settings(
-        ObjectStore(bucket="bkt", endpoint_url="http://127.0.0.1:9"), "local"
-    )
-    assert "archive_mode=on" in settings
-    command = next(s for s in settings if s.startswith("archive_command="))
-    assert "wal_archive.py push %p %f --bucket bkt --prefix wal/local" in command
+def test_archiver_health() -> None:
     assert archiver_problem({"last_failed_time": None}) is None
     healthy_again = {"last_failed_time": T0, "last_archived_time": T0 + timedelta(seconds=1)}
     assert archiver_problem(healthy_again) is None

@@ -4,6 +4,7 @@ and the rendered haproxy.cfg with them, checked by `haproxy -c`."""
 from __future__ import annotations
 
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from socialnet_ops.core.environments import TrafficPolicy, load_environment
 from socialnet_ops.platforms.local import LocalPlatform
 from socialnet_ops.platforms.local.haproxy import TrafficRules, slot_backends
 from socialnet_ops.platforms.local.state import PlatformState
+from socialnet_ops.platforms.local.tools import ensure_tls_pem, s3_tls_config
 from tests.support.requirements import unavailable
 
 pytestmark = pytest.mark.unit
@@ -73,6 +75,26 @@ def test_the_rendered_edge_is_valid_haproxy(tmp_path: Path) -> None:
     text = platform._haproxy_cfg(PlatformState(environment="local", ports=ports))
     assert "req.hdr(X-Tester)" in text and "req.cook(beta)" in text
     config = tmp_path / "haproxy" / "haproxy.cfg"
+    config.write_text(text)
+    check = subprocess.run(
+        [haproxy, "-c", "-q", "-f", str(config)], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_the_tls_front_of_the_aws_emulator_is_valid_haproxy(tmp_path: Path) -> None:
+    """pgBackRest's way to the emulator: TLS on its own port, plain HTTP to the emulator."""
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        unavailable("haproxy is not installed (apt-get install haproxy)")
+    if shutil.which("openssl") is None:
+        unavailable("openssl is not installed (apt-get install openssl)")
+    pem = tmp_path / "s3-tls.pem"
+    assert ensure_tls_pem(pem) and not ensure_tls_pem(pem)  # made once, then kept
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600  # it holds the private key
+    text = s3_tls_config("local", 18083, pem, 18084)
+    assert f"bind 127.0.0.1:18083 ssl crt {pem}" in text and "server moto 127.0.0.1:18084" in text
+    config = tmp_path / "s3-tls.cfg"
     config.write_text(text)
     check = subprocess.run(
         [haproxy, "-c", "-q", "-f", str(config)], capture_output=True, text=True, check=False

@@ -7,11 +7,12 @@ import re
 import pytest
 
 from flows.secrets import checked_secret_names
-from socialnet_ops.adapters.vault import CONSUMERS, render_policy
+from socialnet_ops.adapters.vault import CONSUMERS, VaultError, ensure_secrets, render_policy
 from socialnet_ops.core.environments import environment_names
 from socialnet_ops.core.secrets_catalog import (
     CATALOG,
     DB_LOGIN_ROLES,
+    IRREPLACEABLE,
     RuntimeSecrets,
     generate,
     kubernetes_secret_body,
@@ -68,7 +69,9 @@ def test_generated_values_are_strong_and_distinct() -> None:
     assert len(first["password"]) >= 40 and first["password"] != second["password"]
     assert len(generate("api")["token_secret"]) >= 60
     assert generate("api")["token_secret_previous"] == ""
-    assert {spec.name for spec in CATALOG} == {"database", "api", "webhooks"}
+    assert {spec.name for spec in CATALOG} == {"database", "api", "webhooks", "backups"}
+    cipher = generate("backups")["cipher_pass"]
+    assert len(cipher) >= 48 and cipher != generate("backups")["cipher_pass"]
 
 
 def test_login_roles_alternate_and_the_legacy_role_moves_to_the_first() -> None:
@@ -97,3 +100,42 @@ def test_replace_accepts_only_catalog_names() -> None:
     assert checked_secret_names(["api", "api"]) == ["api"]
     with pytest.raises(ValueError, match="unknown secrets \\['passwords'\\]"):
         checked_secret_names(["passwords"])
+
+
+def test_the_backup_cipher_passphrase_is_never_replaced() -> None:
+    # A new passphrase would make every backup already in the repositories unreadable.
+    assert IRREPLACEABLE == ("backups",)
+    assert [spec.name for spec in CATALOG if not spec.replaceable] == ["backups"]
+    with pytest.raises(ValueError, match="backups is never replaced"):
+        checked_secret_names(["api", "backups"])
+    assert checked_secret_names(["api", "database", "webhooks"]) == ["api", "database", "webhooks"]
+
+
+def test_vault_refuses_to_replace_the_backup_passphrase_before_touching_anything() -> None:
+    class Untouchable:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"ensure_secrets used the session ({name}) before refusing")
+
+    with pytest.raises(VaultError, match="cannot replace backups: a new value would make"):
+        ensure_secrets(
+            Untouchable(),  # type: ignore[arg-type]
+            mount="socialnet",
+            environment="local",
+            replace=["backups", "api"],
+        )
+
+
+def test_runtime_secrets_hide_the_backup_passphrase_and_give_it_to_the_flows() -> None:
+    secrets = RuntimeSecrets(
+        {
+            "database": {"username": "socialnet_a", "password": "pw-" + "x" * 40},
+            "api": {"token_secret": "key-" + "y" * 60, "token_secret_previous": ""},
+            "backups": {"cipher_pass": "cipher-" + "c" * 48},
+        }
+    )
+    assert secrets.backup_cipher_pass == "cipher-" + "c" * 48
+    assert "cipher-" not in repr(secrets)
+    assert "cipher-" + "c" * 48 in secrets.values()  # redacted from logs like the others
+    # Only the flows read it: the app's Kubernetes Secret does not carry it.
+    assert "cipher-" + "c" * 48 not in kubernetes_secret_body(secrets)["stringData"].values()
+    assert runtime().backup_cipher_pass is None  # an environment that never had one

@@ -28,6 +28,7 @@ import yaml
 from socialnet_ops.adapters import images
 from socialnet_ops.adapters.builds import BuildError, load_build
 from socialnet_ops.adapters.process import ToolError
+from socialnet_ops.core.backups import EngineAccess
 from socialnet_ops.core.environments import STICKY_COOKIE, Environment
 from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSettings
 from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
@@ -343,6 +344,9 @@ class KubernetesPlatform:
                 "release": self.settings.release_name,
             },
         )
+
+    def backup_engine(self) -> EngineAccess | None:
+        return None  # pgBackRest runs next to the data directory; pods are out of the flows' reach
 
     def database_env(self) -> dict[str, str]:
         """Where the control plane reaches PostgreSQL (`controlPlane.database` in the values).

@@ -54,7 +54,9 @@ def init_cluster(pgdata: Path, pgsocket: Path, say: Callable[[str], None]) -> No
         raise PlatformError(f"initdb -D {pgdata} failed: {result.stderr.strip()}")
 
 
-def superuser_connection(pgsocket: Path, port: int, log: Path, wait: float = 0.0) -> Any:
+def superuser_connection(
+    pgsocket: Path, port: int, log: Path, wait: float = 0.0, database: str = "postgres"
+) -> Any:
     """A psycopg connection as the superuser over the cluster's socket, waiting up to `wait`."""
     import psycopg
 
@@ -65,7 +67,7 @@ def superuser_connection(pgsocket: Path, port: int, log: Path, wait: float = 0.0
                 host=str(pgsocket),
                 port=port,
                 user=PG_SUPERUSER,
-                dbname="postgres",
+                dbname=database,
                 autocommit=True,
                 connect_timeout=3,
             )

@@ -22,12 +22,19 @@ from typing import Any, Literal
 import httpx
 
 from socialnet_ops.adapters import vault
+from socialnet_ops.adapters.pgbackrest import install_config, pgbackrest_binary, read_cipher_pass
 from socialnet_ops.adapters.process import pid_alive
-from socialnet_ops.core.backups import ObjectStore, archiving_settings
+from socialnet_ops.core.backups import EngineAccess
 from socialnet_ops.core.environments import STICKY_COOKIE, Environment
 from socialnet_ops.core.environments import LocalPlatform as LocalSettings
 from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.paths import environment_state_dir, repo_root
+from socialnet_ops.core.physical_backups import (
+    EngineSetup,
+    Repository,
+    archiving_settings,
+    render_config,
+)
 from socialnet_ops.core.secrets_catalog import DB_LOGIN_ROLES, DB_OWNER, RuntimeSecrets
 from socialnet_ops.platforms.base import (
     Build,
@@ -63,12 +70,14 @@ from socialnet_ops.platforms.local.state import (
 from socialnet_ops.platforms.local.supervisor import Supervisor, unexpected_exits
 from socialnet_ops.platforms.local.tools import (
     ensure_secret,
+    ensure_tls_pem,
     find_binary,
     free_port,
     port_answers,
     port_is_free,
     read_secret,
     render,
+    s3_tls_config,
     supervisor_quote,
     tail,
     write_atomic,
@@ -93,6 +102,8 @@ PORT_PROGRAMS = {
     "moto": "moto (AWS emulator)",
     "openbao": "openbao",
     "registry": "registry (docker-registry)",
+    "s3tls": "s3tls (HAProxy: TLS in front of the AWS emulator, for pgBackRest)",
+    "pushgateway": "pushgateway (Prometheus Pushgateway)",
 }
 
 
@@ -197,6 +208,10 @@ class LocalPlatform:
         return self.state_dir / "pgsocket"
 
     @property
+    def _pgbackrest_config(self) -> Path:
+        return self.state_dir / "pgbackrest" / "pgbackrest.conf"
+
+    @property
     def _targets_file(self) -> Path:
         return self.state_dir / "prometheus" / "targets" / "api.json"
 
@@ -227,6 +242,7 @@ class LocalPlatform:
             if not running:
                 self._check_ports_free(state)
             init_cluster(self._pgdata, self._pgsocket, say)
+            ensure_tls_pem(self._s3_tls_pem)
             changed = self._render_configs(state, binaries)
             if not running:
                 say(f"starting supervisord for environment {self.environment}")
@@ -254,7 +270,9 @@ class LocalPlatform:
                 return
             pid = self._supervisord_pid()
             say(f"stopping local platform {self.environment}")
-            self.supervisor.shutdown()
+            # PostgreSQL first: the WAL it archives while it shuts down goes through the TLS
+            # front to the emulator, which must still be there.
+            self.supervisor.shutdown(first=("postgres",))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 if pid is None or not pid_alive(pid):
@@ -271,6 +289,7 @@ class LocalPlatform:
         binaries = {name: find_binary(name) for name in names}
         binaries["moto_server"] = find_binary("moto_server")
         binaries["bao"] = find_binary("bao")
+        binaries["prometheus-pushgateway"] = find_binary("prometheus-pushgateway")
         return binaries
 
     def _check_ports_free(self, state: PlatformState) -> None:
@@ -361,11 +380,15 @@ class LocalPlatform:
         files = {
             self._conf: render("supervisord.conf", environment=self.environment, state_dir=sd),
             sd / "haproxy" / "haproxy.cfg": self._haproxy_cfg(state),
+            sd / "haproxy" / "s3-tls.cfg": s3_tls_config(
+                self.environment, ports["s3tls"], self._s3_tls_pem, ports["moto"]
+            ),
             sd / "prometheus" / "prometheus.yml": render(
                 "prometheus.yml",
                 environment=self.environment,
                 state_dir=sd,
                 exporter_port=ports["exporter"],
+                pushgateway_port=ports["pushgateway"],
             ),
         }
         for path, text in files.items():
@@ -404,7 +427,7 @@ class LocalPlatform:
                     "-p", str(ports["postgres"]),
                     "-k", str(self._pgsocket),
                     "-c", "listen_addresses=127.0.0.1",
-                    *self._wal_archiving(ports["moto"]),
+                    *self._wal_archiving(),
                 ],
                 directory=self._pgdata,
                 user=PG_SYSTEM_USER,
@@ -412,16 +435,35 @@ class LocalPlatform:
                 stopsignal="INT",  # fast shutdown: roll back open transactions, exit cleanly
                 stopwaitsecs=30,
             ),
+            # The emulator and its TLS front start before PostgreSQL and stop after it: WAL
+            # archived during PostgreSQL's shutdown must still reach the bucket.
             "moto": self._program(
                 "moto",
                 [binaries["moto_server"], "-H", "127.0.0.1", "-p", str(ports["moto"])],
                 directory=sd,
-                priority=20,
+                priority=5,
+            ),
+            "s3tls": self._program(
+                "s3tls",
+                [binaries["haproxy"], "-db", "-f", str(sd / "haproxy" / "s3-tls.cfg")],
+                directory=sd / "haproxy",
+                priority=5,
             ),
             "openbao": self._program(
                 "openbao",
                 ["/bin/sh", "-c", bao_command],
                 directory=sd,
+                priority=20,
+            ),
+            "pushgateway": self._program(
+                "pushgateway",
+                [
+                    binaries["prometheus-pushgateway"],
+                    f"--web.listen-address=127.0.0.1:{ports['pushgateway']}",
+                    f"--persistence.file={sd / 'prometheus' / 'pushgateway.metrics'}",
+                    "--persistence.interval=30s",
+                ],
+                directory=sd / "prometheus",
                 priority=20,
             ),
             "front": self._front_program(state),
@@ -526,9 +568,13 @@ class LocalPlatform:
 
     # --- PostgreSQL ----------------------------------------------------------------------------
 
-    def _superuser_connection(self, state: PlatformState | None = None, wait: float = 0.0) -> Any:
+    def _superuser_connection(
+        self, state: PlatformState | None = None, wait: float = 0.0, database: str = "postgres"
+    ) -> Any:
         port = (state or self.store.load()).ports["postgres"]
-        return superuser_connection(self._pgsocket, port, self._logs / "postgres.log", wait)
+        return superuser_connection(
+            self._pgsocket, port, self._logs / "postgres.log", wait, database
+        )
 
     def _bootstrap_database(self, state: PlatformState, say: Progress) -> None:
         """Create the owner role and the database (idempotent); logins come with the secrets."""
@@ -551,6 +597,16 @@ class LocalPlatform:
                 connection.execute(
                     sql.SQL("CREATE DATABASE {} OWNER {}").format(
                         sql.Identifier(DB_NAME), sql.Identifier(DB_OWNER)
+                    )
+                )
+        # Releases mark where a recovery can stop (`release-<version>-<env>`). A function's
+        # rights are each database's own (template1's are copied into a database a restore
+        # makes); the app's sessions act as the owner role.
+        for database in (DB_NAME, "template1"):
+            with self._superuser_connection(state, database=database) as connection:
+                connection.execute(
+                    sql.SQL("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text) TO {}").format(
+                        sql.Identifier(DB_OWNER)
                     )
                 )
 
@@ -607,6 +663,9 @@ class LocalPlatform:
             }
         if name == "webhooks" and self.webhook_token_file.exists():
             return {"gitlab_token": read_secret(self.webhook_token_file)}
+        if name == "backups" and self._pgbackrest_config.exists():
+            cipher_pass = read_cipher_pass(self._pgbackrest_config)
+            return {"cipher_pass": cipher_pass} if cipher_pass else None
         return None
 
     def install_secrets(self, values: RuntimeSecrets, progress: Progress | None = None) -> str:
@@ -680,6 +739,7 @@ class LocalPlatform:
                 for path, text in files.items()
                 if write_atomic(path, text + "\n" if text else "", mode=0o600)
             ]
+            changed += self._install_engine_config(values.backup_cipher_pass)
         say(
             f"secrets installed for {self.environment} (login role {user}"
             + (f"; changed: {', '.join(changed)})" if changed else "; unchanged)")
@@ -754,26 +814,79 @@ class LocalPlatform:
             "SOCIALNET_DB_OWNER": DB_OWNER,
         }
 
-    def _wal_archiving(self, moto_port: int) -> list[str]:
-        """`-c` settings archiving WAL to the environment's backup bucket (PITR), if it has one.
+    def _wal_archiving(self) -> list[str]:
+        """`-c` settings archiving WAL through pgBackRest (PITR), if the environment backs up.
 
-        The bucket is Terraform's (the provision flow); until it exists PostgreSQL keeps its WAL
-        and retries, and `status` shows archiving as failing.
+        Until the repository exists (the first base backup creates the stanza in the bucket
+        Terraform made) PostgreSQL keeps its WAL and retries, and `status` shows archiving as
+        failing.
         """
+        if self._environment_model.backup is None:
+            return []
+        settings = archiving_settings(
+            str(self._pgbackrest_config), self.environment, pgbackrest_binary()
+        )
+        return [item for setting in settings for item in ("-c", setting)]
+
+    @property
+    def _s3_tls_pem(self) -> Path:
+        return self.state_dir / "haproxy" / "s3-tls.pem"
+
+    def _engine_setup(self) -> EngineSetup | None:
+        """pgBackRest's view of this environment: the cluster, the policy's bucket and copy
+        bucket through the edge's TLS front of the AWS emulator."""
         policy = self._environment_model.backup
         if policy is None:
-            return []
-
-        store = ObjectStore(
-            bucket=policy.bucket,
-            region=self._environment_model.cloud.region,
-            endpoint_url=f"http://127.0.0.1:{moto_port}",
+            return None
+        ports = self.store.load().ports
+        region = self._environment_model.cloud.region
+        buckets = [policy.bucket] + (
+            [policy.physical.copy_bucket] if policy.physical.copy_bucket else []
         )
-        return [
-            item
-            for setting in archiving_settings(store, self.environment)
-            for item in ("-c", setting)
-        ]
+        folder = self._pgbackrest_config.parent
+        return EngineSetup(
+            stanza=self.environment,
+            data_dir=str(self._pgdata),
+            port=ports["postgres"],
+            socket_dir=str(self._pgsocket),
+            repositories=tuple(
+                Repository(
+                    index=index,
+                    bucket=bucket,
+                    region=region,
+                    host="127.0.0.1",
+                    port=ports["s3tls"],
+                    verify_tls=False,
+                    uri_style="path",
+                )
+                for index, bucket in enumerate(buckets, start=1)
+            ),
+            process_max=policy.physical.process_max,
+            compress=policy.physical.compress,
+            spool_path=str(folder / "spool"),
+            lock_path=str(folder / "lock"),
+            log_path=str(folder / "log"),
+        )
+
+    def backup_engine(self) -> EngineAccess | None:
+        setup = self._engine_setup()
+        if setup is None:
+            return None
+        return EngineAccess(
+            stanza=setup.stanza,
+            config_path=str(self._pgbackrest_config),
+            system_user=PG_SYSTEM_USER,
+            repositories=tuple(repo.index for repo in setup.repositories),
+        )
+
+    def _install_engine_config(self, cipher_pass: str | None) -> list[str]:
+        setup = self._engine_setup()
+        if setup is None or not cipher_pass:
+            return []
+        # The emulator takes any key; a real endpoint's keys would come from the environment.
+        text = render_config(setup, cipher_pass, "socialnet-local", "socialnet-local")
+        changed = install_config(setup, self._pgbackrest_config, text, PG_SYSTEM_USER)
+        return [self._pgbackrest_config.name] if changed else []
 
     # --- waiting -------------------------------------------------------------------------------
 
@@ -785,6 +898,8 @@ class LocalPlatform:
             "moto": "moto",
             "openbao": "openbao",
             "front": "front",
+            "pushgateway": "pushgateway",
+            "s3tls": "s3tls",
         }
         if (self._programs_dir / "registry.conf").exists():
             ports["registry"] = "registry"
@@ -1246,6 +1361,8 @@ class LocalPlatform:
                 "haproxy_exporter_url": f"http://127.0.0.1:{ports['exporter']}/metrics",
                 "haproxy_socket": str(self.haproxy.socket_path),
                 "aws_endpoint_url": f"http://127.0.0.1:{ports['moto']}",
+                "s3_tls_endpoint": f"https://127.0.0.1:{ports['s3tls']}",
+                "pushgateway_url": f"http://127.0.0.1:{ports['pushgateway']}",
                 "vault_address": f"http://127.0.0.1:{ports['openbao']}",
                 "vault_token_file": str(self.vault_token_file),
                 "db_password_file": str(self.db_password_file),

@@ -19,6 +19,7 @@ from socialnet_ops.platforms.local.tools import write_atomic
 # The long-lived programs every environment runs, with the port each one listens on.
 BASE_PORTS = (
     "edge", "exporter", "front", "postgres", "prometheus", "moto", "openbao", "registry",
+    "s3tls", "pushgateway",
 )  # fmt: skip
 
 

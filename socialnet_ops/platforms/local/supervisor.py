@@ -69,7 +69,13 @@ class Supervisor:
             self.call("stopProcess", name, True)
         self.call("startProcess", name, True)
 
-    def shutdown(self) -> None:
+    def shutdown(self, first: tuple[str, ...] = ()) -> None:
+        """Stop `first` (in order, each to its end), then every other program, then supervisord.
+        stopAllProcesses stops everything at once, whatever the priorities say."""
+        for name in first:
+            with contextlib.suppress(PlatformError):
+                if (self.process(name) or {}).get("statename") == "RUNNING":
+                    self.call("stopProcess", name, True)
         with contextlib.suppress(PlatformError):
             self.call("stopAllProcesses", True)
         with contextlib.suppress(PlatformError):

@@ -8,7 +8,9 @@ import secrets
 import shutil
 import socket
 import string
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from socialnet_ops.adapters.files import write_atomic as write_atomic  # the platform writes many
@@ -22,6 +24,7 @@ INSTALL_HINTS = {
     "haproxy": "apt-get install haproxy",
     "redis-server": "apt-get install redis-server",
     "prometheus": "apt-get install prometheus",
+    "prometheus-pushgateway": "apt-get install prometheus-pushgateway",
     "postgres": "apt-get install postgresql",
     "initdb": "apt-get install postgresql",
     "runuser": "apt-get install util-linux",
@@ -124,3 +127,35 @@ def tail(path: Path, lines: int = 15) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def ensure_tls_pem(path: Path) -> bool:
+    """A self-signed certificate and key for 127.0.0.1 in one 0600 PEM (HAProxy's `crt`), made
+    once. pgBackRest speaks S3 only over TLS; the emulator's own TLS fails with it, so the edge
+    terminates TLS in front of it (verification off: loopback only)."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        key, cert = Path(folder) / "key.pem", Path(folder) / "cert.pem"
+        made = subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650",
+                "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                "-keyout", str(key), "-out", str(cert),
+            ],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if made.returncode != 0:
+            raise PlatformError(f"openssl could not make {path}: {made.stderr.strip()[-200:]}")
+        write_atomic(path, cert.read_text() + key.read_text(), mode=0o600)
+    return True
+
+
+def s3_tls_config(environment: str, port: int, pem: Path, emulator_port: int) -> str:
+    """HAProxy's configuration of the TLS front of the AWS emulator (see ensure_tls_pem)."""
+    return render(
+        "s3-tls.cfg", environment=environment, s3_tls_port=port, s3_tls_pem=pem,
+        moto_port=emulator_port,
+    )  # fmt: skip

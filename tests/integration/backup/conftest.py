@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import shutil
+import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -23,12 +28,22 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
+from socialnet_ops.adapters.pgbackrest import install_config, pgbackrest_binary
 from socialnet_ops.adapters.s3 import ensure_bucket_exists
-from socialnet_ops.core.backups import BackupTarget, DatabaseAccess, ObjectStore, archiving_settings
-from tests.support.postgres import PostgresServer
+from socialnet_ops.core.backups import BackupTarget, DatabaseAccess, EngineAccess, ObjectStore
+from socialnet_ops.core.physical_backups import (
+    EngineSetup,
+    Repository,
+    archiving_settings,
+    render_config,
+)
+from socialnet_ops.platforms.local.tools import ensure_tls_pem, s3_tls_config
+from tests.support.postgres import PostgresServer, free_port
 from tests.support.requirements import unavailable
+from tests.support.waiting import wait_for
 
 BUCKET = "socialnet-backups-local"
+COPY_BUCKET = "socialnet-backups-local-copy"
 REGION = "eu-west-3"
 
 
@@ -79,7 +94,13 @@ def emulator() -> Iterator[Emulator]:
             os.environ[name] = value
 
 
-def target_for(server: PostgresServer, database: str, emulator: Emulator) -> BackupTarget:
+def target_for(
+    server: PostgresServer,
+    database: str,
+    emulator: Emulator,
+    engine: EngineAccess | None = None,
+    metrics_url: str | None = None,
+) -> BackupTarget:
     """The flows' seam: which database and which bucket, instead of the environment's platform."""
     return BackupTarget(
         environment="local",
@@ -88,6 +109,8 @@ def target_for(server: PostgresServer, database: str, emulator: Emulator) -> Bac
         ),
         store=emulator.store,
         database_label=database,
+        engine=engine,
+        metrics_url=metrics_url,
     )
 
 
@@ -165,12 +188,81 @@ def create_large_database(server: PostgresServer, name: str, rows: int = 300_000
 
 
 @pytest.fixture(scope="package")
-def archiving_server(emulator: Emulator) -> Iterator[PostgresServer]:
-    """A PostgreSQL that archives its WAL into the emulator's bucket, as an environment would."""
-    server = PostgresServer(settings=archiving_settings(emulator.store, "local", timeout_s=0))
+def s3_tls_port(emulator: Emulator) -> Iterator[int]:
+    """HAProxy terminating TLS in front of the emulator, with the local platform's own
+    configuration of it (pgBackRest speaks S3 only over TLS)."""
+    folder = Path(tempfile.mkdtemp(prefix="socialnet-s3tls-"))
+    pem = folder / "s3.pem"
+    ensure_tls_pem(pem)
+    port = free_port()
+    config = folder / "haproxy.cfg"
+    config.write_text(s3_tls_config("local", port, pem, emulator.port))
+    haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)])
+    wait_for(lambda: _answers(port), timeout_s=10, what="HAProxy's TLS front of the emulator")
+    yield port
+    haproxy.terminate()
+    haproxy.wait(timeout=10)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class ArchivingServer:
+    server: PostgresServer
+    engine: EngineAccess
+
+
+@pytest.fixture(scope="package")
+def archiving(emulator: Emulator, s3_tls_port: int) -> Iterator[ArchivingServer]:
+    """A PostgreSQL archiving its WAL through pgBackRest into the emulator's bucket (encrypted,
+    copied into a second bucket), as an environment's would."""
+    pgbackrest_binary()
+    folder = Path(tempfile.mkdtemp(prefix="socialnet-pgbackrest-"))
+    folder.chmod(0o755)  # PostgreSQL's user reaches its config through it
+    config = folder / "pgbackrest.conf"
+    ensure_bucket_exists(emulator.store.model_copy(update={"bucket": COPY_BUCKET}))
+    server = PostgresServer(
+        settings=[
+            *archiving_settings(str(config), "local", pgbackrest_binary(), timeout_s=0),
+            "full_page_writes=on",
+        ]
+    )
     try:
         server.start()
     except Exception as error:  # a missing PostgreSQL is handled by the session fixture's rule
         unavailable(str(error))
-    yield server
+    setup = EngineSetup(
+        stanza="local",
+        data_dir=str(server.data_dir),
+        port=server.port,
+        socket_dir=str(server.socket_dir),
+        repositories=tuple(
+            Repository(
+                index=index,
+                bucket=bucket,
+                region=REGION,
+                host="127.0.0.1",
+                port=s3_tls_port,
+                verify_tls=False,
+                uri_style="path",
+            )
+            for index, bucket in ((1, BUCKET), (2, COPY_BUCKET))
+        ),
+        spool_path=str(folder / "spool"),
+        lock_path=str(folder / "lock"),
+        log_path=str(folder / "log"),
+    )
+    user = server.run_as_user or "postgres"
+    install_config(setup, config, render_config(setup, secrets.token_urlsafe(32), "k", "s"), user)
+    yield ArchivingServer(
+        server,
+        EngineAccess(
+            stanza="local", config_path=str(config), system_user=user, repositories=(1, 2)
+        ),
+    )
     server.destroy()
+    shutil.rmtree(folder, ignore_errors=True)

@@ -24,7 +24,9 @@ from tests.integration.platform.conftest import SteadyLoad, platform_environment
 
 pytestmark = pytest.mark.integration
 
-BASE_PROGRAMS = {"postgres", "haproxy", "prometheus", "moto", "openbao", "front"}
+BASE_PROGRAMS = {
+    "postgres", "haproxy", "prometheus", "moto", "openbao", "front", "s3tls", "pushgateway",
+}  # fmt: skip
 
 
 def edge_versions(platform: LocalPlatform, requests: int) -> Counter[tuple[str, str]]:

@@ -70,9 +70,11 @@ def test_first_release_deploys_staging_then_production_and_backs_up(lifecycle: L
         f"configure {PRODUCTION}": "skipped",
         f"secrets {STAGING}": "ok",
         f"secrets {PRODUCTION}": "ok",
+        f"restore point {STAGING}": "ok",
         f"deploy {STAGING}": "ok",
         f"verify {STAGING}": "ok",
         "promotion gate": "ok",
+        f"restore point {PRODUCTION}": "ok",
         # Nothing served production to compare a canary with: its first release is a deploy.
         f"deploy {PRODUCTION}": "ok",
         f"verify {PRODUCTION}": "ok",

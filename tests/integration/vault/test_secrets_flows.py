@@ -21,7 +21,7 @@ from flows.deploy import deploy
 from flows.secrets import rotate, secrets
 from socialnet_ops.adapters import vault
 from socialnet_ops.core.environments import load_environment
-from socialnet_ops.core.secrets_catalog import SECRET_NAMES
+from socialnet_ops.core.secrets_catalog import SECRET_FIELDS, SECRET_NAMES
 from socialnet_ops.platforms.local import LocalPlatform
 from socialnet_ops.platforms.local.tools import read_secret
 from tests.support.prefect import running_local_platform
@@ -179,11 +179,7 @@ def every_secret_value(platform: LocalPlatform) -> dict[str, str]:
     values = {"root token": read_secret(platform.vault_token_file)}
     for consumer in ("flows", "webhooks"):
         values[f"secret id {consumer}"] = read_secret(platform.vault_secret_id_file(consumer))
-    fields = {
-        "database": ["password"],
-        "api": ["token_secret", "token_secret_previous"],
-        "webhooks": ["gitlab_token"],
-    }
+    fields = SECRET_FIELDS
     for name in SECRET_NAMES:
         metadata = root.call(
             "metadata",
@@ -234,6 +230,8 @@ def test_no_secret_value_appears_anywhere_but_its_0600_file(platform: LocalPlatf
         if value in text
     ]
     secrets_dir = platform.state_dir / "secrets"
+    engine_config = platform.state_dir / "pgbackrest" / "pgbackrest.conf"
+    assert any(what.startswith("backups.cipher_pass") for what in values)
     state_root = platform.state_dir.parent
     for folder, _, files in os.walk(state_root):
         for name in files:
@@ -242,7 +240,10 @@ def test_no_secret_value_appears_anywhere_but_its_0600_file(platform: LocalPlatf
                 continue
             data = path.read_bytes()
             found = [what for what, value in values.items() if value.encode() in data]
-            intended = path.parent == secrets_dir and stat.S_IMODE(path.stat().st_mode) == 0o600
+            # The secrets' files, and pgBackRest's config holding the repository's passphrase
+            # (read by PostgreSQL's user for every WAL segment it archives).
+            home = path.parent == secrets_dir or path == engine_config
+            intended = home and stat.S_IMODE(path.stat().st_mode) == 0o600
             if found and not intended:
                 leaks.append(f"{path} holds {', '.join(found)}")
     home_token = Path.home() / ".vault-token"
