@@ -49,6 +49,7 @@ from tasks.ledger import load_ledger
 from tasks.physical_backups import backup_guard_problems, mark_restore_point
 from tasks.postgres import resolve_backup_target
 from tasks.reporting import artifact_key, emit, report_undo, table_report
+from tasks.storage import ensure_bucket
 from tasks.undo import UndoJournal, recalled, remember, undo_step, undoable, undone_failure
 
 
@@ -172,9 +173,9 @@ def physical_backups_of(environment: Environment) -> bool:
 
 
 def restore_point_before(environment: str, version: str) -> dict[str, str]:
-    point = mark_restore_point(
-        resolve_backup_target(environment), f"release-{version}-{environment}"
-    )
+    target = resolve_backup_target(environment)
+    ensure_bucket(target.store)  # where the point is recorded (the emulator's: made here)
+    point = mark_restore_point(target, f"release-{version}-{environment}")
     return {"already": f"restore point {point.name} at {point.lsn}"}
 
 

@@ -16,7 +16,7 @@ import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -428,7 +428,3 @@ def drill_metrics(record: DrillRecord) -> dict[str, float]:
 
 def describe_target(kind: RecoveryTargetKind, value: str | None) -> str:
     return "the end of the archived WAL" if kind == "latest" else f"{kind} {value}"
-
-
-def as_dict(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json")

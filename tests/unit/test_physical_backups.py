@@ -30,7 +30,6 @@ from socialnet_ops.core.physical_backups import (
     Repository,
     RestorePoint,
     archiving_settings,
-    as_dict,
     backup_before,
     choose_backup_type,
     content_checksum,
@@ -629,7 +628,7 @@ def test_drill_metrics_and_records() -> None:
         "socialnet_pitr_drill_last_run_timestamp_seconds": NOW.timestamp(),
     }
     assert passed.key() == "drills/production/20250324T120000Z-ab12.json"
-    stored = as_dict(passed)
+    stored = passed.model_dump(mode="json")
     assert stored["finished_at"] == "2025-03-25T12:00:00Z" and "unknown" not in stored
     assert DrillRecord.model_validate(stored) == passed
 
