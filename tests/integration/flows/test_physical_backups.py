@@ -47,7 +47,8 @@ def test_base_backup_marker_and_drill_on_the_platform(local_platform: LocalPlatf
 
     drill = pitr_drill(env="local")
     assert drill.marker_time == marker.taken_at
-    assert drill.rows == marker.rows and drill.rows >= 500
+    assert (drill.rows, drill.checksum) == (marker.rows, marker.checksum) and drill.rows >= 500
+    assert drill.rto_s > 0 and drill.rpo_s >= 0 and drill.verified_repositories == [1, 2]
 
     def scraped() -> bool:
         answer = httpx.get(
