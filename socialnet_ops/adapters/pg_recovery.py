@@ -28,7 +28,7 @@ from psycopg import sql
 
 from socialnet_ops.adapters.backup_records import find_restore_point
 from socialnet_ops.adapters.pgbackrest import PgBackRest
-from socialnet_ops.adapters.postgres import BackupToolError, RunLog, tool_path
+from socialnet_ops.adapters.postgres import USER_TABLES, BackupToolError, RunLog, tool_path
 from socialnet_ops.adapters.process import ToolError, stream
 from socialnet_ops.core.backups import (
     BackupError,
@@ -329,12 +329,6 @@ def _fatal_line(log_file: Path) -> str:
 
 # --- what a database holds ------------------------------------------------------------------------
 
-_USER_TABLES = (
-    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-    "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%' ORDER BY 1, 2"
-)
-
 
 def read_content(
     connection: psycopg.Connection[Any],
@@ -342,7 +336,7 @@ def read_content(
     """Row count and an order-independent checksum (sum of row hashes) of every user table."""
     counts: dict[str, int] = {}
     checksums: dict[str, str] = {}
-    for schema, table in connection.execute(_USER_TABLES).fetchall():
+    for schema, table in connection.execute(USER_TABLES).fetchall():
         name = sql.Identifier(schema, table)
         row = connection.execute(
             sql.SQL(
@@ -367,7 +361,7 @@ def record_marker(target: BackupTarget, lock_timeout_s: float = 5.0) -> Recovery
         connection.execute(
             sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_s * 1000)}ms"))
         )
-        tables = connection.execute(_USER_TABLES).fetchall()
+        tables = connection.execute(USER_TABLES).fetchall()
         if tables:
             connection.execute(
                 sql.SQL("LOCK TABLE {} IN SHARE MODE").format(

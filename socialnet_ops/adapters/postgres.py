@@ -85,13 +85,17 @@ def snapshot_facts(connection: psycopg.Connection[Any]) -> tuple[str | None, str
     return revision, str(version)
 
 
+# Every user table of a database, as (schema, table), in name order.
+USER_TABLES = (
+    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%' ORDER BY 1, 2"
+)
+
+
 def count_rows(connection: psycopg.Connection[Any]) -> dict[str, int]:
     """Exact row counts of every user table, as `schema.table`."""
-    tables = connection.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-        "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%' ORDER BY 1, 2"
-    ).fetchall()
+    tables = connection.execute(USER_TABLES).fetchall()
     counts = {}
     for schema, table in tables:
         row = connection.execute(
