@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     DateTime,
     Integer,
     Select,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     true,
     tuple_,
     union_all,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
@@ -54,12 +56,28 @@ def create_user(session: Session, new_user: schemas.UserCreate) -> User:
     return user
 
 
+def _named(username: str) -> ColumnElement[bool]:
+    """The user `username` names whatever its case; the expression of uq_users_username_key."""
+    return func.lower(User.username.collate("C")) == schemas.username_key(username)
+
+
 def user_by_username(session: Session, username: str) -> User | None:
-    return session.scalars(select(User).where(User.username == username)).one_or_none()
+    return session.scalars(select(User).where(_named(username))).one_or_none()
 
 
 def user_by_id(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id)
+
+
+def revoke_tokens(session: Session, user: User) -> None:
+    """Every token issued to `user` so far stops working, on every replica."""
+    session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(token_generation=User.token_generation + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
 
 
 def update_user(session: Session, user: User, changes: schemas.UserUpdate) -> None:
@@ -89,7 +107,7 @@ def profile(session: Session, username: str, viewer_id: int | None) -> schemas.P
             followers.label("followers"),
             following.label("following"),
             followed_by_me.label("followed_by_me"),
-        ).where(User.username == username)
+        ).where(_named(username))
     ).one_or_none()
     return None if row is None else schemas.Profile.model_validate(row._asdict())
 

@@ -46,11 +46,12 @@ def optional_user(
         return None
     signer: TokenSigner = request.app.state.token_signer
     try:
-        user_id = signer.user_id_of(credentials.credentials)
+        subject = signer.subject_of(credentials.credentials)
     except InvalidTokenError as error:
         raise _unauthorized("invalid or expired token") from error
-    user = crud.user_by_id(session, user_id)
-    if user is None:
+    user = crud.user_by_id(session, subject.user_id)
+    # A token of an earlier generation was revoked (logout).
+    if user is None or user.token_generation != subject.generation:
         raise _unauthorized("invalid or expired token")
     return user
 

@@ -11,16 +11,26 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.api.core.config import Settings
 from app.api.core.db import create_db_engine, create_session_factory, migration_head
 from app.api.core.errors import database_unavailable, http_error, validation_failed
 from app.api.core.faults import FaultInjector, SlowQueryFault
+from app.api.core.headers import SecurityHeaders
+from app.api.core.login_throttle import LoginThrottle
 from app.api.core.metrics import DatabasePoolCollector, HttpMetrics, MetricsMiddleware, QueryMetrics
 from app.api.core.security import TokenSigner
 from app.api.deps import inject_faults
 from app.api.models import Base
 from app.api.routes import auth, ops, posts, timeline, users
+
+
+class SocialnetAPI(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Around Starlette's own outermost middleware, whose 500s would otherwise go without.
+        return SecurityHeaders(super().build_middleware_stack())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,12 +45,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = FastAPI(title="socialnet API", version=settings.version, lifespan=lifespan)
+    app = SocialnetAPI(title="socialnet API", version=settings.version, lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = create_session_factory(engine)
     app.state.token_signer = TokenSigner(
         keys=tuple(settings.token_signing_keys()), ttl_s=settings.token_ttl_s
+    )
+    app.state.login_throttle = LoginThrottle(
+        per_account=settings.login_failures_per_account,
+        per_address=settings.login_failures_per_address,
+        window_s=settings.login_failure_window_s,
     )
     app.state.migration_head = migration_head()
     app.state.fault_injector = FaultInjector(
@@ -63,6 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(OperationalError, database_unavailable)
     app.add_exception_handler(PoolTimeoutError, database_unavailable)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # The client is the peer unless the peer is a trusted proxy; then X-Forwarded-For names it
+    # (uvicorn does the same for loopback peers before the app; this makes the edge configurable).
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
     # Mounted last: "/" would otherwise shadow every API route.
     if settings.front_dir is not None:

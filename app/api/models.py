@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -26,7 +27,11 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("username", name="uq_users_username"),)
+    __table_args__ = (
+        UniqueConstraint("username", name="uq_users_username"),
+        # One account per name whatever its case: schemas.username_key, as SQL.
+        Index("uq_users_username_key", text('lower(username COLLATE "C")'), unique=True),
+    )
     # RETURNING fills server defaults (created_at) on insert instead of a second SELECT.
     __mapper_args__ = {"eager_defaults": True}
 
@@ -36,6 +41,8 @@ class User(Base):
     display_name: Mapped[str] = mapped_column(String(50))
     bio: Mapped[str] = mapped_column(String(300), server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Tokens carry the generation they were issued in; logging out moves it on (security.py).
+    token_generation: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Follow(Base):

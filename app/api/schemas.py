@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -9,6 +10,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_]{3,30}$"
 POST_MAX_CHARS = 500
+
+
+def username_key(username: str) -> str:
+    """What makes two usernames the same account: NFKC, then case folded (`Alice` is `alice`).
+
+    The database's unique index and lookups use `lower(username COLLATE "C")` (models.User), which
+    is the same for every name USERNAME_PATTERN admits (ASCII letters, digits, underscore)."""
+    return unicodedata.normalize("NFKC", username).casefold()
 
 
 def _storable_text(value: str) -> str:

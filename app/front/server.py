@@ -20,7 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
+
+from app.api.core.headers import SecurityHeaders
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -49,27 +51,6 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 
 
-class SecurityHeaders:
-    """ASGI middleware adding SECURITY_HEADERS to every HTTP response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
 async def healthz(_: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
@@ -84,7 +65,7 @@ def create_app(static_dir: Path = STATIC_DIR) -> ASGIApp:
             Mount("/", app=StaticFiles(directory=static_dir, html=True), name="static"),
         ]
     )
-    return SecurityHeaders(app)
+    return SecurityHeaders(app, lambda _status, _content_type: SECURITY_HEADERS)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -398,6 +398,7 @@ def test_local_front_server_serves_the_app(
             assert response.headers["content-type"].startswith(content_type), path
             assert response.headers["x-content-type-options"] == "nosniff"
             assert "script-src 'self'" in response.headers["content-security-policy"]
+            assert "server" not in response.headers, path
         assert httpx.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
         assert httpx.get(f"{base}/missing.js", timeout=5).status_code == 404
 

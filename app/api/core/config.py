@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import URL
 
@@ -40,6 +41,14 @@ class Settings(BaseSettings):
     token_secret_previous_file: Path | None = None
     token_ttl_s: int = Field(default=3600, ge=1)
 
+    # Failed logins tolerated per window before 429 (see app/api/core/login_throttle.py).
+    login_failures_per_account: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=20, ge=1)
+    login_failure_window_s: int = Field(default=60, ge=1, le=86_400)
+    # Peers whose X-Forwarded-For names the client (the edge): comma-separated addresses or
+    # networks; empty trusts no one, and the peer itself is the client.
+    trusted_proxies: str = "127.0.0.1,::1"
+
     version: str = "dev"
     git_sha: str = "unknown"
     track: Literal["stable", "canary"] = "stable"
@@ -50,6 +59,18 @@ class Settings(BaseSettings):
     fault_slow_query: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]*:[0-9]{1,5})?$")
 
     front_dir: Path | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, value: str) -> str:
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8)"
+                ) from None
+        return value
 
     def database_password(self) -> str:
         if self.db_password_file is not None:

@@ -36,18 +36,31 @@ class InvalidTokenError(Exception):
 
 
 @dataclass(frozen=True)
+class TokenSubject:
+    user_id: int
+    # The user's token generation when it was issued; logging out moves the user's on, which
+    # revokes every token issued before. Tokens from before generations existed carry none: 0.
+    generation: int
+
+
+@dataclass(frozen=True)
 class TokenSigner:
     """Signs with the first key; accepts any of the keys (current, then previous)."""
 
     keys: tuple[str, ...]
     ttl_s: int
 
-    def issue(self, user_id: int, now: float | None = None) -> str:
+    def issue(self, user_id: int, generation: int = 0, now: float | None = None) -> str:
         issued_at = int(time.time() if now is None else now)
-        claims = {"sub": str(user_id), "iat": issued_at, "exp": issued_at + self.ttl_s}
+        claims = {
+            "sub": str(user_id),
+            "gen": generation,
+            "iat": issued_at,
+            "exp": issued_at + self.ttl_s,
+        }
         return jwt.encode(claims, self.keys[0], algorithm=_ALGORITHM)
 
-    def user_id_of(self, token: str) -> int:
+    def subject_of(self, token: str) -> TokenSubject:
         for key in self.keys:
             try:
                 claims = jwt.decode(
@@ -63,5 +76,8 @@ class TokenSigner:
             user_id = int(subject)
             if not 0 < user_id <= MAX_ID:
                 raise InvalidTokenError("subject is not a user id")
-            return user_id
+            generation = claims.get("gen", 0)
+            if type(generation) is not int or generation < 0:
+                raise InvalidTokenError("token generation is not a non-negative integer")
+            return TokenSubject(user_id=user_id, generation=generation)
         raise InvalidTokenError("signature does not match any accepted key")

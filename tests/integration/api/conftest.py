@@ -38,6 +38,16 @@ def settings_for(server: PostgresServer, database: str, **overrides: Any) -> Set
     return Settings(**values)
 
 
+def database_env(server: PostgresServer, database: str) -> dict[str, str]:
+    """The SOCIALNET_DB_* variables naming `database`, for the API or alembic as a process."""
+    return {
+        "SOCIALNET_DB_HOST": server.host,
+        "SOCIALNET_DB_PORT": str(server.port),
+        "SOCIALNET_DB_NAME": database,
+        "SOCIALNET_DB_USER": server.superuser,
+    }
+
+
 def migrate(server: PostgresServer, database: str, revision: str = "head") -> None:
     config = alembic_config(server.sqlalchemy_url(database))
     config.attributes["configure_logging"] = False

@@ -48,6 +48,19 @@ def test_duplicate_username_is_a_conflict(client: TestClient, alice: Member) -> 
     assert response.json() == {"detail": "username already taken"}
 
 
+def test_usernames_are_one_account_whatever_their_case(client: TestClient) -> None:
+    typed = unique_username("MixedCase")
+    created = client.post("/api/users", json={"username": typed, "password": PASSWORD})
+    assert created.status_code == 201
+    for variant in (typed.lower(), typed.upper()):
+        response = client.post("/api/users", json={"username": variant, "password": PASSWORD})
+        assert response.status_code == 409, variant
+    # Logging in and profiles take any case; the name is shown as it was typed at sign-up.
+    member = Member(client, typed.lower())
+    assert client.get("/api/users/me", headers=member.headers).json()["username"] == typed
+    assert client.get(f"/api/users/{typed.upper()}").json()["username"] == typed
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -188,6 +201,36 @@ class TestTokens:
             client.get("/api/users/me", headers={"Authorization": f"Bearer {ghost}"}).status_code
             == 401
         )
+
+    def test_logout_revokes_the_callers_tokens(self, client: TestClient) -> None:
+        member = sign_up(client, "leaving")
+        other_device = Member(client, member.username)
+        assert client.post("/api/auth/logout", headers=member.headers).status_code == 204
+        for headers in (member.headers, other_device.headers):
+            response = client.get("/api/users/me", headers=headers)
+            assert response.status_code == 401
+            assert response.json() == {"detail": "invalid or expired token"}
+            assert client.post("/api/auth/logout", headers=headers).status_code == 401
+        # Logging in again gives a token that works.
+        again = Member(client, member.username)
+        assert client.get("/api/users/me", headers=again.headers).status_code == 200
+
+    def test_tokens_of_the_release_before_generations_work_until_logout(
+        self, client: TestClient
+    ) -> None:
+        member = sign_up(client, "upgraded")
+        claims = jwt.decode(member.token, TOKEN_SECRET, algorithms=["HS256"])
+        del claims["gen"]
+        older = {"Authorization": f"Bearer {jwt.encode(claims, TOKEN_SECRET, algorithm='HS256')}"}
+        assert client.get("/api/users/me", headers=older).status_code == 200
+        assert client.post("/api/auth/logout", headers=member.headers).status_code == 204
+        assert client.get("/api/users/me", headers=older).status_code == 401
+
+    def test_logout_leaves_other_users_signed_in(
+        self, client: TestClient, alice: Member, bob: Member
+    ) -> None:
+        assert client.post("/api/auth/logout", headers=alice.headers).status_code == 204
+        assert client.get("/api/users/me", headers=bob.headers).status_code == 200
 
     def test_previous_key_is_accepted_after_rotation(
         self, api_settings: Settings, alice: Member

@@ -13,9 +13,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
+from sqlalchemy.exc import DBAPIError
 
 from app.api.core.db import ALEMBIC_INI, alembic_config, migration_head
 from app.api.models import Base
+from tests.integration.api.conftest import database_env
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -75,13 +77,7 @@ def test_contract_command_migrates_with_environment_settings(
 ) -> None:
     """`alembic -c app/api/alembic.ini upgrade head` reads SOCIALNET_DB_* like the app does."""
     dsn = postgres_server.create_database("migrations_cli")
-    environment = {
-        **os.environ,
-        "SOCIALNET_DB_HOST": postgres_server.host,
-        "SOCIALNET_DB_PORT": str(postgres_server.port),
-        "SOCIALNET_DB_NAME": "migrations_cli",
-        "SOCIALNET_DB_USER": postgres_server.superuser,
-    }
+    environment = {**os.environ, **database_env(postgres_server, "migrations_cli")}
     result = subprocess.run(
         [
             sys.executable,
@@ -101,3 +97,41 @@ def test_contract_command_migrates_with_environment_settings(
     assert result.returncode == 0, result.stderr
     assert public_tables(dsn) >= APP_TABLES
     postgres_server.drop_database("migrations_cli")
+
+
+def test_usernames_differing_only_by_case_stop_the_migration_by_name(
+    postgres_server: PostgresServer,
+) -> None:
+    dsn = postgres_server.create_database("migrations_case_clash")
+    config = alembic_config(postgres_server.sqlalchemy_url("migrations_case_clash"))
+    config.attributes["configure_logging"] = False
+    command.upgrade(config, "0001")
+    names = ["Alice", "alice", "ALICE", "bob", "Bob", "carol"]
+    with psycopg.connect(dsn) as connection:
+        for name in names:
+            connection.execute(
+                "INSERT INTO users (username, password_hash, display_name) VALUES (%s, 'x', %s)",
+                (name, name),
+            )
+
+    with pytest.raises(DBAPIError) as refused:
+        command.upgrade(config, "head")
+    message = str(refused.value.orig)
+    assert message.splitlines()[0] == (
+        "usernames that differ only by case, 2 group(s) (at most 20 shown): "
+        "ALICE, Alice, alice; Bob, bob; rename all but one in each group, then migrate again"
+    )
+    with psycopg.connect(dsn) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert sorted(row[0] for row in connection.execute("SELECT username FROM users")) == sorted(
+            names
+        )
+        # Once people have settled who keeps each name, the migration goes through.
+        connection.execute(
+            "UPDATE users SET username = username || '_' || id WHERE username <> lower(username)"
+        )
+
+    command.upgrade(config, "head")
+    with psycopg.connect(dsn) as connection:
+        assert connection.execute("SELECT count(*) FROM users").fetchone() == (len(names),)
+    postgres_server.drop_database("migrations_case_clash")

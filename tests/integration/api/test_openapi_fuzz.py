@@ -43,9 +43,11 @@ class FuzzerToken:
     (a header added by the test itself would make those look accepted)."""
 
     value = ""
+    # Logging out revokes the caller's tokens: that operation gets a member of its own.
+    logout_value = ""
 
     def get(self, case: Case, context: schemathesis.AuthContext) -> str:
-        return self.value
+        return self.logout_value if case.operation.path == "/api/auth/logout" else self.value
 
     def set(self, case: Case, data: str, context: schemathesis.AuthContext) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
@@ -64,6 +66,7 @@ def fuzz_token(api_settings: Settings) -> Iterator[str]:
             client.post("/api/posts", headers=member.headers, json={"text": text})
         app_under_test.target = app
         FuzzerToken.value = member.token
+        FuzzerToken.logout_value = sign_up(client, "fuzz_logout").token
         yield member.token
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.core.config import Settings
+from app.api.main import create_app
 from tests.integration.api.conftest import Member, sign_up
 from tests.support.postgres import PostgresServer
 
@@ -45,7 +49,7 @@ def write_operations(client: TestClient) -> list[tuple[str, str]]:
 def test_every_write_requires_a_token(client: TestClient, alice: Member) -> None:
     post_id = client.post("/api/posts", headers=alice.headers, json={"text": "target"}).json()["id"]
     operations = write_operations(client)
-    assert len(operations) == 8, operations
+    assert len(operations) == 9, operations
     for method, template in operations:
         path = template.replace("{post_id}", str(post_id)).replace("{username}", alice.username)
         body = SAMPLE_BODIES.get(template, {})
@@ -122,3 +126,45 @@ def test_password_hash_never_leaves_the_server(client: TestClient, alice: Member
         body = client.get(path, headers=alice.headers).text
         assert "argon2" not in body
         assert "password" not in body
+
+
+API_POLICY = "default-src 'none'; frame-ancestors 'none'"
+FRONT = Path(__file__).resolve().parents[3] / "app/front/static"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/healthz", 200),
+        ("GET", "/openapi.json", 200),
+        ("GET", "/api/users/me", 401),
+        ("GET", "/api/users/nobody_at_all", 404),
+        ("GET", "/api/posts/not-a-number", 422),
+        ("POST", "/api/auth/token", 422),
+    ],
+)
+def test_every_answer_forbids_sniffing_framing_and_referrers(
+    client: TestClient, method: str, path: str, status: int
+) -> None:
+    response = client.request(method, path)
+    assert response.status_code == status
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"] == API_POLICY
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_the_front_served_by_the_api_keeps_its_own_page_policy(api_settings: Settings) -> None:
+    with TestClient(create_app(api_settings.model_copy(update={"front_dir": FRONT}))) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        # The page's meta tag allows its own scripts and styles; the header forbids framing it.
+        assert "script-src 'self'" in page.text
+        assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert page.headers["x-content-type-options"] == "nosniff"
+        # Revalidating the kept page (a reload) must not replace its policy with the API's.
+        revalidated = client.get("/", headers={"If-None-Match": page.headers["etag"]})
+        assert revalidated.status_code == 304
+        assert "content-security-policy" not in revalidated.headers
+        script = client.get("/app.js")
+        assert script.headers["content-security-policy"] == API_POLICY
+        assert script.headers["x-content-type-options"] == "nosniff"

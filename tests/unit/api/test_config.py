@@ -95,3 +95,23 @@ def test_invalid_values_are_rejected_naming_the_setting(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=variable.removeprefix("SOCIALNET_").lower()):
         Settings()
+
+
+def test_login_limits_default_to_a_minute_of_failures_and_the_loopback_edge() -> None:
+    settings = Settings()
+    assert (
+        settings.login_failures_per_account,
+        settings.login_failures_per_address,
+        settings.login_failure_window_s,
+    ) == (5, 20, 60)
+    assert settings.trusted_proxies == "127.0.0.1,::1"
+
+
+def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOCIALNET_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")
+    assert Settings().trusted_proxies == "10.0.0.0/8, 192.0.2.1"
+    monkeypatch.setenv("SOCIALNET_TRUSTED_PROXIES", "")
+    assert Settings().trusted_proxies == ""
+    monkeypatch.setenv("SOCIALNET_TRUSTED_PROXIES", "10.0.0.0/8,*")
+    with pytest.raises(ValidationError, match="'\\*' is not an IP address or network"):
+        Settings()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.api.schemas import PostCreate, UserCreate, UserUpdate
+from app.api.schemas import PostCreate, UserCreate, UserUpdate, username_key
 
 pytestmark = pytest.mark.unit
 
@@ -35,3 +35,16 @@ def test_unknown_fields_are_rejected() -> None:
 
 def test_profile_update_fields_are_optional() -> None:
     assert UserUpdate().model_dump(exclude_unset=True) == {}
+
+
+@pytest.mark.parametrize(
+    ("typed", "key"),
+    [
+        ("Alice_42", "alice_42"),
+        ("ALICE_42", "alice_42"),
+        ("\uff21lice", "alice"),  # fullwidth A: NFKC makes it ASCII
+        ("Stra\u00dfe", "strasse"),  # casefold, not lower: \u00df is "ss"
+    ],
+)
+def test_usernames_are_compared_as_nfkc_case_folded(typed: str, key: str) -> None:
+    assert username_key(typed) == key
