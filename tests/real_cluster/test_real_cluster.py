@@ -15,7 +15,6 @@ deletes everything. SOCIALNET_RC_CONTEXT picks a context other than the current 
 from __future__ import annotations
 
 import os
-import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 
 from socialnet_ops.core.environments import parse_environment
 from socialnet_ops.core.paths import repo_root
+from socialnet_ops.core.secrets_catalog import DB_LOGIN_ROLES, RuntimeSecrets, strong_token
 from socialnet_ops.platforms.base import Build
 from socialnet_ops.platforms.kubernetes import KubernetesPlatform
 from tests.support.kube_tools import require_helm
@@ -83,15 +83,14 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubernetesPla
     platform = KubernetesPlatform(environment)
     platform.start()
     core = client.CoreV1Api(platform._api())
-    core.create_namespaced_secret(
-        namespace,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="socialnet-secrets"),
-            string_data={
-                "db-password": secrets.token_urlsafe(16),
-                "token-secret": secrets.token_urlsafe(32),
-            },
-        ),
+    # What the secrets flow writes: the API's Secret and the database roles' passwords.
+    platform.install_secrets(
+        RuntimeSecrets(
+            {
+                "database": {"username": DB_LOGIN_ROLES[0], "password": strong_token(16)},
+                "api": {"token_secret": strong_token(32), "token_secret_previous": ""},
+            }
+        )
     )
     try:
         yield platform

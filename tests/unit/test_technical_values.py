@@ -171,3 +171,49 @@ def test_network_policies_admit_only_the_prefect_clients() -> None:
         }
     ]
     assert {port["port"] for port in rule["ports"]} == {5432, 6379}
+
+
+def test_receiver_ingress_is_https_by_default() -> None:
+    """GitLab sends its token in a header: with the chart's own defaults an enabled ingress
+    serves HTTPS, from the release's TLS Secret."""
+    output = run_helm(
+        "template",
+        "hooks",
+        str(repo_root() / "infrastructure/helm/webhook-receiver"),
+        "--set",
+        "ingress.enabled=true",
+    )
+    (ingress,) = [doc for doc in yaml.safe_load_all(output) if doc and doc["kind"] == "Ingress"]
+    assert ingress["spec"]["tls"] == [{"hosts": ["hooks.example"], "secretName": "hooks-tls"}]
+
+
+def test_every_pod_of_the_control_plane_namespace_is_behind_a_policy() -> None:
+    """Nothing in the prefect namespace answers what no policy admits; the receiver admits the
+    ingress controller and Alertmanager (which posts alerts to it); the datastores reach DNS only."""
+    policies = render("prefect-network-policy")
+    assert policies["NetworkPolicy/default-deny-ingress"]["spec"] == {
+        "podSelector": {},
+        "policyTypes": ["Ingress"],
+    }
+    receiver = policies["NetworkPolicy/webhook-receiver"]["spec"]
+    pod = render("webhook-receiver")["Deployment/webhook-receiver"]["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert receiver["podSelector"]["matchLabels"].items() <= labels.items()
+    (rule,) = receiver["ingress"]
+    (port,) = container(pod["spec"], "receiver")["ports"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}]
+    releases = yaml.safe_load((repo_root() / "deployments/values/technical.yaml").read_text())
+    monitoring = next(r for r in releases["releases"] if r["name"] == "kube-prometheus-stack")
+    alerts = (repo_root() / monitoring["values"]).read_text()
+    assert "webhook-receiver.prefect.svc" in alerts
+    assert {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for peer in rule["from"]
+    } == {"ingress-nginx", monitoring["namespace"]}
+    datastores = policies["NetworkPolicy/prefect-datastores"]["spec"]
+    assert datastores["policyTypes"] == ["Ingress", "Egress"]
+    (dns,) = datastores["egress"]
+    assert {port["port"] for port in dns["ports"]} == {53}
+    assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"
+    }

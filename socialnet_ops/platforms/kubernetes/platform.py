@@ -33,7 +33,7 @@ from socialnet_ops.core.environments import STICKY_COOKIE, Environment
 from socialnet_ops.core.environments import KubernetesPlatform as KubernetesSettings
 from socialnet_ops.core.ledger import CanaryRecord, ControlRequest
 from socialnet_ops.core.paths import repo_root
-from socialnet_ops.core.secrets_catalog import RuntimeSecrets, kubernetes_secret_body
+from socialnet_ops.core.secrets_catalog import RuntimeSecrets, kubernetes_secret_body, strong_token
 from socialnet_ops.platforms.base import (
     Build,
     Endpoints,
@@ -57,6 +57,13 @@ CANARY_WEIGHT_ANNOTATION = "nginx.ingress.kubernetes.io/canary-weight"
 CANARY_RECORD_ANNOTATION = "socialnet.example/canary-record"
 CANARY_REQUEST_ANNOTATION = "socialnet.example/canary-request"
 WATCH_INTERVAL_SECONDS = 1.0
+# The keys of the API's Secret the chart mounts (values.yaml `secrets`); the webhook token is the
+# technical cluster's receiver's and stays out of the namespace.
+API_SECRET_KEYS = ("db-user", "db-password", "token-secret", "token-secret-previous")
+# The passwords (key `password`) of the database's owner and backup roles (chart
+# `secrets.ownerSecret`, `secrets.backupSecret`): made once, never replaced (the database set
+# them on its first start), never leaving the namespace.
+DATABASE_ROLE_SECRETS = ("socialnet-db-owner", "socialnet-db-backup")
 
 
 def _quiet(_: str) -> None:
@@ -367,7 +374,10 @@ class KubernetesPlatform:
             "SOCIALNET_DB_HOST": str(access["host"]),
             "SOCIALNET_DB_PORT": str(access.get("port", 5432)),
             "SOCIALNET_DB_NAME": str(access.get("name") or database.get("name", "socialnet")),
-            "SOCIALNET_DB_USER": str(access.get("user") or database.get("user", "socialnet")),
+            # Default: the owner role, which migrations use (chart database.roles.owner).
+            "SOCIALNET_DB_USER": str(
+                access.get("user") or (database.get("roles") or {}).get("owner", "socialnet")
+            ),
         }
         if access.get("passwordFile"):
             env["SOCIALNET_DB_PASSWORD_FILE"] = str(access["passwordFile"])
@@ -667,11 +677,14 @@ class KubernetesPlatform:
         return None
 
     def install_secrets(self, values: RuntimeSecrets, progress: Progress | None = None) -> str:
-        """Create or replace the Secret the chart mounts (`secrets.existingSecret`); replicas
-        read it when they start."""
+        """Create or replace the API's Secret the chart mounts (`secrets.existingSecret`), which
+        replicas read when they start; make the database roles' Secrets the first time."""
         from kubernetes.client.exceptions import ApiException
 
         body = kubernetes_secret_body(values)
+        body["stringData"] = {
+            key: value for key, value in body["stringData"].items() if key in API_SECRET_KEYS
+        }
         name, namespace = body["metadata"]["name"], self.settings.namespace
         body["metadata"]["namespace"] = namespace
         core = self._core()
@@ -680,12 +693,33 @@ class KubernetesPlatform:
             core.replace_namespaced_secret(name, namespace, body)
         except ApiException as error:
             if error.status != 404:
-                raise PlatformError(
-                    f"environment {self.environment}: writing Secret {name} in "
-                    f"{namespace} failed ({error.status} {error.reason})"
-                ) from None
+                raise self._secret_error(name, error) from None
             core.create_namespaced_secret(namespace, body)
-        return f"Secret {name} in namespace {namespace}"
+        made = [role for role in DATABASE_ROLE_SECRETS if self._make_secret_once(role, body)]
+        return f"Secret {name} in namespace {namespace}" + (
+            f" (made {', '.join(made)})" if made else ""
+        )
+
+    def _make_secret_once(self, name: str, like: dict[str, Any]) -> bool:
+        """A Secret holding a new `password`, unless it exists (its value is never read)."""
+        from kubernetes.client.exceptions import ApiException
+
+        body = copy.deepcopy(like)
+        body["metadata"]["name"] = name
+        body["stringData"] = {"password": strong_token(32)}
+        try:
+            self._core().create_namespaced_secret(self.settings.namespace, body)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise self._secret_error(name, error) from None
+        return True
+
+    def _secret_error(self, name: str, error: Any) -> PlatformError:
+        return PlatformError(
+            f"environment {self.environment}: writing Secret {name} in "
+            f"{self.settings.namespace} failed ({error.status} {error.reason})"
+        )
 
     def standing_secrets(self, progress: Progress | None = None) -> str | None:
         """The secrets and rotate flows write the Secret the chart mounts: a deploy hands over

@@ -37,6 +37,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "socialnet.front.name" -}}{{ include "socialnet.fullname" . }}-front{{- end -}}
 {{- define "socialnet.db.name" -}}{{ include "socialnet.fullname" . }}-db{{- end -}}
 {{- define "socialnet.config.name" -}}{{ include "socialnet.fullname" . }}-config{{- end -}}
+{{- define "socialnet.dbInitdb.name" -}}{{ include "socialnet.fullname" . }}-db-initdb{{- end -}}
 
 {{- define "socialnet.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}{{ include "socialnet.fullname" . }}{{- else -}}default{{- end -}}
@@ -66,6 +67,80 @@ socialnet.example/track: {{ index . 1 }}
 
 {{- define "socialnet.db.port" -}}
 {{- if .Values.database.external.enabled -}}{{ .Values.database.external.port }}{{- else -}}5432{{- end -}}
+{{- end -}}
+
+{{- define "socialnet.db.image" -}}
+{{- printf "%s:%s" .Values.database.image.repository .Values.database.image.tag -}}
+{{- end -}}
+
+{{/*
+Where pods find their secret files: the API the items of its Secret; the others one folder per
+Secret (owner/, backup/, and login/ for the API's login the logins Jobs hand to the database).
+*/}}
+{{- define "socialnet.secretsDir" -}}/run/secrets/socialnet{{- end -}}
+
+{{/*
+libpq's settings for a client of the database logging in as a role: {{ include "socialnet.pgEnv" (list . "role") }}.
+The password comes from PGPASSFILE, which "socialnet.pgpass" writes.
+*/}}
+{{- define "socialnet.pgEnv" -}}
+{{- $root := index . 0 -}}
+- name: PGHOST
+  value: {{ include "socialnet.db.host" $root | quote }}
+- name: PGPORT
+  value: {{ include "socialnet.db.port" $root | quote }}
+- name: PGDATABASE
+  value: {{ $root.Values.database.name | quote }}
+- name: PGUSER
+  value: {{ index . 1 | quote }}
+- name: PGPASSFILE
+  value: /tmp/pgpass
+{{- end -}}
+
+{{/*
+A shell line giving libpq the password in the file `.` as a 0600 pgpass file (pgpass escapes `:`
+and `\`): never a variable or an argument another process could read.
+*/}}
+{{- define "socialnet.pgpass" -}}
+umask 077; { printf '*:*:*:*:'; sed 's/[\\:]/\\&/g' {{ . }}; } > /tmp/pgpass
+{{- end -}}
+
+{{/* A Secret volume of one password file, `password`: {{ include "socialnet.passwordVolume" (list "name" "secret") }} */}}
+{{- define "socialnet.passwordVolume" -}}
+- name: {{ index . 0 }}
+  secret:
+    secretName: {{ index . 1 }}
+    defaultMode: 0440
+    items:
+      - {key: password, path: password}
+{{- end -}}
+
+{{/* NetworkPolicy egress: the cluster DNS. */}}
+{{- define "socialnet.egress.dns" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .Values.networkPolicy.dns.namespace }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .Values.networkPolicy.dns.podLabels | nindent 10 }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end -}}
+
+{{/* NetworkPolicy egress: PostgreSQL, the bundled one's pods or any address on the external one's
+port (a policy cannot name a host). */}}
+{{- define "socialnet.egress.database" -}}
+- ports:
+    - {port: {{ include "socialnet.db.port" . }}, protocol: TCP}
+  {{- if not .Values.database.external.enabled }}
+  to:
+    - podSelector:
+        matchLabels:
+          {{- include "socialnet.selectorLabels" . | nindent 10 }}
+          app.kubernetes.io/component: database
+  {{- end }}
 {{- end -}}
 
 {{/* Pod and container security: non-root, no privilege escalation, no capabilities. */}}
@@ -108,6 +183,7 @@ The API pod of one track: {{ include "socialnet.api.podTemplate" (dict "root" . 
 {{- define "socialnet.api.podTemplate" -}}
 {{- $root := .root -}}
 {{- $api := $root.Values.api -}}
+{{- $secrets := $root.Values.secrets -}}
 metadata:
   labels:
     {{- include "socialnet.labels" $root | nindent 4 }}
@@ -115,6 +191,9 @@ metadata:
     app.kubernetes.io/version: {{ .tag | quote }}
   annotations:
     checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+    # A changed Secret (a rotation) rolls the replicas at the next upgrade, whose migration Job
+    # first gives the new login its password; empty in `helm template`, which reads no cluster.
+    checksum/secrets: {{ (lookup "v1" "Secret" $root.Release.Namespace $secrets.existingSecret).data | toJson | sha256sum }}
     prometheus.io/scrape: "true"
     prometheus.io/port: {{ $api.port | quote }}
     prometheus.io/path: /metrics
@@ -156,17 +235,26 @@ spec:
           value: {{ .gitSha | quote }}
         - name: SOCIALNET_TRACK
           value: {{ .track }}
+        # The login role goes with its password: both from the Secret a rotation rewrites.
+        - name: SOCIALNET_DB_USER
+          valueFrom:
+            secretKeyRef:
+              name: {{ $secrets.existingSecret }}
+              key: {{ $secrets.dbUserKey }}
         - name: SOCIALNET_DB_PASSWORD_FILE
-          value: /run/secrets/socialnet/{{ $root.Values.secrets.dbPasswordKey }}
+          value: {{ include "socialnet.secretsDir" $root }}/db-password
         - name: SOCIALNET_TOKEN_SECRET_FILE
-          value: /run/secrets/socialnet/{{ $root.Values.secrets.tokenSecretKey }}
+          value: {{ include "socialnet.secretsDir" $root }}/token-secret
+        # Tokens signed with the previous key stay valid during a rotation's overlap (empty: none).
+        - name: SOCIALNET_TOKEN_SECRET_PREVIOUS_FILE
+          value: {{ include "socialnet.secretsDir" $root }}/token-secret-previous
         {{- range $name, $value := .extraEnv }}
         - name: {{ $name }}
           value: {{ $value | quote }}
         {{- end }}
       volumeMounts:
         - name: secrets
-          mountPath: /run/secrets/socialnet
+          mountPath: {{ include "socialnet.secretsDir" $root }}
           readOnly: true
         - name: tmp
           mountPath: /tmp
@@ -193,10 +281,15 @@ spec:
       securityContext:
         {{- include "socialnet.containerSecurityContext" $root | nindent 8 }}
   volumes:
+    # The keys the API reads, nothing else of the Secret.
     - name: secrets
       secret:
-        secretName: {{ $root.Values.secrets.existingSecret }}
+        secretName: {{ $secrets.existingSecret }}
         defaultMode: 0440
+        items:
+          - {key: {{ $secrets.dbPasswordKey }}, path: db-password}
+          - {key: {{ $secrets.tokenSecretKey }}, path: token-secret}
+          - {key: {{ $secrets.tokenSecretPreviousKey }}, path: token-secret-previous}
     - name: tmp
       emptyDir: {}
 {{- end -}}
