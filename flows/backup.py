@@ -40,6 +40,7 @@ from tasks.postgres import (
     backup_lock,
     dump_database,
     resolve_backup_target,
+    resolve_control_plane_target,
     wal_archiver_status,
 )
 from tasks.reporting import emit, publish
@@ -99,21 +100,50 @@ def backup(
     where the database and bucket are (default: the environment's platform and policy)."""
     with before_any_change():
         policy = backup_policy(checked_environment(env))
-    clock = StepClock()
     target = target or resolve_backup_target(env)
-    ensure_bucket(target.store)
     if release is None:
         stable = read_ledger(env).stable
         release = stable.version if stable else None
+    return dump_and_prune(target, policy, trigger, release, retention_dry_run, ledger_of=env)
+
+
+@flow(
+    name="control-plane-backup",
+    flow_run_name="control-plane-backup-{env}",
+    on_failure=[announce_backup_failure],
+)
+def control_plane_backup(env: str = "local", trigger: Trigger = "scheduled") -> BackupResult:
+    """The control plane's own database (every run, deployment, automation and the ledgers, which
+    are Prefect variables) dumped into the bucket of `env`'s backups, pruned by `env`'s policy.
+
+    It runs on the control plane's machine: only there can it read Prefect's database."""
+    with before_any_change():
+        policy = backup_policy(checked_environment(env))
+        target = resolve_control_plane_target(env)
+    return dump_and_prune(target, policy, trigger, None, False, ledger_of=None)
+
+
+def dump_and_prune(
+    target: BackupTarget,
+    policy: BackupPolicy,
+    trigger: Trigger,
+    release: str | None,
+    retention_dry_run: bool,
+    ledger_of: str | None,
+) -> BackupResult:
+    """One dump into the target's bucket, the retention of `policy`, and, for an environment's
+    own database, its ledger's last backup."""
+    clock = StepClock()
+    ensure_bucket(target.store)
     with backup_lock(target.environment):
         with clock("dump and upload"):
             manifest = dump_database(target, trigger, release)
         with clock("retention"):
             retention = apply_retention(target, "dump", policy.retention, retention_dry_run)
-    recorded = record_last_backup(env, manifest)
+    recorded = record_last_backup(ledger_of, manifest) if ledger_of else False
     return publish(
         BackupResult(
-            environment=env,
+            environment=ledger_of or target.environment,
             flow_run_id=flow_run.get_id(),
             backup_id=manifest.id,
             trigger=trigger,

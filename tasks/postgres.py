@@ -32,7 +32,7 @@ from socialnet_ops.core.backups import BackupKind, BackupManifest, BackupTarget,
 from socialnet_ops.core.environments import Retention, load_environment
 from socialnet_ops.core.holds import Holds
 from socialnet_ops.core.results import RetentionOutcome
-from socialnet_ops.platforms import backup_target_for, platform_for
+from socialnet_ops.platforms import backup_target_for, control_plane_backup_target, platform_for
 from tasks.ledger import record_backup
 from tasks.reporting import emit
 from tasks.undo import recalled, remember, undo_step
@@ -102,6 +102,12 @@ def dump_database(target: BackupTarget, trigger: Trigger, release: str | None) -
 @task(name="resolve-backup-target")
 def resolve_backup_target(environment: str) -> BackupTarget:
     return backup_target_for(load_environment(environment))
+
+
+@task(name="resolve-control-plane-target")
+def resolve_control_plane_target(environment: str) -> BackupTarget:
+    """Prefect's database on this machine, kept in the bucket of `environment`'s backups."""
+    return control_plane_backup_target(load_environment(environment))
 
 
 @task(name="take-predeploy-backup")

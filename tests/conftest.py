@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,13 @@ def postgres_server() -> Iterator[PostgresServer]:
         unavailable(str(error))
     yield server
     server.destroy()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the files of a platform-sharing package on one worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests.support.scheduling import SharedFixtureScheduling
+
+    return SharedFixtureScheduling(config, log)

@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from socialnet_ops.adapters.postgres import RunLog
 from socialnet_ops.adapters.process import ToolError, stream
 from socialnet_ops.core.environments import Environment, load_environment
+from socialnet_ops.core.network import is_loopback
 from socialnet_ops.core.paths import environment_state_dir, repo_root
 from socialnet_ops.core.terraform import (
     MissingCredentialsError,
@@ -304,11 +305,22 @@ def local_emulator_endpoint(environment: Environment, emulator: Emulator | None)
 def endpoint_for(
     environment: Environment, override: str | None = None, emulator: Emulator | None = None
 ) -> str | None:
-    """The AWS endpoint: the explicit override, else AWS_ENDPOINT_URL, else the catalog's."""
-    if override:
-        return override
-    if os.environ.get("AWS_ENDPOINT_URL"):
-        return os.environ["AWS_ENDPOINT_URL"]
+    """The AWS endpoint: the explicit override, else AWS_ENDPOINT_URL, else the catalog's.
+
+    An override may only be the catalog's endpoint or an emulator on this machine: anywhere else,
+    requests signed with the environment's credentials would leave for a host nobody chose.
+    """
+    for source, chosen in (("endpoint", override), ("AWS_ENDPOINT_URL", os.environ.get(
+        "AWS_ENDPOINT_URL"
+    ))):  # fmt: skip
+        if chosen:
+            if chosen != environment.cloud.endpoint and not is_loopback(chosen):
+                raise TerraformConfigError(
+                    f"{environment.name}: {source} {chosen!r} is neither the catalog's AWS "
+                    f"endpoint ({environment.cloud.endpoint or 'AWS itself'}) nor an emulator on "
+                    "127.0.0.1; signed requests go nowhere else"
+                )
+            return chosen
     if environment.cloud.endpoint == "local":
         return local_emulator_endpoint(environment, emulator)
     return environment.cloud.endpoint
@@ -338,6 +350,75 @@ def state_client(environment: Environment, endpoint: str | None) -> Any:
     """S3 where the environment's Terraform state (and its saved plans) are kept."""
     region = environment.terraform.backend.region or environment.cloud.region
     return _boto_session(environment).client("s3", endpoint_url=endpoint, region_name=region)
+
+
+@dataclass(frozen=True)
+class StateVersion:
+    """One version of an environment's state object: the state bucket's versioning is its backup."""
+
+    version_id: str
+    modified: str
+    size_bytes: int
+    latest: bool
+
+
+def state_versions(environment: Environment, endpoint: str | None) -> list[StateVersion]:
+    """Every kept version of the environment's state, newest first."""
+    backend = environment.terraform.backend
+    try:
+        pages = (
+            state_client(environment, endpoint)
+            .get_paginator("list_object_versions")
+            .paginate(Bucket=backend.bucket, Prefix=backend.key)
+        )
+        versions = [
+            StateVersion(
+                version_id=item["VersionId"],
+                modified=item["LastModified"].isoformat(),
+                size_bytes=int(item["Size"]),
+                latest=bool(item["IsLatest"]),
+            )
+            for page in pages
+            for item in page.get("Versions", [])
+            if item["Key"] == backend.key
+        ]
+    except (ClientError, BotoCoreError) as error:
+        raise TerraformError(
+            f"{environment.name}: cannot list the versions of s3://{backend.bucket}/{backend.key}: "
+            f"{error}"
+        ) from None
+    return sorted(versions, key=lambda version: version.modified, reverse=True)
+
+
+def restore_state_version(
+    environment: Environment, endpoint: str | None, version_id: str, destination: Path
+) -> Path:
+    """Write one kept version of the state to `destination` (a fresh place: never the bucket's
+    current object), 0600, after checking it is a Terraform state."""
+    backend = environment.terraform.backend
+    try:
+        body = (
+            state_client(environment, endpoint)
+            .get_object(Bucket=backend.bucket, Key=backend.key, VersionId=version_id)["Body"]
+            .read()
+        )
+    except (ClientError, BotoCoreError) as error:
+        raise TerraformError(
+            f"{environment.name}: state version {version_id} of s3://{backend.bucket}/"
+            f"{backend.key} cannot be read: {error}"
+        ) from None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or "terraform_version" not in document:
+        raise TerraformError(
+            f"{environment.name}: state version {version_id} is not a Terraform state"
+        )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.touch(mode=0o600, exist_ok=False)
+    destination.write_bytes(body)
+    return destination
 
 
 def check_credentials(environment: Environment, endpoint: str | None) -> str:

@@ -528,10 +528,24 @@ def abort(
 
 
 @app.command()
-def backup(env: EnvOption, as_json: JsonOption = False) -> None:
+def backup(
+    env: EnvOption,
+    control_plane: Annotated[
+        bool,
+        typer.Option(
+            "--control-plane",
+            help="Back up the control plane's own database (runs, deployments, ledgers) into "
+            "ENV's bucket instead.",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Back the environment's database up to its bucket now (a logical dump)."""
     _checked_backup_policy(env)
-    result = _run_flow("backup", env=env, trigger="manual")
+    if control_plane:
+        result = _run_flow("control_plane_backup", env=env, trigger="manual")
+    else:
+        result = _run_flow("backup", env=env, trigger="manual")
     if _printed_as_json(result, as_json):
         return
     console.print(result.summary(), highlight=False)

@@ -35,7 +35,12 @@ from socialnet_ops.adapters.process import stream
 from socialnet_ops.control.prefect_stack import API_SERVERS, PrefectStack, StackPorts
 from socialnet_ops.control.sqlite_history import migrate_sqlite_history
 from socialnet_ops.core.environments import environment_names, load_catalog, load_environment
-from socialnet_ops.core.paths import environment_state_dir, repo_root, state_root
+from socialnet_ops.core.paths import (
+    control_plane_dir,
+    environment_state_dir,
+    repo_root,
+    state_root,
+)
 from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.platforms.local import LocalPlatform
 from socialnet_ops.platforms.local.supervisor import Supervisor
@@ -66,10 +71,6 @@ SERVER_READY_TIMEOUT = 180.0
 
 class ControlPlaneError(Exception):
     pass
-
-
-def control_plane_dir() -> Path:
-    return state_root() / "control-plane"
 
 
 def _state_file() -> Path:
@@ -280,6 +281,8 @@ def _write_supervisor_config() -> Path:
     folder = control_plane_dir()
     for sub in ("programs", "logs"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
+    # Every flow's output passes through the workers' logs: only the control plane reads them.
+    (folder / "logs").chmod(0o700)
     git_remote_dir().mkdir(parents=True, exist_ok=True)
     config = folder / "supervisord.conf"
     write_atomic(config, render("supervisord.conf", environment="control-plane", state_dir=folder))

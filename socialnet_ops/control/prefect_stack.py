@@ -12,6 +12,7 @@ get the database and Redis, the clients only the API credential.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import shlex
 import shutil
@@ -19,7 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from socialnet_ops.core.paths import control_plane_backup_access
 from socialnet_ops.platforms.base import PlatformError
 from socialnet_ops.platforms.local.pgcluster import (
     PG_SUPERUSER,
@@ -39,6 +42,9 @@ from socialnet_ops.platforms.local.tools import (
 API_SERVERS = 2
 PREFECT_DATABASE = "prefect"
 PREFECT_ROLE = "prefect"
+# Backups of Prefect's database (flow runs, deployments, the ledgers' variables) log in as this
+# role: it may read every row (pg_read_all_data) and change nothing.
+BACKUP_ROLE = "prefect_backup"
 AUTH_USER = "socialnet"
 REDIS_SYSTEM_USER = "redis"
 READY_TIMEOUT = 60.0
@@ -101,6 +107,7 @@ class PrefectStack:
     def ensure_credentials(self) -> None:
         ensure_secret(self.secrets / "prefect-db-password")
         ensure_secret(self.secrets / "redis-password")
+        ensure_secret(self.secrets / "prefect-backup-password")
         if not self.auth_file.exists():
             credential = f"{AUTH_USER}:{secrets.token_hex(24)}\n"
             write_atomic(self.auth_file, credential, mode=0o600)
@@ -256,6 +263,32 @@ class PrefectStack:
                         sql.Identifier(PREFECT_DATABASE), sql.Identifier(PREFECT_ROLE)
                     )
                 )
+            self.grant_backup_role(connection, ports.postgres)
+
+    def grant_backup_role(self, connection: Any, port: int) -> None:
+        """The read-only role backups use, and the 0600 file that tells them how to log in."""
+        from psycopg import sql
+
+        password = read_secret(self.secrets / "prefect-backup-password")
+        exists = connection.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", (BACKUP_ROLE,)
+        ).fetchone()
+        connection.execute(
+            sql.SQL(("ALTER" if exists else "CREATE") + " ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(BACKUP_ROLE), sql.Literal(password)
+            )
+        )
+        connection.execute(
+            sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(BACKUP_ROLE))
+        )
+        access = {
+            "host": "127.0.0.1",
+            "port": port,
+            "user": BACKUP_ROLE,
+            "database": PREFECT_DATABASE,
+            "password_file": str(self.secrets / "prefect-backup-password"),
+        }
+        write_atomic(control_plane_backup_access(), json.dumps(access) + "\n", mode=0o600)
 
     def wait_for_redis(self, ports: StackPorts) -> None:
         import redis

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import Flow
 
-from flows.backup import backup, backup_marker, base_backup
+from flows.backup import backup, backup_marker, base_backup, control_plane_backup
 from flows.canary import canary
 from flows.canary_control import canary_control
 from flows.configure import configure
@@ -29,6 +29,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "backup_marker": backup_marker,
     "base_backup": base_backup,
     "canary": canary,
+    "control_plane_backup": control_plane_backup,
     "canary_control": canary_control,
     "configure": configure,
     "deploy": deploy,

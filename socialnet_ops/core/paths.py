@@ -23,3 +23,13 @@ def state_root() -> Path:
 
 def environment_state_dir(environment: str) -> Path:
     return state_root() / environment
+
+
+def control_plane_dir() -> Path:
+    """The local control plane's folder: its PostgreSQL, Redis, logs and 0600 secrets."""
+    return state_root() / "control-plane"
+
+
+def control_plane_backup_access() -> Path:
+    """Where the control plane describes how its backups read Prefect's database (0600 JSON)."""
+    return control_plane_dir() / "secrets" / "backup-access.json"

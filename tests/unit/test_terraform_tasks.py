@@ -6,6 +6,7 @@ import pytest
 
 from socialnet_ops.adapters.terraform import EMULATOR_CREDENTIALS, aws_environ, endpoint_for
 from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.terraform import TerraformConfigError
 from socialnet_ops.core.terraform import error_block as _error_block
 
 pytestmark = pytest.mark.unit
@@ -20,6 +21,19 @@ def test_the_endpoint_override_wins_then_the_environment_then_the_catalog(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
     assert endpoint_for(staging) == "http://127.0.0.1:5000"
     assert endpoint_for(staging, "http://127.0.0.1:6000") == "http://127.0.0.1:6000"
+
+
+def test_signed_requests_go_only_to_the_catalogs_endpoint_or_an_emulator_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    staging = load_environment("staging")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with pytest.raises(TerraformConfigError, match=r"staging: endpoint 'https://collect\.example'"):
+        endpoint_for(staging, "https://collect.example")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://10.0.0.9:4566")
+    with pytest.raises(TerraformConfigError, match=r"AWS_ENDPOINT_URL 'http://10\.0\.0\.9:4566'"):
+        endpoint_for(staging)
+    assert endpoint_for(staging, "http://localhost:4566") == "http://localhost:4566"
 
 
 def test_only_the_local_emulator_gets_its_throwaway_keys() -> None:

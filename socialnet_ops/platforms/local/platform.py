@@ -481,7 +481,6 @@ class LocalPlatform:
                     f"--storage.tsdb.path={sd / 'prometheus' / 'data'}",
                     f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
                     "--storage.tsdb.retention.time=2d",
-                    "--web.enable-lifecycle",
                 ],
                 directory=sd / "prometheus",
                 priority=70,

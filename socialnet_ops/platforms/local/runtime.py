@@ -103,7 +103,7 @@ class AppRuntime:
     ) -> ProgramSpec:
         server = [
             "uvicorn", "app.api.main:app", "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log",
+            "--no-access-log", "--no-server-header",
             # Longer than HAProxy's idle server connections: HAProxy closes them first.
             "--timeout-keep-alive", "75",
             "--timeout-graceful-shutdown", str(int(drain_timeout) + 5),

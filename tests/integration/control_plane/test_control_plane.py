@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import signal
@@ -22,10 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
+from socialnet_ops.adapters.pg_backups import drop_restored_database, restore_dump_into
 from socialnet_ops.control import control_plane as plane
+from socialnet_ops.core.backups import DatabaseAccess
 from socialnet_ops.core.environments import load_environment
+from socialnet_ops.core.paths import control_plane_backup_access
+from socialnet_ops.platforms import control_plane_backup_target
 from socialnet_ops.platforms.local import LocalPlatform
 from socialnet_ops.platforms.local.tools import find_binary, free_port, read_secret
 from tests.support.prefect import state_root
@@ -207,9 +213,12 @@ def test_the_credentials_stay_in_their_files(control_plane: dict[str, Any]) -> N
         stack.auth_string().split(":", 1)[1],
         stack.redis_password(),
         read_secret(stack.secrets / "prefect-db-password"),
+        read_secret(stack.secrets / "prefect-backup-password"),
     ]
     for path in (stack.auth_file, stack.server_env, stack.client_env, folder / "redis.conf"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # The workers' logs carry every flow's output: nobody else may list or read them.
+    assert stat.S_IMODE((folder / "logs").stat().st_mode) == 0o700
     readable = [
         *folder.glob("*.cfg"),
         *(path for path in folder.glob("*.conf") if path.name != "redis.conf"),
@@ -654,6 +663,52 @@ def test_without_redis_reads_work_writes_fail_and_automations_act_again(
         moto.call("startProcess", "moto", True)
     alerts = _alerts_with_subject("Backup problem in local", timeout=90, since=started)
     assert alerts, "no alert arrived within 90 s after Redis returned: automations stopped"
+
+
+def test_the_control_planes_database_is_backed_up_and_restores_with_the_ledgers(
+    control_plane: dict[str, Any],
+) -> None:
+    """After the releases above: the dump holds every run and the ledgers (Prefect variables),
+    read by a role that can change nothing, and restores into a fresh database as it was."""
+    taken = json.loads(cli("backup", "--env", "local", "--control-plane", "--json").stdout)
+    assert taken["environment"] == "control-plane"
+    assert taken["key"].startswith("backups/control-plane/prefect/")
+    assert taken["row_counts"]["flow_run"] > 0 and taken["row_counts"]["variable"] > 0
+    access = json.loads(control_plane_backup_access().read_text())
+    assert stat.S_IMODE(control_plane_backup_access().stat().st_mode) == 0o600
+    with (
+        psycopg.connect(
+            host="127.0.0.1",
+            port=access["port"],
+            user=access["user"],
+            dbname="prefect",
+            password=read_secret(Path(access["password_file"])),
+        ) as reader,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        reader.execute("DELETE FROM variable")  # fmt: skip
+    # A fresh database of the control plane's cluster, restored as the superuser would.
+    stack = plane.stack()
+    superuser = DatabaseAccess(
+        host=str(stack.pgsocket), port=access["port"], user="postgres", database="prefect"
+    )
+    target = control_plane_backup_target(load_environment("local")).model_copy(
+        update={"database": superuser}
+    )
+    restored = restore_dump_into(
+        target, taken["backup_id"], "prefect_restored", False, log=logging.getLogger("test")
+    )
+    try:
+        assert restored["rows"] == sum(taken["row_counts"].values())
+        ledger_query = "SELECT value FROM variable WHERE name = 'ledger-local'"
+        with psycopg.connect(**superuser.connect_kwargs("prefect_restored")) as copy:
+            kept = copy.execute(ledger_query).fetchone()
+        with psycopg.connect(**superuser.connect_kwargs()) as live:
+            now = live.execute(ledger_query).fetchone()
+        assert kept is not None and kept == now
+        assert "stable" in json.dumps(kept[0])
+    finally:
+        drop_restored_database(target, "prefect_restored")
 
 
 def test_history_stays_over_down_and_up(control_plane: dict[str, Any]) -> None:

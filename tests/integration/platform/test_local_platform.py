@@ -65,6 +65,9 @@ def test_every_program_runs_and_answers(platform: LocalPlatform) -> None:
     endpoints = platform.endpoints()
     with httpx.Client(timeout=5) as client:
         assert client.get(f"{endpoints.prometheus_url}/-/ready").status_code == 200
+        # No remote shutdown or reload: nothing here needs Prometheus's lifecycle API.
+        assert client.post(f"{endpoints.prometheus_url}/-/quit").status_code == 403
+        assert client.get(f"{endpoints.prometheus_url}/-/ready").status_code == 200
         assert client.get(f"{endpoints.edge_url}/").status_code == 200  # the front
         assert client.get(endpoints.extra["haproxy_exporter_url"]).status_code == 200
         assert client.get(f"{endpoints.extra['vault_address']}/v1/sys/health").status_code == 200

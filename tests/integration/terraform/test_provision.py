@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import stat
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,8 @@ from prefect.variables import Variable
 
 from flows.drift import drift
 from flows.provision import provision
-from socialnet_ops.core.environments import UnknownEnvironmentError
+from socialnet_ops.adapters.terraform import restore_state_version, state_versions
+from socialnet_ops.core.environments import UnknownEnvironmentError, load_environment
 from socialnet_ops.core.merge_requests import ApplyRefusedError, PlanRefusedError, note_marker
 from socialnet_ops.core.results import ProvisionResult
 from socialnet_ops.core.stack_locks import lock_variable
@@ -66,6 +69,42 @@ def test_an_interrupted_apply_converges_on_rerun(
     assert len(emulator.instances("local")) == 2
     buckets = [b["Name"] for b in emulator.client("s3").list_buckets()["Buckets"]]
     assert sorted(buckets) == ["socialnet-backups-local", "socialnet-tfstate"]
+
+
+def test_every_state_version_is_kept_and_an_earlier_one_restores_into_a_fresh_place(
+    applied_local: AppliedStack, emulator: Emulator, terraform_state: Path, tmp_path: Path
+) -> None:
+    """The state bucket's versioning is the state's backup: the interrupted apply's state is
+    still there, and Terraform reads it back from a fresh file."""
+    environment = load_environment("local")
+    versions = state_versions(environment, emulator.endpoint)
+    assert len(versions) >= 2 and versions[0].latest and not versions[-1].latest
+    earliest, latest = (
+        restore_state_version(environment, emulator.endpoint, version.version_id, tmp_path / name)
+        for version, name in ((versions[-1], "earliest.tfstate"), (versions[0], "latest.tfstate"))
+    )
+    assert stat.S_IMODE(earliest.stat().st_mode) == 0o600
+    workspace = terraform_state / "local" / "terraform" / "provision"
+
+    def addresses(state: Path) -> set[str]:
+        shown = subprocess.run(
+            ["terraform", f"-chdir={workspace}", "show", "-json", "-no-color", str(state)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        module = json.loads(shown.stdout)["values"]["root_module"]
+        found: set[str] = set()
+        pending = [module]
+        while pending:
+            current = pending.pop()
+            found |= {resource["address"] for resource in current.get("resources", [])}
+            pending += current.get("child_modules", [])
+        return found
+
+    before, now = addresses(earliest), addresses(latest)
+    assert before and len(before) < len(now)
+    assert f"{MODULE}.network.aws_vpc.this" in now
+    with pytest.raises(TerraformError, match="cannot be read"):
+        restore_state_version(environment, emulator.endpoint, "no-such-version", tmp_path / "x")
 
 
 def test_apply_shares_outputs_and_announces_it(applied_local: AppliedStack) -> None:
