@@ -17,6 +17,7 @@ from socialnet_ops.core.inventory import (
     TaskFailure,
     failed_hosts,
     merge_recaps,
+    retriable_hosts,
     unreachable_hosts,
 )
 from socialnet_ops.core.results import ConfigureResult
@@ -41,7 +42,12 @@ def _outcome_error(recaps: dict[str, HostRecap], failures: list[dict[str, str]])
         for failure in failures
         if failure["host"] in failed_hosts(recaps)
     ]
-    unreachable = unreachable_hosts(recaps)
+    problems += [
+        f"{host}: {recaps[host].reason}"
+        for host in unreachable_hosts(recaps)
+        if recaps[host].reason
+    ]
+    unreachable = retriable_hosts(recaps)
     if unreachable:
         attempts = max(recaps[host].attempts for host in unreachable)
         problems.append(f"unreachable after {attempts} attempt(s): {', '.join(unreachable)}")
@@ -80,7 +86,7 @@ def configure(
         run = run_playbook(env, inventory, playbook, check, limit, tags, 1, code)
         recaps, failures = run.recaps, list(run.failures)
         for attempt in range(2, 2 + unreachable_retries):
-            unreachable = unreachable_hosts(recaps)
+            unreachable = retriable_hosts(recaps)
             if not unreachable:
                 break
             wait_before_retry(unreachable, attempt, retry_backoff_seconds)

@@ -21,6 +21,7 @@ from socialnet_ops.adapters.ansible import (
     prefect_worker_sources,
 )
 from socialnet_ops.core.inventory import HostRecap, PlaybookRun, recap_report, retry_delay
+from socialnet_ops.core.paths import environment_state_dir
 from tasks.reporting import artifact_key, markdown_report, table_report
 
 
@@ -68,7 +69,10 @@ def run_playbook(
     `source`: the tree the playbooks and roles come from (the run's commit); None: the working
     tree."""
     log = get_run_logger()
-    return execute_playbook(inventory, playbook, check, limit, tags, attempt, source, log=log)
+    known_hosts = environment_state_dir(env) / "ansible" / "known_hosts"
+    return execute_playbook(
+        inventory, playbook, check, limit, tags, attempt, source, log=log, known_hosts=known_hosts
+    )
 
 
 @task(name="wait-before-retry", cache_policy=NO_CACHE)

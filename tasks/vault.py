@@ -83,8 +83,9 @@ def flows_session(environment: Environment) -> vault.VaultSession:
 
 
 def admin_session(environment: Environment) -> vault.VaultSession | None:
-    """Who may create the mount, policies and roles: the local dev root token, an operator token
-    file (SOCIALNET_VAULT_ADMIN_TOKEN_FILE) or the Secret block `vault-admin-token-<env>`."""
+    """Who may create the mount, policies and roles: the local dev root token, or the token file an
+    operator names at run time (SOCIALNET_VAULT_ADMIN_TOKEN_FILE). Never a Prefect block: whoever
+    could read the control plane's blocks would hold every environment's Vault."""
     address = vault_address(environment)
     local = vault_admin_token_file(environment)
     if local is not None:
@@ -101,9 +102,6 @@ def admin_session(environment: Environment) -> vault.VaultSession | None:
             address,
             vault.TokenLogin(lambda: vault.read_token_file(path, "admin token"), "admin token"),
         )
-    value = secret_block_value(f"vault-admin-token-{environment.name}")
-    if value:
-        return vault.VaultSession(address, vault.TokenLogin(lambda: value, "admin token"))
     return None
 
 
@@ -156,9 +154,8 @@ def bootstrap_vault_layout(environment: str) -> list[dict[str, str]]:
     admin = admin_session(settings)
     if admin is None:
         logger.info(
-            "no admin credentials (%s, Secret block vault-admin-token-%s): layout not managed here",
+            "no admin credentials (%s is not set): the layout is not managed by this run",
             ADMIN_TOKEN_FILE_VARIABLE,
-            environment,
         )
         return []
     changes = vault.ensure_layout(

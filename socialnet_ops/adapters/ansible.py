@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +34,7 @@ from socialnet_ops.core.inventory import (
     InventoryError,
     PlaybookRun,
     api_endpoint,
+    brings_known_hosts,
     build_inventory,
     cloud_connection,
     diff_lines,
@@ -40,6 +42,7 @@ from socialnet_ops.core.inventory import (
     event_line,
     group_hosts,
     group_variables,
+    host_addresses,
     inventory_hosts,
     prefect_worker_variables,
     recap_from_stats,
@@ -224,12 +227,61 @@ def ansible_environ(
     """The environment of every ansible-playbook run: the project's ansible.cfg, no colours."""
     return {
         "ANSIBLE_CONFIG": str((source or repo_root()) / ANSIBLE_FOLDER / "ansible.cfg"),
+        # ansible-runner turns host key checking off unless told otherwise; ansible.cfg's word
+        # would not reach the run.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
         **dict.fromkeys(HIDDEN_FROM_ANSIBLE, ""),
         **strategy_environ(),
         **(extra or {}),
     }
+
+
+def known_hosts_settings(known_hosts: Path | None) -> dict[str, str]:
+    """Logins check host keys against `known_hosts` (ansible.cfg turns checking on; Mitogen then
+    insists on a known key, so unknown hosts are recorded first by `record_host_keys`)."""
+    if known_hosts is None:
+        return {}
+    return {"ANSIBLE_SSH_COMMON_ARGS": f"-o UserKnownHostsFile={known_hosts}"}
+
+
+def record_host_keys(hosts_file: Path, known_hosts: Path, log: RunLog) -> list[str]:
+    """Trust on first use, recorded: the host key of each host of the inventory that
+    `known_hosts` does not know yet is scanned once and kept; a key that later changes is refused
+    by ssh. Inventories that bring their own host keys (the node launcher's) are left alone.
+
+    OpenSSH's `accept-new` would do this inside ssh, but Mitogen, the strategy the runs use,
+    sets `StrictHostKeyChecking yes` itself, and its first `-o` wins."""
+    inventory = yaml.safe_load(hosts_file.read_text()) or {}
+    if brings_known_hosts(inventory):
+        return []
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    known_hosts.touch(mode=0o600, exist_ok=True)
+    recorded = []
+    for host, address in host_addresses(inventory).items():
+        found = subprocess.run(
+            ["ssh-keygen", "-F", address, "-f", str(known_hosts)], capture_output=True, check=False
+        )
+        if found.returncode == 0:
+            continue
+        scanned = subprocess.run(
+            ["ssh-keyscan", "-T", "5", "-t", "ed25519", address],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = [line for line in scanned.stdout.splitlines() if line and not line.startswith("#")]
+        if not lines:
+            log.warning(
+                "%s (%s): no SSH host key could be read; its login will fail", host, address
+            )
+            continue
+        with known_hosts.open("a") as known:
+            known.write("\n".join(lines) + "\n")
+        log.info("%s (%s): host key recorded on first use in %s", host, address, known_hosts)
+        recorded.append(host)
+    return recorded
 
 
 def playbook_environment() -> dict[str, str]:
@@ -247,11 +299,13 @@ def execute_playbook(
     source: str | None,
     *,
     log: RunLog,
+    known_hosts: Path | None = None,
 ) -> PlaybookRun:
     """Run a playbook of infrastructure/ansible/playbooks with every event in `log`.
 
     `source`: the tree the playbooks and roles come from (the run's commit); None: the working
-    tree."""
+    tree. `known_hosts`: the environment's recorded host keys (trust on first use; an inventory
+    that brings its own, as the node launcher's does, takes precedence)."""
     root = Path(source) if source else repo_root()
     playbook_path = root / ANSIBLE_FOLDER / "playbooks" / playbook
     if not playbook_path.is_file():
@@ -278,6 +332,8 @@ def execute_playbook(
         f", limit {limit}" if limit else "",
         f", tags {','.join(tags)}" if tags else "",
     )
+    if known_hosts is not None:
+        record_host_keys(Path(inventory[0]), known_hosts, log)
     # A private folder per run: ansible-runner keeps its artifacts and SSH control sockets there.
     private = Path(tempfile.mkdtemp(prefix="socialnet-ansible-"))
     started = time.monotonic()
@@ -286,7 +342,7 @@ def execute_playbook(
             private_data_dir=str(private),
             playbook=str(playbook_path),
             inventory=inventory,
-            envvars=ansible_environ(source=root),
+            envvars=ansible_environ(known_hosts_settings(known_hosts), source=root),
             limit=limit,
             tags=",".join(tags) if tags else None,
             cmdline="--check --diff" if check else None,

@@ -94,6 +94,7 @@ SYSTEM_PREFIXES = (Path("/"), Path("/usr"), Path("/usr/local"))
 RELAY_MAX_CONNECTIONS = 256
 RELAY_IDLE_TIMEOUT = "1h"
 RELAY_START_SECONDS = 10.0
+NODE_HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
 REQUIRED_TOOLS = ("mmdebstrap", "systemd-nspawn", "ip", "ssh", "ssh-keygen", "nsenter", "mount")
 
 
@@ -645,7 +646,19 @@ class NodeSet:
             self._boot(node)
         with ThreadPoolExecutor(max_workers=max(1, len(new))) as pool:
             list(pool.map(self._wait_for_ssh, new))
+        for node in new:
+            self._record_host_key(node)
         return new
+
+    @property
+    def known_hosts(self) -> Path:
+        """The nodes' SSH host keys, as their launch read them: Ansible checks every login."""
+        return self.state / "known_hosts"
+
+    def _record_host_key(self, node: Node) -> None:
+        kind, key = self.exec(node.name, ["cat", NODE_HOST_KEY]).stdout.split()[:2]
+        with self.known_hosts.open("a") as known:
+            known.write(f"{node.address} {kind} {key}\n")
 
     # -- use
 
@@ -707,7 +720,9 @@ class NodeSet:
             "ansible_ssh_private_key_file": str(self.key_file),
             # A control socket of this launch only: slot numbers (so addresses) are reused, and
             # a master kept alive (ControlPersist) for the previous set's node would be reused.
-            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+            # Host keys as the launch recorded them: a node answering with another is refused.
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=yes "
+            f"-o UserKnownHostsFile={self.known_hosts} "
             f"-o ControlPath={RUN_ROOT}/cp-{self.launch_token}-%C",
             # Nodes have no network: their packages were downloaded into the image.
             "common_apt_update_cache": False,

@@ -546,6 +546,21 @@ def capture_json(context: Context, arguments: Sequence[str]) -> Any:
     return json.loads(completed.stdout)
 
 
+def state_resources(env: str, endpoint: str | None, state_file: Path) -> set[str]:
+    """The resource addresses a state file holds, as Terraform reads it in the environment's
+    provision workspace (a restored version is read before anyone puts it back)."""
+    document = capture_json(
+        Context.of(env, "provision", endpoint), ["show", "-json", str(state_file)]
+    )
+    modules = [((document.get("values") or {}).get("root_module")) or {}]
+    found: set[str] = set()
+    while modules:
+        module = modules.pop()
+        found |= {resource["address"] for resource in module.get("resources", [])}
+        modules += module.get("child_modules", [])
+    return found
+
+
 @functools.cache
 def terraform_version() -> str:
     completed = subprocess.run(

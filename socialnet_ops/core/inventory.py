@@ -106,6 +106,22 @@ def inventory_hosts(inventory: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def host_addresses(inventory: Mapping[str, Any]) -> dict[str, str]:
+    """Host name -> the address Ansible logs into (`ansible_host`, else the name)."""
+    children = inventory.get("all", {}).get("children", {}).get(NODE_GROUP, {}).get("children", {})
+    return {
+        host: str((variables or {}).get("ansible_host") or host)
+        for body in (children or {}).values()
+        for host, variables in ((body or {}).get("hosts") or {}).items()
+    }
+
+
+def brings_known_hosts(inventory: Mapping[str, Any]) -> bool:
+    """Whether the inventory names its own host keys (the node launcher's inventories do)."""
+    args = str((inventory.get("all", {}).get("vars") or {}).get("ansible_ssh_common_args", ""))
+    return "UserKnownHostsFile" in args
+
+
 def group_hosts(inventory: Mapping[str, Any], group: str) -> list[str]:
     """The hosts of a group directly under `all` (e.g. prefect_workers)."""
     body = (inventory.get("all", {}).get("children") or {}).get(group) or {}
@@ -252,6 +268,8 @@ class HostRecap:
     ignored: int = 0
     seconds: float = 0.0
     attempts: int = 1
+    # Why it was unreachable, when that is worth saying (a changed SSH host key).
+    reason: str = ""
 
     @property
     def status(self) -> str:
@@ -326,7 +344,34 @@ def recap_from_stats(
             setattr(recaps.setdefault(host, HostRecap(host)), attribute, int(count))
     for host, seconds in host_seconds(events).items():
         recaps.setdefault(host, HostRecap(host)).seconds = seconds
+    for host in changed_host_keys(events):
+        recaps.setdefault(host, HostRecap(host)).reason = HOST_KEY_CHANGED
     return dict(sorted(recaps.items()))
+
+
+# What ssh, and Mitogen for it, say when a host answers with another key than the one recorded.
+_HOST_KEY_MARKERS = (
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+    "Host key verification failed",
+    "mismatching host key",
+)
+HOST_KEY_CHANGED = (
+    "its SSH host key is not the one recorded for it (a rebuilt node: remove its old key with "
+    "`ssh-keygen -R <address> -f <known_hosts>`; otherwise someone may be in between)"
+)
+
+
+def changed_host_keys(events: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Hosts ssh refused because their host key changed: retrying them cannot help."""
+    hosts = set()
+    for event in events:
+        if event.get("event") != "runner_on_unreachable":
+            continue
+        data = event.get("event_data") or {}
+        text = str(data.get("res") or {})
+        if any(marker in text for marker in _HOST_KEY_MARKERS):
+            hosts.add(str(data.get("host", "?")))
+    return sorted(hosts)
 
 
 def merge_recaps(
@@ -380,6 +425,11 @@ def task_failures(events: Iterable[Mapping[str, Any]]) -> list[TaskFailure]:
 
 def unreachable_hosts(recaps: Mapping[str, HostRecap]) -> list[str]:
     return sorted(host for host, recap in recaps.items() if recap.unreachable)
+
+
+def retriable_hosts(recaps: Mapping[str, HostRecap]) -> list[str]:
+    """Unreachable hosts a later attempt may reach (not those whose host key changed)."""
+    return [host for host in unreachable_hosts(recaps) if not recaps[host].reason]
 
 
 def failed_hosts(recaps: Mapping[str, HostRecap]) -> list[str]:

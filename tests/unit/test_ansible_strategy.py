@@ -27,3 +27,8 @@ def test_ansibles_own_strategy_can_be_chosen(monkeypatch: pytest.MonkeyPatch) ->
     environ = ansible_environ()
     assert environ["ANSIBLE_STRATEGY"] == "free"
     assert "ANSIBLE_STRATEGY_PLUGINS" not in environ
+
+
+def test_every_run_checks_host_keys() -> None:
+    # ansible-runner sets ANSIBLE_HOST_KEY_CHECKING=False when the run's environment lacks it.
+    assert ansible_environ()["ANSIBLE_HOST_KEY_CHECKING"] == "True"

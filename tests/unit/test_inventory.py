@@ -22,6 +22,7 @@ from socialnet_ops.core.inventory import (
     merge_recaps,
     recap_from_stats,
     recap_rows,
+    retriable_hosts,
     task_failures,
     terraform_nodes,
     unreachable_hosts,
@@ -144,6 +145,27 @@ def test_the_example_inventory_has_the_shape_of_built_ones() -> None:
 def event(kind: str, host: str = "", **data: Any) -> dict[str, Any]:
     body = {"host": host, **data} if host else data
     return {"event": kind, "event_data": body, "stdout": data.pop("stdout", "")}
+
+
+def test_a_changed_host_key_is_named_and_never_retried() -> None:
+    changed = (
+        "Failed to connect to the host via ssh: @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+        "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nHost key verification failed."
+    )
+    by_mitogen = (
+        "Host key checking is enabled, and SSH reported an unrecognized or mismatching host key."
+    )
+    events = [
+        event("runner_on_unreachable", "worker-1", res={"msg": changed, "unreachable": True}),
+        event("runner_on_unreachable", "worker-2", res={"msg": "Connection timed out"}),
+        event("runner_on_unreachable", "worker-3", res={"msg": f"Task failed: {by_mitogen}"}),
+    ]
+    dark = {"worker-1": 1, "worker-2": 1, "worker-3": 1}
+    recaps = recap_from_stats({"dark": dark}, events)
+    assert unreachable_hosts(recaps) == ["worker-1", "worker-2", "worker-3"]
+    assert retriable_hosts(recaps) == ["worker-2"]  # a new attempt meets the same key
+    assert "host key is not the one recorded" in recaps["worker-1"].reason
+    assert recaps["worker-2"].reason == ""
 
 
 def test_recap_comes_from_stats_with_time_from_events() -> None:

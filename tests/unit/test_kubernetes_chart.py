@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -468,6 +469,10 @@ def test_the_api_keeps_the_previous_token_key_and_logs_in_as_the_secrets_login(
         assert settings.token_signing_keys() == keys
         assert settings.database_url().username == "socialnet_b"
         assert settings.database_password() == "pw-b"
+        # An ingress controller's pod (kind's pod network here) names the client for the login
+        # limits; without it every user would share the ingress pod's address and its limit.
+        networks = [ipaddress.ip_network(n.strip()) for n in settings.trusted_proxies.split(",")]
+        assert any(ipaddress.ip_address("10.244.1.7") in network for network in networks)
 
 
 def run_container(

@@ -8,6 +8,7 @@ and worker-1 converge; the second run on cp-0 and worker-1 must change nothing.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.configure import configure
-from socialnet_ops.adapters.nodes import NodeSet
+from socialnet_ops.adapters.ansible import record_host_keys
+from socialnet_ops.adapters.nodes import RUN_ROOT, NodeSet
 from socialnet_ops.core.inventory import ConfigurationError
 from tests.integration.ansible.conftest import ADMIN, inventory_for
+from tests.support.waiting import wait_for
 
 # Converging takes minutes here (image build included on a fresh machine).
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -179,4 +182,53 @@ def test_a_failing_task_names_host_and_task(
     message = str(error.value)
     assert "worker-1: task 'monitoring : Install the Prometheus node exporter' failed" in message
     assert "socialnet-no-such-package" in message
+    assert "configured: cp-0" in message
+
+
+def test_a_node_answering_with_another_host_key_is_refused_by_name_and_not_retried(
+    converged: dict[str, Any], three_nodes: NodeSet, tmp_path: Path
+) -> None:
+    """Every login checks the host key the launch recorded. Inventories that bring no keys get
+    each live host's key recorded on first use, the very key the node has."""
+    launch_keys = set(three_nodes.known_hosts.read_text().splitlines())
+    document = yaml.safe_load(Path(converged["inventory"]).read_text())
+    del document["all"]["vars"]["ansible_ssh_common_args"]
+    bare = tmp_path / "bare.yml"
+    bare.write_text(yaml.safe_dump(document))
+    scanned = tmp_path / "known_hosts"
+    assert record_host_keys(bare, scanned, logging.getLogger("test")) == LIVE  # worker-2 is down
+    assert set(scanned.read_text().splitlines()) <= launch_keys
+    assert record_host_keys(bare, scanned, logging.getLogger("test")) == []  # once only
+
+    address = three_nodes.node("worker-1").address
+    three_nodes.exec(
+        "worker-1",
+        [
+            "sh",
+            "-c",
+            'rm -f /etc/ssh/ssh_host_* && ssh-keygen -A && kill -HUP "$(cat /run/sshd.pid)"',
+        ],
+    )
+
+    def key_changed() -> bool:
+        keys = subprocess.run(
+            ["ssh-keyscan", "-T", "3", "-t", "ed25519", address], capture_output=True, text=True
+        ).stdout.splitlines()
+        return bool(keys) and keys[-1] not in launch_keys
+
+    wait_for(key_changed, 30, "worker-1's new host key", interval_s=0.5)
+    # A connection kept open from earlier runs would never meet the new key.
+    for socket in RUN_ROOT.glob(f"cp-{three_nodes.launch_token}-*"):
+        socket.unlink(missing_ok=True)
+    with pytest.raises(ConfigurationError) as error:
+        configure(
+            "local",
+            inventory_path=converged["inventory"],
+            tags=["monitoring"],
+            limit=",".join(LIVE),
+            retry_backoff_seconds=1,
+        )
+    message = str(error.value)
+    assert "worker-1: its SSH host key is not the one recorded" in message
+    assert "unreachable after" not in message  # a new attempt would meet the same key
     assert "configured: cp-0" in message

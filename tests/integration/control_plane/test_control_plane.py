@@ -673,7 +673,7 @@ def test_the_control_planes_database_is_backed_up_and_restores_with_the_ledgers(
     taken = json.loads(cli("backup", "--env", "local", "--control-plane", "--json").stdout)
     assert taken["environment"] == "control-plane"
     assert taken["key"].startswith("backups/control-plane/prefect/")
-    assert taken["row_counts"]["flow_run"] > 0 and taken["row_counts"]["variable"] > 0
+    assert taken["row_counts"]["public.flow_run"] > 0 and taken["row_counts"]["public.variable"] > 0
     access = json.loads(control_plane_backup_access().read_text())
     assert stat.S_IMODE(control_plane_backup_access().stat().st_mode) == 0o600
     with (

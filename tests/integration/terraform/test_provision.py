@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,11 @@ from prefect.variables import Variable
 
 from flows.drift import drift
 from flows.provision import provision
-from socialnet_ops.adapters.terraform import restore_state_version, state_versions
+from socialnet_ops.adapters.terraform import (
+    restore_state_version,
+    state_resources,
+    state_versions,
+)
 from socialnet_ops.core.environments import UnknownEnvironmentError, load_environment
 from socialnet_ops.core.merge_requests import ApplyRefusedError, PlanRefusedError, note_marker
 from socialnet_ops.core.results import ProvisionResult
@@ -72,7 +75,7 @@ def test_an_interrupted_apply_converges_on_rerun(
 
 
 def test_every_state_version_is_kept_and_an_earlier_one_restores_into_a_fresh_place(
-    applied_local: AppliedStack, emulator: Emulator, terraform_state: Path, tmp_path: Path
+    applied_local: AppliedStack, emulator: Emulator, tmp_path: Path
 ) -> None:
     """The state bucket's versioning is the state's backup: the interrupted apply's state is
     still there, and Terraform reads it back from a fresh file."""
@@ -84,23 +87,7 @@ def test_every_state_version_is_kept_and_an_earlier_one_restores_into_a_fresh_pl
         for version, name in ((versions[-1], "earliest.tfstate"), (versions[0], "latest.tfstate"))
     )
     assert stat.S_IMODE(earliest.stat().st_mode) == 0o600
-    workspace = terraform_state / "local" / "terraform" / "provision"
-
-    def addresses(state: Path) -> set[str]:
-        shown = subprocess.run(
-            ["terraform", f"-chdir={workspace}", "show", "-json", "-no-color", str(state)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        module = json.loads(shown.stdout)["values"]["root_module"]
-        found: set[str] = set()
-        pending = [module]
-        while pending:
-            current = pending.pop()
-            found |= {resource["address"] for resource in current.get("resources", [])}
-            pending += current.get("child_modules", [])
-        return found
-
-    before, now = addresses(earliest), addresses(latest)
+    before, now = (state_resources("local", emulator.endpoint, path) for path in (earliest, latest))
     assert before and len(before) < len(now)
     assert f"{MODULE}.network.aws_vpc.this" in now
     with pytest.raises(TerraformError, match="cannot be read"):

@@ -250,3 +250,17 @@ def test_no_secret_value_appears_anywhere_but_its_0600_file(platform: LocalPlatf
     if home_token.exists() and home_token.read_text().strip() == values["root token"]:
         leaks.append(f"{home_token} holds the root token")
     assert leaks == []
+
+
+def test_a_vault_admin_token_is_never_taken_from_a_prefect_block(
+    prefect_server: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever can read the control plane's blocks must not hold an environment's Vault: the
+    bootstrap takes an admin token only from the operator's file at run time."""
+    from prefect.blocks.system import Secret
+
+    from tasks.vault import ADMIN_TOKEN_FILE_VARIABLE, admin_session
+
+    monkeypatch.delenv(ADMIN_TOKEN_FILE_VARIABLE, raising=False)
+    Secret(value="s.an-admin-token").save("vault-admin-token-staging", overwrite=True)
+    assert admin_session(load_environment("staging")) is None
