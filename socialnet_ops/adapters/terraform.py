@@ -310,17 +310,17 @@ def endpoint_for(
     An override may only be the catalog's endpoint or an emulator on this machine: anywhere else,
     requests signed with the environment's credentials would leave for a host nobody chose.
     """
-    for source, chosen in (("endpoint", override), ("AWS_ENDPOINT_URL", os.environ.get(
-        "AWS_ENDPOINT_URL"
-    ))):  # fmt: skip
-        if chosen:
-            if chosen != environment.cloud.endpoint and not is_loopback(chosen):
-                raise TerraformConfigError(
-                    f"{environment.name}: {source} {chosen!r} is neither the catalog's AWS "
-                    f"endpoint ({environment.cloud.endpoint or 'AWS itself'}) nor an emulator on "
-                    "127.0.0.1; signed requests go nowhere else"
-                )
-            return chosen
+    source, chosen = ("endpoint", override) if override else (
+        "AWS_ENDPOINT_URL", os.environ.get("AWS_ENDPOINT_URL")
+    )  # fmt: skip
+    if chosen:
+        if chosen != environment.cloud.endpoint and not is_loopback(chosen):
+            raise TerraformConfigError(
+                f"{environment.name}: {source} {chosen!r} is neither the catalog's AWS endpoint "
+                f"({environment.cloud.endpoint or 'AWS itself'}) nor an emulator on 127.0.0.1; "
+                "signed requests go nowhere else"
+            )
+        return chosen
     if environment.cloud.endpoint == "local":
         return local_emulator_endpoint(environment, emulator)
     return environment.cloud.endpoint

@@ -246,15 +246,7 @@ class PrefectStack:
             self.pgsocket, ports.postgres, self.logs / "control-postgres.log", wait=READY_TIMEOUT
         )
         with connection:
-            exists = connection.execute(
-                "SELECT 1 FROM pg_roles WHERE rolname = %s", (PREFECT_ROLE,)
-            ).fetchone()
-            verb = "ALTER" if exists else "CREATE"
-            connection.execute(
-                sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(PREFECT_ROLE), sql.Literal(password)
-                )
-            )
+            _ensure_login_role(connection, PREFECT_ROLE, password)
             if not connection.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (PREFECT_DATABASE,)
             ).fetchone():
@@ -269,14 +261,8 @@ class PrefectStack:
         """The read-only role backups use, and the 0600 file that tells them how to log in."""
         from psycopg import sql
 
-        password = read_secret(self.secrets / "prefect-backup-password")
-        exists = connection.execute(
-            "SELECT 1 FROM pg_roles WHERE rolname = %s", (BACKUP_ROLE,)
-        ).fetchone()
-        connection.execute(
-            sql.SQL(("ALTER" if exists else "CREATE") + " ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(BACKUP_ROLE), sql.Literal(password)
-            )
+        _ensure_login_role(
+            connection, BACKUP_ROLE, read_secret(self.secrets / "prefect-backup-password")
         )
         connection.execute(
             sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(BACKUP_ROLE))
@@ -311,3 +297,15 @@ class PrefectStack:
             finally:
                 with contextlib.suppress(Exception):
                     client.close()
+
+
+def _ensure_login_role(connection: Any, role: str, password: str) -> None:
+    """`role` can log in with `password` (created, or its password set to the file's again)."""
+    from psycopg import sql
+
+    exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+    connection.execute(
+        sql.SQL(("ALTER" if exists else "CREATE") + " ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(password)
+        )
+    )
